@@ -1,0 +1,355 @@
+//! The typed messages. Every enum that crosses the wire is `#[non_exhaustive]` so that adding a
+//! variant in a minor version is not a breaking change for Rust users of this crate.
+
+use crate::version::ProtoVersion;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The name of an instance as a client wrote it (`jordan`). The daemon checks it against its
+/// configuration; an unknown one gets [`ErrorKind::UnknownInstance`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct InstanceName(pub String);
+
+impl fmt::Display for InstanceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for InstanceName {
+    fn from(s: &str) -> Self {
+        InstanceName(s.to_owned())
+    }
+}
+
+/// Which instances a request is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// Every configured instance.
+    All,
+    /// These instances, in this order.
+    Instances(Vec<InstanceName>),
+}
+
+/// A request from a client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Request {
+    /// The first message of every connection.
+    Hello(Hello),
+    /// The state of some or all instances.
+    Status(StatusRequest),
+    /// Start stopped instances and wait until their workers are ready.
+    Start(TargetRequest),
+    /// Stop instances' workers gracefully and wait until they have exited.
+    Stop(TargetRequest),
+    /// Rolling restart: replace each worker, new one ready before the old one stops.
+    Restart(TargetRequest),
+    /// Versions of the daemon and the protocol.
+    Version,
+}
+
+/// [`Request::Hello`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The client's protocol version.
+    pub proto: ProtoVersion,
+    /// Free-form client identification for the daemon's log (`ctsctl 0.1.0`).
+    #[serde(default)]
+    pub client: String,
+}
+
+/// [`Request::Status`].
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct StatusRequest {
+    /// Only these instances; empty means all.
+    #[serde(default)]
+    pub instances: Vec<InstanceName>,
+}
+
+/// [`Request::Start`], [`Request::Stop`], [`Request::Restart`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetRequest {
+    /// The instances to act on.
+    pub target: Target,
+}
+
+/// A response from the daemon.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Response {
+    /// The handshake succeeded.
+    Welcome(Welcome),
+    /// Answer to [`Request::Status`].
+    Status(StatusReport),
+    /// Answer to start, stop and restart: one outcome per instance.
+    Outcomes(Outcomes),
+    /// Answer to [`Request::Version`].
+    Version(Welcome),
+    /// The request failed as a whole.
+    Error(ErrorReply),
+}
+
+/// [`Response::Welcome`] and [`Response::Version`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The daemon's protocol version.
+    pub proto: ProtoVersion,
+    /// The daemon's package version.
+    pub daemon_version: String,
+}
+
+/// [`Response::Outcomes`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcomes {
+    /// One per instance acted on.
+    pub results: Vec<Outcome>,
+}
+
+/// What happened to one instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// The instance.
+    pub instance: InstanceName,
+    /// Whether the operation completed.
+    pub ok: bool,
+    /// What was done, or why it failed.
+    pub message: String,
+}
+
+/// [`Response::Error`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    /// What kind of failure, for exit codes and programs.
+    pub kind: ErrorKind,
+    /// For people.
+    pub message: String,
+}
+
+/// Kinds of [`ErrorReply`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A request kind this daemon does not know (a newer client).
+    UnknownRequest,
+    /// The request could not be decoded.
+    Malformed,
+    /// The frame exceeded the size limit.
+    TooLarge,
+    /// The first message was not a [`Request::Hello`].
+    HandshakeRequired,
+    /// A named instance is not configured.
+    UnknownInstance,
+    /// The peer may not do this.
+    PermissionDenied,
+    /// Incompatible protocol majors.
+    ProtocolMismatch,
+    /// The daemon is shutting down.
+    ShuttingDown,
+    /// Any other failure.
+    Failed,
+    /// A kind a newer daemon sent that this client does not know.
+    #[serde(other)]
+    Other,
+}
+
+/// Answer to [`Request::Status`]: the document `ctsctl status --json` prints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// The daemon's package version.
+    pub daemon_version: String,
+    /// The daemon's pid.
+    pub pid: u32,
+    /// Seconds since the daemon started.
+    pub uptime_secs: u64,
+    /// The instances, in configuration order.
+    pub instances: Vec<InstanceStatus>,
+}
+
+/// One instance in a [`StatusReport`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceStatus {
+    /// Instance key (`jordan`).
+    pub key: InstanceName,
+    /// Display name (`Jordan`).
+    pub name: String,
+    /// TCP port.
+    pub port: u16,
+    /// URL prefix, empty for none.
+    pub prefix: String,
+    /// Currency code.
+    pub currency: String,
+    /// The instance's state.
+    pub state: InstanceState,
+    /// Workers the pool should have.
+    pub desired_workers: u32,
+    /// Workers that are ready now.
+    pub ready_workers: u32,
+    /// Crash replacements since ctsd started.
+    pub restarts: u64,
+    /// Seconds since the instance last became running (`None` when not running).
+    #[serde(default)]
+    pub uptime_secs: Option<u64>,
+    /// The last unexpected worker exit (`worker 2 pid 4711 killed by SIGKILL`).
+    #[serde(default)]
+    pub last_exit: Option<String>,
+    /// The live workers.
+    pub workers: Vec<WorkerStatus>,
+}
+
+/// One worker in an [`InstanceStatus`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    /// The worker's pid (also its process group).
+    pub pid: u32,
+    /// Its slot in the pool, 0-based; a replacement takes the slot of the worker it replaces.
+    pub slot: u32,
+    /// Its state.
+    pub state: WorkerState,
+    /// Seconds since it was started.
+    pub uptime_secs: u64,
+}
+
+/// State of an instance, as `status` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum InstanceState {
+    /// Workers are being started and not all are ready yet.
+    Starting,
+    /// Every desired worker is ready.
+    Running,
+    /// Workers are being stopped.
+    Stopping,
+    /// No workers, by request.
+    Stopped,
+    /// Workers crash repeatedly; ctsd keeps retrying at the slow rate.
+    Failing,
+}
+
+/// State of a worker, as `status` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum WorkerState {
+    /// Started, not ready yet.
+    Starting,
+    /// Serving.
+    Ready,
+    /// Asked to stop, not exited yet.
+    Stopping,
+}
+
+impl InstanceState {
+    /// The name used on the wire and in `status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceState::Starting => "starting",
+            InstanceState::Running => "running",
+            InstanceState::Stopping => "stopping",
+            InstanceState::Stopped => "stopped",
+            InstanceState::Failing => "failing",
+        }
+    }
+}
+
+impl WorkerState {
+    /// The name used on the wire and in `status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerState::Starting => "starting",
+            WorkerState::Ready => "ready",
+            WorkerState::Stopping => "stopping",
+        }
+    }
+}
+
+impl ErrorReply {
+    /// Builds an error reply.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        ErrorReply {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ErrorReply> for Response {
+    fn from(e: ErrorReply) -> Self {
+        Response::Error(e)
+    }
+}
+
+/// Decodes a request, telling a request kind we do not know (a newer client:
+/// [`ErrorKind::UnknownRequest`]) from bytes that are not a request at all
+/// ([`ErrorKind::Malformed`]).
+///
+/// # Errors
+///
+/// The [`ErrorReply`] to send back.
+pub fn decode_request(bytes: &[u8]) -> Result<Request, ErrorReply> {
+    match serde_json::from_slice::<Request>(bytes) {
+        Ok(r) => Ok(r),
+        Err(e) => {
+            let kind = serde_json::from_slice::<serde_json::Value>(bytes)
+                .ok()
+                .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_owned));
+            Err(match kind {
+                Some(t) if !KNOWN_REQUESTS.contains(&t.as_str()) => ErrorReply::new(
+                    ErrorKind::UnknownRequest,
+                    format!("unknown request `{t}` (this daemon speaks protocol {})", crate::PROTO_VERSION),
+                ),
+                _ => ErrorReply::new(ErrorKind::Malformed, format!("malformed request: {e}")),
+            })
+        }
+    }
+}
+
+const KNOWN_REQUESTS: &[&str] = &["hello", "status", "start", "stop", "restart", "version"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_format_is_stable() {
+        let r = Request::Restart(TargetRequest {
+            target: Target::Instances(vec!["jordan".into()]),
+        });
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"type":"restart","target":{"instances":["jordan"]}}"#
+        );
+        let all = Request::Stop(TargetRequest { target: Target::All });
+        assert_eq!(serde_json::to_string(&all).unwrap(), r#"{"type":"stop","target":"all"}"#);
+        assert_eq!(serde_json::to_string(&Request::Version).unwrap(), r#"{"type":"version"}"#);
+    }
+
+    #[test]
+    fn unknown_and_malformed_are_told_apart() {
+        let e = decode_request(br#"{"type":"frobnicate"}"#).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::UnknownRequest);
+        let e = decode_request(br#"{"type":"restart"}"#).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Malformed);
+        let e = decode_request(b"\xff\x00garbage").unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Malformed);
+    }
+
+    #[test]
+    fn status_request_fields_default() {
+        let r = decode_request(br#"{"type":"status"}"#).unwrap();
+        assert_eq!(r, Request::Status(StatusRequest::default()));
+    }
+
+    #[test]
+    fn unknown_error_kind_from_newer_daemon_decodes() {
+        let r: Response =
+            serde_json::from_str(r#"{"type":"error","kind":"quota_exceeded","message":"x"}"#).unwrap();
+        assert!(matches!(r, Response::Error(ErrorReply { kind: ErrorKind::Other, .. })));
+    }
+}
