@@ -1,0 +1,128 @@
+//! The public face of an instance actor: typed controls, each acknowledged when *done*.
+
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// What an operation reports when it completes: a sentence for the operator.
+pub type Outcome = Result<String, String>;
+
+/// A request to an instance actor. Every variant carries the channel its answer goes to; the
+/// answer is sent when the operation is finished (all workers ready, all stopped, ...), which is
+/// what `ctsctl restart` waits on.
+#[derive(Debug)]
+pub enum Control {
+    /// Start the pool if stopped; answered when every worker is ready (or the instance fails).
+    Start(oneshot::Sender<Outcome>),
+    /// Stop every worker gracefully; answered when all have exited.
+    Stop(oneshot::Sender<Outcome>),
+    /// Rolling restart; answered when every worker has been replaced, or when a new worker
+    /// failed and the restart stopped with the old workers still serving.
+    Restart(oneshot::Sender<Outcome>),
+    /// A snapshot of the instance.
+    Status(oneshot::Sender<Status>),
+}
+
+/// Handle to one instance actor. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct InstanceHandle {
+    /// Controls go here.
+    pub(crate) tx: mpsc::Sender<Control>,
+    /// Becomes true once the first start has settled: every worker ready, or a worker failed.
+    pub(crate) settled: watch::Receiver<bool>,
+}
+
+/// State of an instance (the names of the `status --json` contract).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceState {
+    /// Workers being started, not all ready.
+    Starting,
+    /// Every desired worker ready.
+    Running,
+    /// Workers being stopped.
+    Stopping,
+    /// No workers, by request.
+    Stopped,
+    /// Crash loop: retrying at the slow rate.
+    Failing,
+}
+
+/// State of one worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerState {
+    /// Started, not ready.
+    Starting,
+    /// Ready.
+    Ready,
+    /// Asked to stop.
+    Stopping,
+}
+
+/// A snapshot of an instance, for `status`.
+#[derive(Debug, Clone)]
+pub struct Status {
+    /// The instance's state.
+    pub state: InstanceState,
+    /// Workers the pool should have.
+    pub desired: u32,
+    /// Ready workers.
+    pub ready: u32,
+    /// Unexpected worker exits since ctsd started.
+    pub restarts: u64,
+    /// When the instance was last started (None when stopped).
+    pub running_since: Option<Instant>,
+    /// The last unexpected exit, as a sentence.
+    pub last_exit: Option<String>,
+    /// Live workers, by slot.
+    pub workers: Vec<WorkerInfo>,
+}
+
+/// One worker in a [`Status`].
+#[derive(Debug, Clone)]
+pub struct WorkerInfo {
+    /// Slot in the pool.
+    pub slot: u32,
+    /// Pid, also the process group id.
+    pub pid: u32,
+    /// State.
+    pub state: WorkerState,
+    /// When it was started.
+    pub started: Instant,
+}
+
+impl InstanceHandle {
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Control) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Starts the instance; see [`Control::Start`].
+    pub async fn start(&self) -> Outcome {
+        self.ask(Control::Start).await.unwrap_or_else(gone)
+    }
+
+    /// Stops the instance; see [`Control::Stop`].
+    pub async fn stop(&self) -> Outcome {
+        self.ask(Control::Stop).await.unwrap_or_else(gone)
+    }
+
+    /// Rolling restart; see [`Control::Restart`].
+    pub async fn restart(&self) -> Outcome {
+        self.ask(Control::Restart).await.unwrap_or_else(gone)
+    }
+
+    /// A status snapshot; `None` once the actor has ended (ctsd is shutting down).
+    pub async fn status(&self) -> Option<Status> {
+        self.ask(Control::Status).await
+    }
+
+    /// Waits until the instance's first start has settled (every worker ready, or one failed).
+    pub async fn settled(&self) {
+        let mut rx = self.settled.clone();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+}
+
+fn gone() -> Outcome {
+    Err("ctsd is shutting down".to_owned())
+}

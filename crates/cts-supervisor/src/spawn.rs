@@ -1,0 +1,153 @@
+//! Starting one worker process: argv and environment prepared before the fork, then only
+//! async-signal-safe system calls between fork and exec.
+//!
+//! The program executed is ctsd itself with the hidden first argument [`EXEC_WORKER_ARG`]: that
+//! shim sets `LISTEN_PID` to its own pid (which the parent cannot know before the fork, and
+//! which the child may not compute with `setenv` between fork and exec) and then `exec`s the
+//! worker command, so the worker keeps the pid, the process group and the parent-death signal.
+
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::RawFd;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use tokio::process::{Child, Command};
+
+/// First argument that makes the ctsd binary act as the exec shim: `ctsd __exec-worker -- argv…`.
+pub const EXEC_WORKER_ARG: &str = "__exec-worker";
+
+/// The fd number the listening socket has in a worker (systemd's `SD_LISTEN_FDS_START`).
+pub const LISTEN_FD: RawFd = 3;
+
+/// Variables ctsd may have received from its own parent (systemd) that must not leak into a
+/// worker, where they would describe ctsd's sockets and watchdog, not the worker's.
+const INHERITED_VARS_TO_DROP: &[&str] = &[
+    "LISTEN_PID",
+    "LISTEN_FDS",
+    "LISTEN_FDNAMES",
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "CTSD_SOCKET",
+];
+
+/// Everything needed to start workers of one pool, resolved once.
+#[derive(Debug, Clone)]
+pub struct SpawnSpec {
+    /// The ctsd binary, run as the exec shim.
+    pub shim: PathBuf,
+    /// The worker's argv.
+    pub argv: Vec<String>,
+    /// Variables added to ctsd's own environment.
+    pub env: Vec<(String, String)>,
+    /// `LISTEN_FDNAMES`: the instance key.
+    pub fd_name: String,
+    /// Working directory.
+    pub cwd: Option<PathBuf>,
+    /// Numeric user to run as.
+    pub uid: Option<u32>,
+    /// Numeric group to run as.
+    pub gid: Option<u32>,
+}
+
+/// Starts a worker with the listening socket `listener` as fd 3, in its own process group,
+/// with SIGKILL as its parent-death signal, stdout and stderr piped.
+///
+/// Must be called from a thread that lives as long as ctsd (the parent-death signal fires when
+/// the *thread* that forked exits): ctsd runs its supervisor on the main thread.
+///
+/// # Errors
+///
+/// When fork or exec of the shim fails, or the child's set-up (cwd, fd 3, credentials) fails.
+pub fn spawn(spec: &SpawnSpec, listener: RawFd, notify_socket: Option<&str>) -> io::Result<Child> {
+    let mut cmd = Command::new(&spec.shim);
+    cmd.arg(EXEC_WORKER_ARG).arg("--").args(&spec.argv);
+    for var in INHERITED_VARS_TO_DROP {
+        cmd.env_remove(var);
+    }
+    cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
+    cmd.env("LISTEN_FDS", "1").env("LISTEN_FDNAMES", &spec.fd_name);
+    if let Some(n) = notify_socket {
+        cmd.env("NOTIFY_SOCKET", n);
+    }
+    if let Some(cwd) = &spec.cwd {
+        cmd.current_dir(cwd);
+    }
+    if let Some(gid) = spec.gid {
+        cmd.gid(gid);
+    }
+    if let Some(uid) = spec.uid {
+        cmd.uid(uid);
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(false);
+    let parent = std::process::id() as nix::libc::pid_t;
+    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe system
+    // calls (fcntl, dup2, prctl, getppid) on values captured by copy; it neither allocates nor
+    // locks.
+    unsafe {
+        cmd.pre_exec(move || child_setup(listener, parent));
+    }
+    cmd.spawn()
+}
+
+/// Runs in the child between fork and exec: only async-signal-safe calls.
+fn child_setup(listener: RawFd, parent: nix::libc::pid_t) -> io::Result<()> {
+    use nix::libc;
+    // SAFETY: plain system calls on integers.
+    unsafe {
+        if listener == LISTEN_FD {
+            // dup2 onto itself would keep FD_CLOEXEC: clear it instead.
+            if libc::fcntl(LISTEN_FD, libc::F_SETFD, 0) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+        } else if libc::dup2(listener, LISTEN_FD) == -1 {
+            // dup2 gives the new fd no FD_CLOEXEC: fd 3 is the only extra fd that survives exec.
+            return Err(io::Error::last_os_error());
+        }
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        // ctsd may have died between fork and prctl: then no death signal would ever come.
+        if libc::getppid() != parent {
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        }
+    }
+    Ok(())
+}
+
+/// The exec shim's body: `args` is everything after `--`. Sets `LISTEN_PID` to this process's
+/// pid and replaces the process with the worker command; returns only on failure.
+pub fn exec_worker(args: &[OsString]) -> io::Error {
+    use std::os::unix::process::CommandExt;
+    let Some((program, rest)) = args.split_first() else {
+        return io::Error::new(io::ErrorKind::InvalidInput, "no worker command given");
+    };
+    // `exec` also resets SIGPIPE (ignored by Rust programs) and the signal mask for the worker.
+    std::process::Command::new(program)
+        .args(rest)
+        .env("LISTEN_PID", std::process::id().to_string())
+        .exec()
+}
+
+/// Binds a per-worker notification socket in the abstract namespace; the name, with its `@`
+/// prefix, is what goes into `NOTIFY_SOCKET`.
+///
+/// # Errors
+///
+/// When the socket cannot be created or bound.
+pub fn notify_socket(name: &str) -> io::Result<(tokio::net::UnixDatagram, String)> {
+    use std::os::linux::net::SocketAddrExt;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+    let sock = std::os::unix::net::UnixDatagram::bind_addr(&addr)?;
+    sock.set_nonblocking(true)?;
+    Ok((tokio::net::UnixDatagram::from_std(sock)?, format!("@{name}")))
+}
+
+/// Reads `path`'s first component for messages (`gunicorn` of `[gunicorn, --bind, ...]`).
+pub fn program_name(argv: &[String]) -> &str {
+    argv.first().map(|p| Path::new(p).file_name().and_then(|n| n.to_str()).unwrap_or(p)).unwrap_or("")
+}
