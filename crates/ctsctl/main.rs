@@ -1,1 +1,284 @@
-fn main() {}
+//! `ctsctl`: the control client of ctsd. A thin main: arguments, one call through
+//! `cts_client`, output as a table or JSON, and the documented exit codes of
+//! `cts_proto::exit_codes`.
+
+use clap::{Args, Parser, Subcommand};
+use cts_client::{Client, ClientError};
+use cts_proto::{exit_codes, ErrorKind, InstanceStatus, Request, StatusReport, Target};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Control the CTS supervisor: status, start, stop and rolling restarts of country instances.
+#[derive(Debug, Parser)]
+#[command(name = "ctsctl", version, after_help = EXIT_CODES)]
+struct Cli {
+    /// Control socket (default: $CTSD_SOCKET, then the socket of --config, then
+    /// /run/ctsd/ctsd.sock).
+    #[arg(long, global = true, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Find the control socket in this ctsd configuration file.
+    #[arg(long, short = 'c', global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+const EXIT_CODES: &str = "Exit status: 0 ok, 1 failed, 2 usage, 3 ctsd not reachable, \
+4 permission denied, 5 unknown instance, 6 protocol mismatch.";
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show each instance: state, port, prefix, workers, pids, uptime, restarts, last exit.
+    Status {
+        /// Only these instances.
+        instances: Vec<String>,
+        /// Print one JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start stopped instances; waits until their workers are ready.
+    Start(TargetArgs),
+    /// Stop instances' workers gracefully (SIGTERM, then SIGKILL after stop_timeout).
+    Stop(TargetArgs),
+    /// Rolling restart: each worker is replaced by a new one that is ready before the old one
+    /// stops, so the instance answers every request throughout.
+    Restart(TargetArgs),
+    /// Versions of ctsctl, ctsd and their protocol.
+    Version,
+}
+
+#[derive(Debug, Args)]
+struct TargetArgs {
+    /// Instance keys (e.g. jordan).
+    #[arg(required_unless_present = "all")]
+    instances: Vec<String>,
+    /// Every instance.
+    #[arg(long, conflicts_with = "instances")]
+    all: bool,
+}
+
+impl TargetArgs {
+    fn target(&self) -> Target {
+        if self.all {
+            Target::All
+        } else {
+            Target::Instances(self.instances.iter().map(|s| s.as_str().into()).collect())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let socket = match socket_path(&cli) {
+        Ok(p) => p,
+        Err(msg) => {
+            eprintln!("ctsctl: {msg}");
+            return ExitCode::from(exit_codes::USAGE);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ctsctl: cannot start: {e}");
+            return ExitCode::from(exit_codes::FAILED);
+        }
+    };
+    match rt.block_on(execute(&cli.command, &socket)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("ctsctl: {e}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+/// `--socket` > `$CTSD_SOCKET` > the socket of `--config` > the default.
+fn socket_path(cli: &Cli) -> Result<PathBuf, String> {
+    if let Some(s) = &cli.socket {
+        return Ok(s.clone());
+    }
+    if let Some(s) = std::env::var_os("CTSD_SOCKET").filter(|s| !s.is_empty()) {
+        return Ok(s.into());
+    }
+    if let Some(path) = &cli.config {
+        let config = cts_config::load(path, &cts_config::LoadOptions::default())
+            .map_err(|e| format!("cannot read the socket path from {}:\n{e}", path.display()))?;
+        if let Some(s) = config.daemon.socket {
+            return Ok(s);
+        }
+    }
+    Ok(cts_config::DEFAULT_SOCKET.into())
+}
+
+fn exit_code(e: &ClientError) -> u8 {
+    match e {
+        ClientError::NotFound(_) | ClientError::Refused(_) | ClientError::Timeout(_) | ClientError::Io { .. } => {
+            exit_codes::UNREACHABLE
+        }
+        ClientError::PermissionDenied(_) => exit_codes::PERMISSION_DENIED,
+        ClientError::ProtocolMismatch(_) => exit_codes::PROTOCOL_MISMATCH,
+        ClientError::Daemon(r) if r.kind == ErrorKind::UnknownInstance => exit_codes::UNKNOWN_INSTANCE,
+        _ => exit_codes::FAILED,
+    }
+}
+
+async fn execute(command: &Command, socket: &std::path::Path) -> Result<u8, ClientError> {
+    if let Command::Version = command {
+        println!(
+            "ctsctl {} (protocol {})",
+            env!("CARGO_PKG_VERSION"),
+            cts_proto::PROTO_VERSION
+        );
+        let client = Client::connect(socket).await?;
+        let w = client.welcome();
+        println!("ctsd {} (protocol {})", w.daemon_version, w.proto);
+        return Ok(exit_codes::OK);
+    }
+    let mut client = Client::connect(socket).await?;
+    let (make, target, verb): (fn(_) -> Request, _, _) = match command {
+        Command::Status { instances, json } => {
+            let names: Vec<&str> = instances.iter().map(String::as_str).collect();
+            let report = client.status(&names).await?;
+            let out = if *json {
+                serde_json::to_string_pretty(&report).unwrap_or_default() + "\n"
+            } else {
+                render_table(&report, std::io::stdout().is_terminal())
+            };
+            let _ = std::io::stdout().write_all(out.as_bytes());
+            return Ok(exit_codes::OK);
+        }
+        Command::Start(t) => (Request::Start as fn(_) -> Request, t.target(), "start"),
+        Command::Stop(t) => (Request::Stop as fn(_) -> Request, t.target(), "stop"),
+        Command::Restart(t) => (Request::Restart as fn(_) -> Request, t.target(), "restart"),
+        Command::Version => unreachable!("handled above"),
+    };
+    let outcomes = client.act(make, target).await?;
+    let mut code = exit_codes::OK;
+    for o in outcomes {
+        if o.ok {
+            println!("{}: {}", o.instance, o.message);
+        } else {
+            eprintln!("ctsctl: {}: {verb} failed: {}", o.instance, o.message);
+            code = exit_codes::FAILED;
+        }
+    }
+    Ok(code)
+}
+
+/// The human `status` table; colour only when `colour` (stdout is a terminal).
+fn render_table(report: &StatusReport, colour: bool) -> String {
+    let header = ["INSTANCE", "STATE", "PORT", "PREFIX", "READY", "PIDS", "UPTIME", "RESTARTS", "LAST EXIT"];
+    let rows: Vec<[String; 9]> = report.instances.iter().map(row).collect();
+    let mut widths = header.map(str::len);
+    for r in &rows {
+        for (w, cell) in widths.iter_mut().zip(r.iter()) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: &[String], out: &mut String, state_colour: Option<&str>| {
+        for (i, cell) in cells.iter().enumerate() {
+            let last = i + 1 == cells.len();
+            let pad = if last { 0 } else { widths[i] - cell.chars().count() + 2 };
+            match (i, state_colour) {
+                (1, Some(c)) => out.push_str(&format!("\x1b[{c}m{cell}\x1b[0m")),
+                _ => out.push_str(cell),
+            }
+            out.push_str(&" ".repeat(pad));
+        }
+        out.push('\n');
+    };
+    line(&header.map(String::from), &mut out, None);
+    for (r, inst) in rows.iter().zip(&report.instances) {
+        let c = colour.then(|| match inst.state.as_str() {
+            "running" => "32",
+            "failing" => "31",
+            "stopped" => "2",
+            _ => "33",
+        });
+        line(r, &mut out, c);
+    }
+    out
+}
+
+fn row(i: &InstanceStatus) -> [String; 9] {
+    let pids: Vec<String> = i.workers.iter().map(|w| w.pid.to_string()).collect();
+    [
+        i.key.to_string(),
+        i.state.as_str().to_owned(),
+        i.port.to_string(),
+        if i.prefix.is_empty() { "-".into() } else { i.prefix.clone() },
+        format!("{}/{}", i.ready_workers, i.desired_workers),
+        if pids.is_empty() { "-".into() } else { pids.join(",") },
+        i.uptime_secs.map_or_else(|| "-".into(), uptime),
+        i.restarts.to_string(),
+        i.last_exit.clone().unwrap_or_else(|| "-".into()),
+    ]
+}
+
+fn uptime(s: u64) -> String {
+    match (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60) {
+        (0, 0, 0, s) => format!("{s}s"),
+        (0, 0, m, s) => format!("{m}m{s}s"),
+        (0, h, m, _) => format!("{h}h{m}m"),
+        (d, h, _, _) => format!("{d}d{h}h"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cts_proto::{InstanceState, WorkerState, WorkerStatus};
+
+    #[test]
+    fn table_snapshot() {
+        let inst = |key: &str, state, pids: &[u32], last: Option<&str>| InstanceStatus {
+            key: key.into(),
+            name: key.to_uppercase(),
+            port: 8003,
+            prefix: "/JO".into(),
+            currency: "JOD".into(),
+            state,
+            desired_workers: 2,
+            ready_workers: pids.len() as u32,
+            restarts: 3,
+            uptime_secs: Some(3725),
+            last_exit: last.map(str::to_owned),
+            workers: pids
+                .iter()
+                .enumerate()
+                .map(|(slot, &pid)| WorkerStatus {
+                    pid,
+                    slot: slot as u32,
+                    state: WorkerState::Ready,
+                    uptime_secs: 10,
+                })
+                .collect(),
+        };
+        let report = StatusReport {
+            daemon_version: "0.1.0".into(),
+            pid: 1,
+            uptime_secs: 5,
+            instances: vec![
+                inst("jordan", InstanceState::Running, &[101, 102], None),
+                inst("iraq", InstanceState::Failing, &[], Some("worker 0 pid 7 exited with status 3")),
+            ],
+        };
+        let expected = "\
+INSTANCE  STATE    PORT  PREFIX  READY  PIDS     UPTIME  RESTARTS  LAST EXIT
+jordan    running  8003  /JO     2/2    101,102  1h2m    3         -
+iraq      failing  8003  /JO     0/2    -        1h2m    3         worker 0 pid 7 exited with status 3
+";
+        assert_eq!(render_table(&report, false), expected);
+        assert!(render_table(&report, true).contains("\x1b[31mfailing\x1b[0m"));
+    }
+
+    #[test]
+    fn uptimes_read_like_durations() {
+        assert_eq!(uptime(5), "5s");
+        assert_eq!(uptime(65), "1m5s");
+        assert_eq!(uptime(7260), "2h1m");
+        assert_eq!(uptime(90_000), "1d1h");
+    }
+}

@@ -1,1 +1,182 @@
-fn main() {}
+//! `ctsd`: the CTS supervisor daemon. A thin main: arguments, logging, the runtime, then
+//! `cts_daemon::run`; every decision lives in the libraries.
+
+use clap::Parser;
+use cts_config::{Environment, LoadOptions};
+use cts_daemon::{signals::SignalSource, RunOptions};
+use std::ffi::OsString;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Supervisor of the CTS country instances: one pre-fork worker pool per instance, on the
+/// instance's own port, with per-instance logs and a control socket for `ctsctl`.
+#[derive(Debug, Parser)]
+#[command(name = "ctsd", version)]
+struct Args {
+    /// The configuration file.
+    #[arg(long, short = 'c', value_name = "FILE", default_value = "/etc/cts/ctsd.yaml")]
+    config: PathBuf,
+    /// Control socket path (default: $CTSD_SOCKET, then the config's `ctsd.socket`, then
+    /// /run/ctsd/ctsd.sock).
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Directory for the instances' logs, overriding `ctsd.log_dir`.
+    #[arg(long, value_name = "DIR")]
+    log_dir: Option<PathBuf>,
+    /// Environment, overriding `ctsd.environment`: dev, staging or production.
+    #[arg(long, value_name = "ENV")]
+    env: Option<Environment>,
+    /// Validate the configuration, print what would run, and exit.
+    #[arg(long)]
+    check: bool,
+    /// Write a newline to this inherited fd once every instance has started, then close it.
+    #[arg(long, value_name = "FD")]
+    ready_fd: Option<RawFd>,
+    /// Log level of ctsd's own messages: error, warn, info, debug or trace.
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    log_level: tracing::Level,
+}
+
+fn main() -> ExitCode {
+    let mut argv = std::env::args_os();
+    if argv.nth(1).as_deref() == Some(cts_supervisor::EXEC_WORKER_ARG.as_ref()) {
+        return exec_worker(argv.collect());
+    }
+    let args = Args::parse();
+    let opts = LoadOptions {
+        environment: args.env,
+    };
+    let mut config = match cts_config::load(&args.config, &opts) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!(
+                "ctsd: {} is not valid ({} error{}); nothing was started",
+                args.config.display(),
+                errors.0.len(),
+                if errors.0.len() == 1 { "" } else { "s" }
+            );
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(dir) = args.log_dir {
+        config.daemon.log_dir = dir;
+    }
+    let socket = args
+        .socket
+        .or_else(|| std::env::var_os("CTSD_SOCKET").filter(|s| !s.is_empty()).map(PathBuf::from))
+        .or_else(|| config.daemon.socket.clone())
+        .unwrap_or_else(|| PathBuf::from(cts_config::DEFAULT_SOCKET));
+    if args.check {
+        println!("{}: ok: {}", args.config.display(), config.summary());
+        return ExitCode::SUCCESS;
+    }
+    let _log_guard = match init_tracing(args.log_level, config.daemon.log_file.as_deref()) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("ctsd: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let ready_fd = match args.ready_fd.map(take_fd).transpose() {
+        Ok(fd) => fd,
+        Err(e) => {
+            eprintln!("ctsd: --ready-fd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let shim = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("ctsd: cannot find its own binary to start workers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    close_inherited_fds_on_exec();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ctsd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let opts = RunOptions {
+        socket,
+        shim,
+        ready_fd,
+        signals: SignalSource::Os,
+    };
+    // The current-thread runtime runs every actor on this, the main thread: workers are forked
+    // from a thread that lives as long as ctsd, which their parent-death signal requires.
+    match runtime.block_on(cts_daemon::run(config, opts, std::future::pending())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("ctsd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `ctsd __exec-worker -- argv…`: become the worker (see `cts_supervisor::spawn`).
+fn exec_worker(rest: Vec<OsString>) -> ExitCode {
+    let args = match rest.split_first() {
+        Some((dashes, args)) if dashes == "--" => args,
+        _ => &rest[..],
+    };
+    let err = cts_supervisor::exec_worker(args);
+    let program = args.first().map(|p| p.to_string_lossy()).unwrap_or_default();
+    eprintln!("ctsd: cannot run worker command `{program}`: {err}");
+    ExitCode::from(127)
+}
+
+/// Takes ownership of an inherited fd, checking that it is open.
+fn take_fd(fd: RawFd) -> std::io::Result<OwnedFd> {
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).map_err(std::io::Error::from)?;
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))
+        .map_err(std::io::Error::from)?;
+    // SAFETY: the fd is open (checked above) and nothing else in this process owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Marks every fd ctsd inherited above stderr close-on-exec, so that nothing ctsd's own parent
+/// leaked reaches the workers; a worker gets exactly fds 0-3.
+fn close_inherited_fds_on_exec() {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else { return };
+    let fds: Vec<RawFd> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2)
+        .collect();
+    for fd in fds {
+        let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+    }
+}
+
+/// ctsd's own log: stderr (the journal under systemd) and, when `ctsd.log_file` is set, that
+/// file too. The returned guard flushes the file writer when `main` returns.
+fn init_tracing(
+    level: tracing::Level,
+    file: Option<&std::path::Path>,
+) -> anyhow::Result<Option<tracing_appender::non_blocking::WorkerGuard>> {
+    use tracing_subscriber::fmt::writer::MakeWriterExt;
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_max_level(level).with_target(false);
+    match file {
+        None => {
+            builder.with_ansi(ansi).with_writer(std::io::stderr).init();
+            Ok(None)
+        }
+        Some(path) => {
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(".".as_ref());
+            let name = path
+                .file_name()
+                .ok_or_else(|| anyhow::anyhow!("ctsd.log_file {} names no file", path.display()))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+            let (writer, guard) = tracing_appender::non_blocking(tracing_appender::rolling::never(dir, name));
+            builder.with_ansi(false).with_writer(std::io::stderr.and(writer)).init();
+            Ok(Some(guard))
+        }
+    }
+}

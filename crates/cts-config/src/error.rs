@@ -90,16 +90,8 @@ impl Diag {
 
     /// Records a problem at `key` (a dotted path, or empty for the whole file).
     pub(crate) fn error(&mut self, key: &str, message: impl Into<String>) {
-        let error = ConfigError {
-            file: self.file.clone(),
-            key: key.to_owned(),
-            message: message.into(),
-        };
-        // The same mistake reached twice (say, through two merge paths) is
-        // still one mistake for the operator.
-        if !self.errors.contains(&error) {
-            self.errors.push(error);
-        }
+        let file = self.file.clone();
+        self.error_in(&file, key, message);
     }
 
     /// Moves the problems of another collector (another file) into this one.
@@ -116,12 +108,37 @@ impl Diag {
         !self.errors.is_empty()
     }
 
+    /// Records a problem in another file than this collector's (the pillar
+    /// that the instances came from).
+    pub(crate) fn error_in(&mut self, file: &Path, key: &str, message: impl Into<String>) {
+        let error = ConfigError {
+            file: file.to_path_buf(),
+            key: key.to_owned(),
+            message: message.into(),
+        };
+        // The same mistake reached twice (say, through two merge paths) is
+        // still one mistake for the operator.
+        if !self.errors.contains(&error) {
+            self.errors.push(error);
+        }
+    }
+
     /// `Ok(value)` when nothing was recorded, else every recorded problem.
-    pub(crate) fn finish<T>(self, value: T) -> Result<T, ConfigErrors> {
-        if self.errors.is_empty() {
-            Ok(value)
-        } else {
-            Err(ConfigErrors(self.errors))
+    ///
+    /// `value` is `None` only when something was recorded; should a walker
+    /// ever give up silently, that still becomes an error rather than a panic.
+    pub(crate) fn finish<T>(mut self, value: Option<T>) -> Result<T, ConfigErrors> {
+        match value {
+            Some(value) if self.errors.is_empty() => Ok(value),
+            _ => {
+                if self.errors.is_empty() {
+                    self.error(
+                        "",
+                        "internal error: the configuration was rejected without a reason",
+                    );
+                }
+                Err(ConfigErrors(self.errors))
+            }
         }
     }
 }
@@ -193,8 +210,13 @@ mod tests {
         let mut other = Diag::new(Path::new("p.sls"));
         other.error("", "worse");
         diag.absorb(other);
-        let errors = diag.finish(()).unwrap_err();
+        let errors = diag.finish(Some(())).unwrap_err();
         assert_eq!(errors.0.len(), 2);
         assert_eq!(errors.0[1].file, PathBuf::from("p.sls"));
+        let silent = Diag::new(Path::new("c.yaml"))
+            .finish::<()>(None)
+            .unwrap_err();
+        assert!(silent.0[0].message.contains("internal error"));
+        assert_eq!(Diag::new(Path::new("c.yaml")).finish(Some(7)), Ok(7));
     }
 }

@@ -1,188 +1,135 @@
-//! Configuration of ctsd: YAML in, a validated [`Config`] out.
+//! Configuration of ctsd: YAML in, a validated [`Config`] out, or every
+//! problem in the file at once.
 //!
-//! (The helper writing this crate replaces this header with `# Layout` and
-//! `# Theory of operation` sections.)
+//! ```no_run
+//! use std::path::Path;
+//! use cts_config::{load, LoadOptions};
+//!
+//! match load(Path::new("/etc/ctsd/ctsd.yaml"), &LoadOptions::default()) {
+//!     Ok(config) => println!("{}", config.summary()),
+//!     Err(errors) => eprintln!("{errors}"), // one `file: key: message` per line
+//! }
+//! ```
+//!
+//! # Layout
+//!
+//! - `lib.rs`: the entry points [`load`] and [`parse_str`], [`LoadOptions`].
+//! - `model.rs`: the validated types ([`Config`], [`PoolSpec`], ...) that the
+//!   rest of ctsd is written against, with their built-in defaults.
+//! - `names.rs`: the checked newtypes [`InstanceKey`], [`Prefix`], [`Currency`].
+//! - `units.rs`: [`parse_duration`], [`parse_size`], [`ByteSize`]'s display.
+//! - `error.rs`: [`ConfigError`], [`ConfigErrors`], and the collector the walk
+//!   records problems into.
+//! - `yaml.rs`: typed reads from `serde_yaml::Value` that report instead of
+//!   failing, and the "did you mean" suggestions.
+//! - `raw.rs`: the walk over the document (top level, `ctsd:`, `instances:`).
+//! - `pool.rs`: the pool settings shared by `defaults:` and each instance,
+//!   their merge and their defaults.
+//! - `template.rs`: `{instance}`-style placeholders.
+//! - `pillar.rs`: `instances_file:` (a Salt pillar) and its Jinja check.
+//! - `validate.rs`: the cross checks (ports, prefixes, command, backoff), the
+//!   dev instance `local`, and assembling the [`Config`].
+//!
+//! # Theory of operation
+//!
+//! Loading runs in two passes, raw then validated (as ripgrep turns low-level
+//! arguments into high-level ones). The first pass walks the YAML as a
+//! `serde_yaml::Value` rather than deriving `Deserialize`: serde stops at the
+//! first error, and an operator fixing a config wants every problem in one
+//! run, each with its file and key path. So each reader checks one value,
+//! records a [`ConfigError`] if it is wrong, and carries on with `None`; each
+//! mapping checks its keys against the known ones and suggests the closest
+//! for a typo. The result is a set of `Raw*` structs of `Option`s.
+//!
+//! The second pass relates settings to each other: instance overrides are
+//! merged over `defaults:` (scalars and lists replace; `env`, `ready`,
+//! `restart`, `crash_loop` and `logs` merge key by key), then over the
+//! built-in defaults ([`ReadySpec::default`] and friends). Ports must be
+//! unique and prefixes must not overlap, checked in file order so a clash is
+//! reported on the later instance. Placeholders were parsed where they were
+//! written, so a bad one in `defaults:` is reported once; here they are only
+//! rendered, per instance, together with the contract environment variables
+//! that the configured `env` may override.
+//!
+//! Only when the whole walk recorded nothing is a [`Config`] returned: a
+//! value of that type has passed every check, and the rest of ctsd never
+//! re-checks it. Reload (`ctsctl reload`) calls [`load`] again and compares
+//! the new [`Config`] with the running one; an error leaves the running one
+//! in place.
 
 #![warn(missing_docs)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
-use std::collections::BTreeMap;
-use std::fmt;
-use std::net::IpAddr;
-use std::path::PathBuf;
-use std::time::Duration;
+use std::fs;
+use std::path::Path;
 
-/// A validated configuration: every value in it has passed validation, so the
-/// rest of ctsd never re-checks it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Config {
-    /// The file this configuration was read from (as given, not canonicalised).
-    pub source: PathBuf,
-    /// Settings of the daemon itself (`ctsd:` section).
-    pub daemon: DaemonSettings,
-    /// The instances, in the order the file declares them.
-    pub instances: Vec<InstanceConfig>,
+mod error;
+mod model;
+mod names;
+mod pillar;
+mod pool;
+mod raw;
+mod template;
+mod units;
+mod validate;
+mod yaml;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use model::{
+    Admins, ByteSize, Config, CrashLoop, DaemonSettings, Environment, InstanceConfig, LogSettings,
+    PoolSpec, ReadySpec, RestartPolicy, Rotate,
+};
+pub use names::{Currency, InstanceKey, Prefix};
+pub use units::{parse_duration, parse_size};
+
+use error::Diag;
+
+/// The control socket when neither `--socket`, `$CTSD_SOCKET` nor the
+/// config's `ctsd.socket` names one.
+pub const DEFAULT_SOCKET: &str = "/run/ctsd/ctsd.sock";
+
+/// What the command line may override in the file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// `ctsd --env`: replaces `ctsd.environment` when set. With `dev` and no
+    /// instances declared, the configuration gets the instance `local`.
+    pub environment: Option<Environment>,
 }
 
-/// `dev`, `staging` or `production`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Environment {
-    /// Developers' machines: with no instances declared, the single instance `local`.
-    Dev,
-    /// A staging server.
-    Staging,
-    /// A production server.
-    Production,
-}
-
-/// The `ctsd:` section.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DaemonSettings {
-    /// `ctsd.environment`, overridden by `ctsd --env`.
-    pub environment: Environment,
-    /// `ctsd.socket`, relative paths resolved against the config file's directory.
-    pub socket: Option<PathBuf>,
-    /// `ctsd.socket_mode`, default 0o660.
-    pub socket_mode: u32,
-    /// `ctsd.socket_group`: members may connect and read status.
-    pub socket_group: Option<String>,
-    /// `ctsd.admins`: who may change state.
-    pub admins: Admins,
-    /// `ctsd.log_dir`; `<log_dir>/<instance key>/` per instance.
-    pub log_dir: PathBuf,
-    /// `ctsd.log_file`: ctsd's own log, besides stderr, when set.
-    pub log_file: Option<PathBuf>,
-    /// `ctsd.bind`, default 127.0.0.1.
-    pub bind: IpAddr,
-}
-
-/// `ctsd.admins`.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Admins {
-    /// User names allowed to change state (root always is).
-    pub users: Vec<String>,
-    /// Group names allowed to change state.
-    pub groups: Vec<String>,
-}
-
-/// One country instance.
-#[derive(Debug, Clone, PartialEq)]
-pub struct InstanceConfig {
-    /// The key (`jordan`); a safe path component.
-    pub key: InstanceKey,
-    /// Display name (`Jordan`), defaults to the key.
-    pub name: String,
-    /// URL prefix (`/JO`), or empty for none.
-    pub prefix: Prefix,
-    /// ISO 4217 code (`JOD`).
-    pub currency: Currency,
-    /// The TCP port ctsd binds for this instance.
-    pub port: u16,
-    /// How the worker pool runs.
-    pub pool: PoolSpec,
-}
-
-/// Everything about how an instance's workers run; `defaults:` merged with the
-/// instance's own overrides, placeholders already rendered.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PoolSpec {
-    /// Number of workers, at least 1.
-    pub workers: u32,
-    /// argv, no shell, non-empty, placeholders rendered.
-    pub command: Vec<String>,
-    /// Working directory (relative paths resolved against the config file's directory).
-    pub cwd: Option<PathBuf>,
-    /// The worker environment ctsd adds on top of its own: the contract variables
-    /// (`CTS_INSTANCE`, `CTS_INSTANCE_NAME`, `CTS_PREFIX`, `CTS_CURRENCY`, `CTS_ENVIRONMENT`,
-    /// `PORT`, `SCRIPT_NAME`, `DJANGO_SETTINGS_MODULE=cts.settings.<key>`), overlaid by the
-    /// configured `env` (rendered).
-    pub env: BTreeMap<String, String>,
-    /// `user` to run workers as.
-    pub user: Option<String>,
-    /// `group` to run workers as.
-    pub group: Option<String>,
-    /// Readiness.
-    pub ready: ReadySpec,
-    /// SIGTERM, then SIGKILL after this.
-    pub stop_timeout: Duration,
-    /// Crash restart policy.
-    pub restart: RestartPolicy,
-    /// Log settings.
-    pub logs: LogSettings,
-}
-
-/// `ready:`
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ReadySpec {
-    /// Wait for `READY=1` on the worker's `NOTIFY_SOCKET`.
-    pub notify: bool,
-    /// Without notify, ready after staying up this long.
-    pub after: Duration,
-    /// Give up waiting for readiness after this long.
-    pub timeout: Duration,
-}
-
-/// `restart:`
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RestartPolicy {
-    /// Delay before the second consecutive restart of a slot.
-    pub backoff_initial: Duration,
-    /// Upper bound of the delay.
-    pub backoff_max: Duration,
-    /// A worker up this long resets its slot's backoff.
-    pub reset_after: Duration,
-    /// Crash-loop detection.
-    pub crash_loop: CrashLoop,
-}
-
-/// `restart.crash_loop:`
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct CrashLoop {
-    /// More than this many crashes ...
-    pub restarts: u32,
-    /// ... within this window marks the instance failing.
-    pub within: Duration,
-}
-
-/// `logs:`
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LogSettings {
-    /// Time-based rotation.
-    pub rotate: Rotate,
-    /// Size-based rotation.
-    pub max_size: ByteSize,
-    /// Rotated files kept.
-    pub keep: u32,
-}
-
-/// `logs.rotate`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rotate {
-    /// Never by time.
-    Never,
-    /// Every hour.
-    Hourly,
-    /// Every day.
-    Daily,
-}
-
-/// A size in bytes, written `64KB`, `100MB`, `1GB` (powers of 1024).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ByteSize(pub u64);
-
-/// An instance key: `[A-Za-z0-9][A-Za-z0-9_-]{0,63}`, so it is a safe directory name.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct InstanceKey(String);
-
-/// A URL prefix: empty, or `/` followed by segments, no trailing slash.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Prefix(String);
-
-/// Three upper-case ASCII letters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Currency([u8; 3]);
-
-impl fmt::Display for InstanceKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+/// Reads, parses and validates the configuration file at `path`.
+///
+/// # Errors
+///
+/// Every problem found: the file cannot be read (with the OS error), is not
+/// valid YAML (with line and column), or has any number of invalid settings,
+/// each reported with its key path.
+pub fn load(path: &Path, opts: &LoadOptions) -> Result<Config, ConfigErrors> {
+    match fs::read_to_string(path) {
+        Ok(text) => parse_str(&text, path, opts),
+        Err(e) => Err(ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            key: String::new(),
+            message: format!("cannot read the configuration: {e}"),
+        }])),
     }
+}
+
+/// Parses and validates configuration `text` as if read from `source`.
+///
+/// `source` names the file in messages and in [`Config::source`]; relative
+/// paths in the text (`socket`, `log_dir`, `log_file`, `cwd`,
+/// `instances_file`) are resolved against its directory, and
+/// `instances_file` is read from there.
+///
+/// # Errors
+///
+/// As [`load`], apart from reading `source` itself.
+pub fn parse_str(text: &str, source: &Path, opts: &LoadOptions) -> Result<Config, ConfigErrors> {
+    let mut diag = Diag::new(source);
+    let dir = source.parent().unwrap_or_else(|| Path::new(""));
+    let config = yaml::parse_document(text, &mut diag).and_then(|doc| {
+        let raw = raw::read_config(&doc, dir, &mut diag, source);
+        validate::build(raw, opts.environment, source, dir, &mut diag)
+    });
+    diag.finish(config)
 }

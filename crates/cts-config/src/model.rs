@@ -12,11 +12,11 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-pub use crate::names::{Currency, InstanceKey, Prefix};
+use crate::names::{Currency, InstanceKey, Prefix};
 
 /// A validated configuration: every value in it has passed validation, so the
 /// rest of ctsd never re-checks it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// The file this configuration was read from (as given, not canonicalised).
     pub source: PathBuf,
@@ -39,7 +39,7 @@ pub enum Environment {
 }
 
 /// The `ctsd:` section.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DaemonSettings {
     /// `ctsd.environment`, overridden by `ctsd --env`.
     pub environment: Environment,
@@ -60,7 +60,7 @@ pub struct DaemonSettings {
 }
 
 /// `ctsd.admins`.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Admins {
     /// User names allowed to change state (root always is).
     pub users: Vec<String>,
@@ -69,7 +69,7 @@ pub struct Admins {
 }
 
 /// One country instance.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceConfig {
     /// The key (`jordan`); a safe path component.
     pub key: InstanceKey,
@@ -87,7 +87,7 @@ pub struct InstanceConfig {
 
 /// Everything about how an instance's workers run; `defaults:` merged with the
 /// instance's own overrides, placeholders already rendered.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolSpec {
     /// Number of workers, at least 1.
     pub workers: u32,
@@ -115,7 +115,7 @@ pub struct PoolSpec {
 }
 
 /// `ready:`
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadySpec {
     /// Wait for `READY=1` on the worker's `NOTIFY_SOCKET`.
     pub notify: bool,
@@ -126,7 +126,7 @@ pub struct ReadySpec {
 }
 
 /// `restart:`
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RestartPolicy {
     /// Delay before the second consecutive restart of a slot.
     pub backoff_initial: Duration,
@@ -139,7 +139,7 @@ pub struct RestartPolicy {
 }
 
 /// `restart.crash_loop:`
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CrashLoop {
     /// More than this many crashes ...
     pub restarts: u32,
@@ -148,7 +148,7 @@ pub struct CrashLoop {
 }
 
 /// `logs:`
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogSettings {
     /// Time-based rotation.
     pub rotate: Rotate,
@@ -172,3 +172,197 @@ pub enum Rotate {
 /// A size in bytes, written `64KB`, `100MB`, `1GB` (powers of 1024).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ByteSize(pub u64);
+
+impl Config {
+    /// The instance called `key`, if the configuration has one.
+    pub fn instance(&self, key: &str) -> Option<&InstanceConfig> {
+        self.instances.iter().find(|i| i.key.as_str() == key)
+    }
+
+    /// One line for ctsd's start-up log and `ctsd --check`:
+    /// `3 instances (turkey :8001 /TR, iraq :8002 /IQ, jordan :8003 /JO),
+    /// 16 workers, control socket /run/ctsd/ctsd.sock, logs in /var/www/cts/log`.
+    /// The socket shows [`DEFAULT_SOCKET`](crate::DEFAULT_SOCKET) when unset.
+    pub fn summary(&self) -> String {
+        let listed: Vec<String> = self
+            .instances
+            .iter()
+            .map(|i| {
+                if i.prefix.is_empty() {
+                    format!("{} :{}", i.key, i.port)
+                } else {
+                    format!("{} :{} {}", i.key, i.port, i.prefix)
+                }
+            })
+            .collect();
+        let workers: u64 = self
+            .instances
+            .iter()
+            .map(|i| u64::from(i.pool.workers))
+            .sum();
+        let socket = self
+            .daemon
+            .socket
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(crate::DEFAULT_SOCKET));
+        format!(
+            "{} ({}), {}, control socket {}, logs in {}",
+            plural(self.instances.len() as u64, "instance"),
+            listed.join(", "),
+            plural(workers, "worker"),
+            socket.display(),
+            self.daemon.log_dir.display(),
+        )
+    }
+}
+
+/// `1 worker`, `16 workers`.
+fn plural(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+impl Environment {
+    /// `dev`, `staging` or `production`, as written in the config and passed
+    /// to workers as `CTS_ENVIRONMENT`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Environment::Dev => "dev",
+            Environment::Staging => "staging",
+            Environment::Production => "production",
+        }
+    }
+}
+
+impl fmt::Display for Environment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Environment {
+    type Err = String;
+
+    /// Parses `dev`, `staging` or `production` (what `ctsd --env` takes).
+    fn from_str(s: &str) -> Result<Environment, String> {
+        match s {
+            "dev" => Ok(Environment::Dev),
+            "staging" => Ok(Environment::Staging),
+            "production" => Ok(Environment::Production),
+            other => Err(format!(
+                "unknown environment {other:?}: use dev, staging or production"
+            )),
+        }
+    }
+}
+
+impl Rotate {
+    /// `never`, `hourly` or `daily`, as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rotate::Never => "never",
+            Rotate::Hourly => "hourly",
+            Rotate::Daily => "daily",
+        }
+    }
+}
+
+impl fmt::Display for Rotate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Rotate {
+    type Err = String;
+
+    /// Parses `never`, `hourly` or `daily`.
+    fn from_str(s: &str) -> Result<Rotate, String> {
+        match s {
+            "never" => Ok(Rotate::Never),
+            "hourly" => Ok(Rotate::Hourly),
+            "daily" => Ok(Rotate::Daily),
+            other => Err(format!(
+                "unknown rotation {other:?}: use never, hourly or daily"
+            )),
+        }
+    }
+}
+
+impl Default for ReadySpec {
+    /// `{notify: false, after: 1s, timeout: 60s}`.
+    fn default() -> ReadySpec {
+        ReadySpec {
+            notify: false,
+            after: Duration::from_secs(1),
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Default for RestartPolicy {
+    /// `{backoff_initial: 100ms, backoff_max: 30s, reset_after: 10s,
+    /// crash_loop: {restarts: 5, within: 60s}}`.
+    fn default() -> RestartPolicy {
+        RestartPolicy {
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(30),
+            reset_after: Duration::from_secs(10),
+            crash_loop: CrashLoop::default(),
+        }
+    }
+}
+
+impl Default for CrashLoop {
+    /// `{restarts: 5, within: 60s}`.
+    fn default() -> CrashLoop {
+        CrashLoop {
+            restarts: 5,
+            within: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Default for LogSettings {
+    /// `{rotate: daily, max_size: 100MB, keep: 14}`.
+    fn default() -> LogSettings {
+        LogSettings {
+            rotate: Rotate::Daily,
+            max_size: ByteSize(100 << 20),
+            keep: 14,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_round_trips() {
+        for env in [
+            Environment::Dev,
+            Environment::Staging,
+            Environment::Production,
+        ] {
+            assert_eq!(env.as_str().parse::<Environment>(), Ok(env));
+            assert_eq!(env.to_string(), env.as_str());
+        }
+        assert!("prod"
+            .parse::<Environment>()
+            .unwrap_err()
+            .contains("dev, staging or production"));
+        assert_eq!(Environment::default(), Environment::Production);
+    }
+
+    #[test]
+    fn rotate_round_trips() {
+        for rotate in [Rotate::Never, Rotate::Hourly, Rotate::Daily] {
+            assert_eq!(rotate.as_str().parse::<Rotate>(), Ok(rotate));
+        }
+        assert!("weekly".parse::<Rotate>().is_err());
+    }
+}

@@ -94,9 +94,7 @@ fn split_number(text: &str) -> Result<(&str, &str), String> {
     let unit = unit.trim_start();
     let well_formed = match number.split_once('.') {
         None => !number.is_empty(),
-        Some((int, frac)) => {
-            !int.is_empty() && !frac.is_empty() && !frac.contains('.')
-        }
+        Some((int, frac)) => !int.is_empty() && !frac.is_empty() && !frac.contains('.'),
     };
     if !well_formed || !unit.chars().all(|c| c.is_ascii_alphabetic()) {
         return Err(format!(
@@ -126,8 +124,12 @@ fn scaled(number: &str, scale: u128) -> Option<u128> {
 impl fmt::Display for ByteSize {
     /// The largest unit that divides the size exactly: `100MB`, `1536KB`, `7B`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(&str, u64); 4] =
-            [("TB", 1 << 40), ("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)];
+        const UNITS: [(&str, u64); 4] = [
+            ("TB", 1 << 40),
+            ("GB", 1 << 30),
+            ("MB", 1 << 20),
+            ("KB", 1 << 10),
+        ];
         for (name, scale) in UNITS {
             if self.0 != 0 && self.0 % scale == 0 {
                 return write!(f, "{}{name}", self.0 / scale);
@@ -169,7 +171,17 @@ mod tests {
         let err = parse_duration("5d").unwrap_err();
         assert!(err.contains("unknown unit \"d\""), "{err}");
         assert!(parse_duration("5S").is_err());
-        for bad in ["", "s", "-1s", "1..5s", ".5s", "5.s", "1s2", "1e3s", "five seconds"] {
+        for bad in [
+            "",
+            "s",
+            "-1s",
+            "1..5s",
+            ".5s",
+            "5.s",
+            "1s2",
+            "1e3s",
+            "five seconds",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
         }
         let err = parse_duration("99999999999999999999999h").unwrap_err();
@@ -206,7 +218,9 @@ mod tests {
         for bad in ["", "MB", "-1MB", "1,5MB", "ten MB"] {
             assert!(parse_size(bad).is_err(), "{bad:?} accepted");
         }
-        assert!(parse_size("99999999999TB").unwrap_err().contains("too large"));
+        assert!(parse_size("99999999999TB")
+            .unwrap_err()
+            .contains("too large"));
     }
 
     #[test]

@@ -14,6 +14,38 @@ use crate::error::{child, Diag};
 use crate::model::ByteSize;
 use crate::units::{parse_duration, parse_size};
 
+/// Parses a whole YAML document. A syntax error is recorded (with its line
+/// and column) against the file as a whole. `<<: *anchor` merge keys are
+/// applied, since YAML users share settings that way.
+pub(crate) fn parse_document(text: &str, diag: &mut Diag) -> Option<Value> {
+    let mut doc = match serde_yaml::from_str::<Value>(text) {
+        Ok(doc) => doc,
+        Err(e) => {
+            diag.error("", syntax_message(&e));
+            return None;
+        }
+    };
+    if let Err(e) = doc.apply_merge() {
+        diag.error("", syntax_message(&e));
+        return None;
+    }
+    Some(doc)
+}
+
+/// "invalid YAML: ... at line 3 column 8", adding the position when
+/// serde_yaml's own text lacks it (it does for duplicate keys).
+fn syntax_message(error: &serde_yaml::Error) -> String {
+    let text = error.to_string();
+    match error.location() {
+        Some(at) if !text.contains(" at line ") => format!(
+            "invalid YAML: {text} at line {} column {}",
+            at.line(),
+            at.column()
+        ),
+        _ => format!("invalid YAML: {text}"),
+    }
+}
+
 /// A YAML mapping with string keys, remembering where it sits in the file.
 #[derive(Debug)]
 pub(crate) struct Map<'a> {
@@ -50,10 +82,7 @@ impl<'a> Map<'a> {
             match key {
                 Value::String(key) => entries.push((key.clone(), value)),
                 Value::Number(number) => entries.push((number.to_string(), value)),
-                other => diag.error(
-                    path,
-                    format!("keys must be names, got {}", describe(other)),
-                ),
+                other => diag.error(path, format!("keys must be names, got {}", describe(other))),
             }
         }
         Some(Map {
@@ -75,19 +104,11 @@ impl<'a> Map<'a> {
             .map(|(_, value)| *value)
     }
 
-    /// Whether `key` is present (even with a `null` value).
-    pub(crate) fn contains(&self, key: &str) -> bool {
-        self.get(key).is_some()
-    }
-
     /// The entries, in file order.
     pub(crate) fn entries(&self) -> impl Iterator<Item = (&str, &'a Value)> + '_ {
-        self.entries.iter().map(|(key, value)| (key.as_str(), *value))
-    }
-
-    /// Whether the mapping has no entries.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries
+            .iter()
+            .map(|(key, value)| (key.as_str(), *value))
     }
 
     /// Reports every key not in `known` as an unknown setting, suggesting the
@@ -180,7 +201,10 @@ pub(crate) fn read_int(value: &Value, path: &str, diag: &mut Diag) -> Option<i12
         _ => None,
     };
     if parsed.is_none() {
-        diag.error(path, format!("expected a whole number, got {}", describe(value)));
+        diag.error(
+            path,
+            format!("expected a whole number, got {}", describe(value)),
+        );
     }
     parsed
 }
@@ -235,7 +259,10 @@ pub(crate) fn read_bool(value: &Value, path: &str, diag: &mut Diag) -> Option<bo
     match value {
         Value::Bool(b) => Some(*b),
         other => {
-            diag.error(path, format!("expected true or false, got {}", describe(other)));
+            diag.error(
+                path,
+                format!("expected true or false, got {}", describe(other)),
+            );
             None
         }
     }
@@ -291,6 +318,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn syntax_errors_carry_line_and_column() {
+        let mut diag = Diag::new(Path::new("c.yaml"));
+        assert!(parse_document("a: 1\nb: c: d\n", &mut diag).is_none());
+        assert!(parse_document("a: 1\na: 2\n", &mut diag).is_none());
+        let errors = diag.finish(Some(())).unwrap_err();
+        assert!(errors.0[0].message.contains("line 2 column 5"), "{errors}");
+        assert!(errors.0[1].message.contains("duplicate entry"), "{errors}");
+        assert!(errors.0[1].message.contains("line 1 column 1"), "{errors}");
+    }
+
+    #[test]
+    fn merge_keys_are_applied() {
+        let mut diag = Diag::new(Path::new("c.yaml"));
+        let doc = parse_document("base: &b {x: 1}\nother: {<<: *b, y: 2}\n", &mut diag).unwrap();
+        assert_eq!(doc["other"]["x"], Value::Number(1.into()));
+        assert!(!diag.has_errors());
+    }
+
+    #[test]
     fn suggestions() {
         let known = ["workers", "command", "cwd", "env", "user", "group"];
         assert_eq!(closest("wokers", &known), Some("workers"));
@@ -320,12 +366,27 @@ mod tests {
         let mut diag = Diag::new(Path::new("c.yaml"));
         let four = Value::String("four".into());
         assert_eq!(read_int(&four, "defaults.workers", &mut diag), None);
-        assert_eq!(read_int(&Value::String("12".into()), "x", &mut diag), Some(12));
-        assert_eq!(read_int(&Value::Number((-3).into()), "x", &mut diag), Some(-3));
-        assert_eq!(read_duration(&Value::Number(30.into()), "d", &mut diag), None);
-        assert_eq!(read_bool(&Value::String("yes".into()), "b", &mut diag), None);
-        assert_eq!(read_u32_in(&Value::Number(0.into()), "w", &mut diag, 1, 9), None);
-        let errors = diag.finish(()).unwrap_err();
+        assert_eq!(
+            read_int(&Value::String("12".into()), "x", &mut diag),
+            Some(12)
+        );
+        assert_eq!(
+            read_int(&Value::Number((-3).into()), "x", &mut diag),
+            Some(-3)
+        );
+        assert_eq!(
+            read_duration(&Value::Number(30.into()), "d", &mut diag),
+            None
+        );
+        assert_eq!(
+            read_bool(&Value::String("yes".into()), "b", &mut diag),
+            None
+        );
+        assert_eq!(
+            read_u32_in(&Value::Number(0.into()), "w", &mut diag, 1, 9),
+            None
+        );
+        let errors = diag.finish(Some(())).unwrap_err();
         let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
         assert_eq!(
             lines,

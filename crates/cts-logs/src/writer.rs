@@ -21,6 +21,8 @@ const QUEUE: usize = 256;
 enum Msg {
     /// Whole lines to append.
     Chunk(Vec<u8>),
+    /// Close the file and open it again by name (after an external logrotate moved it).
+    Reopen,
 }
 
 /// Counters shared by the writer thread and whoever reports status.
@@ -56,6 +58,7 @@ impl std::fmt::Debug for Msg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Msg::Chunk(c) => write!(f, "Chunk({} bytes)", c.len()),
+            Msg::Reopen => f.write_str("Reopen"),
         }
     }
 }
@@ -110,6 +113,18 @@ impl InstanceLog {
     /// Bytes written so far.
     pub fn written_bytes(&self) -> u64 {
         self.counters.written.load(Ordering::Relaxed)
+    }
+
+    /// Asks the writer to reopen its file by name, after what was queued before.
+    pub fn reopen(&self) {
+        let tx = self.sender.tx.clone();
+        if tx.try_send(Msg::Reopen).is_err() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let _ = tx.send(Msg::Reopen).await;
+                });
+            }
+        }
     }
 
     /// Stops accepting lines from this handle and waits until the thread has written
@@ -168,12 +183,19 @@ impl Writer {
         // queue runs empty, so a quiet worker's line reaches the file at once.
         let mut out: Vec<u8> = Vec::with_capacity(256 * 1024);
         while let Some(msg) = rx.blocking_recv() {
-            let Msg::Chunk(c) = msg;
-            out.extend_from_slice(&c);
-            while out.len() < 256 * 1024 {
-                match rx.try_recv() {
-                    Ok(Msg::Chunk(c)) => out.extend_from_slice(&c),
-                    Err(_) => break,
+            let mut next = Some(msg);
+            while let Some(msg) = next.take() {
+                match msg {
+                    Msg::Chunk(c) => out.extend_from_slice(&c),
+                    Msg::Reopen => {
+                        self.write(&out);
+                        out.clear();
+                        self.file = None;
+                        self.ensure_open();
+                    }
+                }
+                if out.len() < 256 * 1024 {
+                    next = rx.try_recv().ok();
                 }
             }
             self.write(&out);
@@ -213,6 +235,9 @@ impl Writer {
     }
 
     fn write(&mut self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
         if self.ensure_open() {
             if self.lost_since > 0 {
                 let marker = format!(

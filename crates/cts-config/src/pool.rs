@@ -1,0 +1,412 @@
+//! Pool settings: the keys that may appear in `defaults:` and, as overrides,
+//! in each instance.
+//!
+//! [`read_pool`] turns a mapping into a [`RawPool`] of `Option`s (absent or
+//! invalid settings are `None`; the invalid ones have been reported).
+//! [`RawPool::over`] merges an instance's overrides over the defaults key by
+//! key, nested mappings included; [`RawPool::build`] fills the remaining gaps
+//! with the built-in defaults and renders the placeholders for one instance.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_yaml::Value;
+
+use crate::error::{child, index, Diag};
+use crate::model::{ByteSize, CrashLoop, LogSettings, PoolSpec, ReadySpec, RestartPolicy, Rotate};
+use crate::template::{Template, Vars};
+use crate::yaml::{
+    read_bool, read_duration, read_list, read_scalar, read_size, read_str, read_u32_in, Map,
+};
+
+/// The pool settings, valid in `defaults:` and in every instance.
+pub(crate) const POOL_KEYS: &[&str] = &[
+    "workers",
+    "command",
+    "cwd",
+    "env",
+    "user",
+    "group",
+    "ready",
+    "stop_timeout",
+    "restart",
+    "logs",
+];
+
+/// Default number of workers per instance.
+const DEFAULT_WORKERS: u32 = 2;
+/// Upper bound on workers per instance: beyond it a typo (`workers: 40000`) is likelier than intent.
+const MAX_WORKERS: u32 = 1024;
+/// Default grace between SIGTERM and SIGKILL.
+const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Variables ctsd itself sets for each worker; configuring them would break
+/// socket activation or readiness.
+const RESERVED_ENV: &[&str] = &[
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "NOTIFY_SOCKET",
+];
+
+/// Pool settings as written in one place, before merging.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RawPool {
+    /// `workers`.
+    pub(crate) workers: Option<u32>,
+    /// `command`, parsed into templates.
+    pub(crate) command: Option<Vec<Template>>,
+    /// Whether `command` was written at all (even if invalid), so a bad
+    /// command is not also reported as a missing one.
+    pub(crate) command_written: bool,
+    /// `cwd`, a template.
+    pub(crate) cwd: Option<Template>,
+    /// `env`, merged by variable name.
+    pub(crate) env: BTreeMap<String, Template>,
+    /// `user`.
+    pub(crate) user: Option<String>,
+    /// `group`.
+    pub(crate) group: Option<String>,
+    /// `ready.notify`.
+    pub(crate) notify: Option<bool>,
+    /// `ready.after`.
+    pub(crate) after: Option<Duration>,
+    /// `ready.timeout`.
+    pub(crate) timeout: Option<Duration>,
+    /// `stop_timeout`.
+    pub(crate) stop_timeout: Option<Duration>,
+    /// `restart.backoff_initial`.
+    pub(crate) backoff_initial: Option<Duration>,
+    /// `restart.backoff_max`.
+    pub(crate) backoff_max: Option<Duration>,
+    /// `restart.reset_after`.
+    pub(crate) reset_after: Option<Duration>,
+    /// `restart.crash_loop.restarts`.
+    pub(crate) restarts: Option<u32>,
+    /// `restart.crash_loop.within`.
+    pub(crate) within: Option<Duration>,
+    /// `logs.rotate`.
+    pub(crate) rotate: Option<Rotate>,
+    /// `logs.max_size`.
+    pub(crate) max_size: Option<ByteSize>,
+    /// `logs.keep`.
+    pub(crate) keep: Option<u32>,
+}
+
+/// Reads the pool settings of `map` (the caller checks for unknown keys,
+/// since instances allow more).
+pub(crate) fn read_pool(map: &Map<'_>, diag: &mut Diag) -> RawPool {
+    let mut pool = RawPool::default();
+    for (key, value) in map.entries() {
+        let path = map.path_of(key);
+        match key {
+            "workers" => pool.workers = read_u32_in(value, &path, diag, 1, MAX_WORKERS),
+            "command" => {
+                pool.command_written = true;
+                pool.command = read_command(value, &path, diag);
+            }
+            "cwd" => {
+                pool.cwd = read_str(value, &path, diag).and_then(|text| {
+                    if text.is_empty() {
+                        diag.error(&path, "the working directory is empty");
+                        return None;
+                    }
+                    Template::parse(text).map_err(|e| diag.error(&path, e)).ok()
+                });
+            }
+            "env" => pool.env = read_env(value, &path, diag),
+            "user" => pool.user = read_name(value, &path, diag),
+            "group" => pool.group = read_name(value, &path, diag),
+            "ready" => read_ready(value, &path, diag, &mut pool),
+            "stop_timeout" => pool.stop_timeout = read_duration(value, &path, diag),
+            "restart" => read_restart(value, &path, diag, &mut pool),
+            "logs" => read_logs(value, &path, diag, &mut pool),
+            _ => {}
+        }
+    }
+    pool
+}
+
+/// A user or group name: a non-empty string without blanks or `:`.
+pub(crate) fn read_name(value: &Value, path: &str, diag: &mut Diag) -> Option<String> {
+    let name = read_str(value, path, diag)?;
+    if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c == ':' || c == '/') {
+        diag.error(path, format!("{name:?} is not a user or group name"));
+        return None;
+    }
+    Some(name.to_owned())
+}
+
+/// `command`: a non-empty list of argv templates.
+fn read_command(value: &Value, path: &str, diag: &mut Diag) -> Option<Vec<Template>> {
+    let items = read_list(value, path, diag)?;
+    if items.is_empty() {
+        diag.error(
+            path,
+            "the command is empty: give the worker's argv, e.g. [gunicorn, cts.wsgi:application]",
+        );
+        return None;
+    }
+    let mut argv = Some(Vec::with_capacity(items.len()));
+    for (i, item) in items.iter().enumerate() {
+        let path = index(path, i);
+        let parsed = read_scalar(item, &path, diag).and_then(|text| {
+            if i == 0 && text.is_empty() {
+                diag.error(&path, "the program name is empty");
+                return None;
+            }
+            Template::parse(&text)
+                .map_err(|e| diag.error(&path, e))
+                .ok()
+        });
+        // Keep going after a bad item, to report the others too.
+        match (parsed, argv.as_mut()) {
+            (Some(template), Some(argv)) => argv.push(template),
+            _ => argv = None,
+        }
+    }
+    argv
+}
+
+/// `env`: variable names to value templates.
+fn read_env(value: &Value, path: &str, diag: &mut Diag) -> BTreeMap<String, Template> {
+    let mut env = BTreeMap::new();
+    let Some(map) = Map::read(value, path, diag) else {
+        return env;
+    };
+    for (name, value) in map.entries() {
+        let path = map.path_of(name);
+        if !is_env_name(name) {
+            diag.error(
+                &path,
+                format!(
+                    "{name:?} is not a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*)"
+                ),
+            );
+            continue;
+        }
+        if RESERVED_ENV.contains(&name) {
+            diag.error(
+                &path,
+                format!("{name} is set by ctsd for every worker and cannot be configured"),
+            );
+            continue;
+        }
+        let template = read_scalar(value, &path, diag).and_then(|text| {
+            Template::parse(&text)
+                .map_err(|e| diag.error(&path, e))
+                .ok()
+        });
+        if let Some(template) = template {
+            env.insert(name.to_owned(), template);
+        }
+    }
+    env
+}
+
+/// `[A-Za-z_][A-Za-z0-9_]*`.
+fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// A duration that must not be zero.
+fn read_positive_duration(value: &Value, path: &str, diag: &mut Diag) -> Option<Duration> {
+    let duration = read_duration(value, path, diag)?;
+    if duration.is_zero() {
+        diag.error(path, "must be longer than 0s");
+        return None;
+    }
+    Some(duration)
+}
+
+/// `ready: {notify, after, timeout}`.
+fn read_ready(value: &Value, path: &str, diag: &mut Diag, pool: &mut RawPool) {
+    let Some(map) = Map::read(value, path, diag) else {
+        return;
+    };
+    map.check_keys(&["notify", "after", "timeout"], diag);
+    if let Some(v) = map.get("notify") {
+        pool.notify = read_bool(v, &map.path_of("notify"), diag);
+    }
+    if let Some(v) = map.get("after") {
+        pool.after = read_duration(v, &map.path_of("after"), diag);
+    }
+    if let Some(v) = map.get("timeout") {
+        pool.timeout = read_positive_duration(v, &map.path_of("timeout"), diag);
+    }
+}
+
+/// `restart: {backoff_initial, backoff_max, reset_after, crash_loop: {restarts, within}}`.
+fn read_restart(value: &Value, path: &str, diag: &mut Diag, pool: &mut RawPool) {
+    let Some(map) = Map::read(value, path, diag) else {
+        return;
+    };
+    map.check_keys(
+        &[
+            "backoff_initial",
+            "backoff_max",
+            "reset_after",
+            "crash_loop",
+        ],
+        diag,
+    );
+    if let Some(v) = map.get("backoff_initial") {
+        pool.backoff_initial = read_duration(v, &map.path_of("backoff_initial"), diag);
+    }
+    if let Some(v) = map.get("backoff_max") {
+        pool.backoff_max = read_duration(v, &map.path_of("backoff_max"), diag);
+    }
+    if let Some(v) = map.get("reset_after") {
+        pool.reset_after = read_duration(v, &map.path_of("reset_after"), diag);
+    }
+    let Some(v) = map.get("crash_loop") else {
+        return;
+    };
+    let Some(crash) = Map::read(v, &map.path_of("crash_loop"), diag) else {
+        return;
+    };
+    crash.check_keys(&["restarts", "within"], diag);
+    if let Some(v) = crash.get("restarts") {
+        pool.restarts = read_u32_in(v, &crash.path_of("restarts"), diag, 1, u32::MAX);
+    }
+    if let Some(v) = crash.get("within") {
+        pool.within = read_positive_duration(v, &crash.path_of("within"), diag);
+    }
+}
+
+/// `logs: {rotate, max_size, keep}`.
+fn read_logs(value: &Value, path: &str, diag: &mut Diag, pool: &mut RawPool) {
+    let Some(map) = Map::read(value, path, diag) else {
+        return;
+    };
+    map.check_keys(&["rotate", "max_size", "keep"], diag);
+    if let Some(v) = map.get("rotate") {
+        let path = map.path_of("rotate");
+        pool.rotate = read_str(v, &path, diag).and_then(|text| {
+            text.parse::<Rotate>()
+                .map_err(|e| diag.error(&path, e))
+                .ok()
+        });
+    }
+    if let Some(v) = map.get("max_size") {
+        let path = map.path_of("max_size");
+        pool.max_size = read_size(v, &path, diag).filter(|size| {
+            if size.0 == 0 {
+                diag.error(&path, "must be larger than 0B");
+            }
+            size.0 > 0
+        });
+    }
+    if let Some(v) = map.get("keep") {
+        pool.keep = read_u32_in(v, &map.path_of("keep"), diag, 0, 100_000);
+    }
+}
+
+impl RawPool {
+    /// These settings (an instance's) merged over `defaults`: every key set
+    /// here wins, `env` is merged variable by variable.
+    pub(crate) fn over(&self, defaults: &RawPool) -> RawPool {
+        let mut env = defaults.env.clone();
+        env.extend(self.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        RawPool {
+            workers: self.workers.or(defaults.workers),
+            command: self.command.clone().or_else(|| defaults.command.clone()),
+            command_written: self.command_written || defaults.command_written,
+            cwd: self.cwd.clone().or_else(|| defaults.cwd.clone()),
+            env,
+            user: self.user.clone().or_else(|| defaults.user.clone()),
+            group: self.group.clone().or_else(|| defaults.group.clone()),
+            notify: self.notify.or(defaults.notify),
+            after: self.after.or(defaults.after),
+            timeout: self.timeout.or(defaults.timeout),
+            stop_timeout: self.stop_timeout.or(defaults.stop_timeout),
+            backoff_initial: self.backoff_initial.or(defaults.backoff_initial),
+            backoff_max: self.backoff_max.or(defaults.backoff_max),
+            reset_after: self.reset_after.or(defaults.reset_after),
+            restarts: self.restarts.or(defaults.restarts),
+            within: self.within.or(defaults.within),
+            rotate: self.rotate.or(defaults.rotate),
+            max_size: self.max_size.or(defaults.max_size),
+            keep: self.keep.or(defaults.keep),
+        }
+    }
+
+    /// The restart policy with built-in defaults filling the gaps.
+    pub(crate) fn restart_policy(&self) -> RestartPolicy {
+        let builtin = RestartPolicy::default();
+        RestartPolicy {
+            backoff_initial: self.backoff_initial.unwrap_or(builtin.backoff_initial),
+            backoff_max: self.backoff_max.unwrap_or(builtin.backoff_max),
+            reset_after: self.reset_after.unwrap_or(builtin.reset_after),
+            crash_loop: CrashLoop {
+                restarts: self.restarts.unwrap_or(builtin.crash_loop.restarts),
+                within: self.within.unwrap_or(builtin.crash_loop.within),
+            },
+        }
+    }
+
+    /// The finished pool for one instance, or `None` when there is no valid
+    /// command (already reported). `base_env` holds the contract variables;
+    /// the configured `env` is rendered over them.
+    pub(crate) fn build(
+        &self,
+        vars: &Vars<'_>,
+        base_env: BTreeMap<String, String>,
+        dir: &Path,
+    ) -> Option<PoolSpec> {
+        let command = self
+            .command
+            .as_ref()?
+            .iter()
+            .map(|t| t.render(vars))
+            .collect();
+        let mut env = base_env;
+        env.extend(self.env.iter().map(|(k, t)| (k.clone(), t.render(vars))));
+        let ready = ReadySpec::default();
+        let logs = LogSettings::default();
+        Some(PoolSpec {
+            workers: self.workers.unwrap_or(DEFAULT_WORKERS),
+            command,
+            cwd: self.cwd.as_ref().map(|t| dir.join(t.render(vars))),
+            env,
+            user: self.user.clone(),
+            group: self.group.clone(),
+            ready: ReadySpec {
+                notify: self.notify.unwrap_or(ready.notify),
+                after: self.after.unwrap_or(ready.after),
+                timeout: self.timeout.unwrap_or(ready.timeout),
+            },
+            stop_timeout: self.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT),
+            restart: self.restart_policy(),
+            logs: LogSettings {
+                rotate: self.rotate.unwrap_or(logs.rotate),
+                max_size: self.max_size.unwrap_or(logs.max_size),
+                keep: self.keep.unwrap_or(logs.keep),
+            },
+        })
+    }
+}
+
+/// The key path of a setting inside `restart:` under `parent`.
+pub(crate) fn restart_path(parent: &str, key: &str) -> String {
+    child(&child(parent, "restart"), key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_names() {
+        for good in ["A", "_", "DJANGO_SETTINGS_MODULE", "a1", "_x9"] {
+            assert!(is_env_name(good), "{good}");
+        }
+        for bad in ["", "1A", "A-B", "A B", "A=B", "É"] {
+            assert!(!is_env_name(bad), "{bad}");
+        }
+    }
+}

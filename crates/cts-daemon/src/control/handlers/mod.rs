@@ -1,0 +1,64 @@
+//! One module per request kind; [`handle`] routes.
+
+mod lifecycle;
+mod status;
+
+use crate::Shared;
+use cts_proto::{ErrorKind, ErrorReply, InstanceName, Request, Response, Target, Welcome, PROTO_VERSION};
+
+/// Answers one request.
+pub async fn handle(req: Request, shared: &Shared) -> Response {
+    match req {
+        Request::Hello(_) => ErrorReply::new(ErrorKind::Malformed, "already greeted").into(),
+        Request::Version => Response::Version(Welcome {
+            proto: PROTO_VERSION,
+            daemon_version: crate::VERSION.to_owned(),
+        }),
+        Request::Status(r) => status::handle(&r.instances, shared).await,
+        Request::Start(r) => lifecycle::handle(lifecycle::Op::Start, &r.target, shared).await,
+        Request::Stop(r) => lifecycle::handle(lifecycle::Op::Stop, &r.target, shared).await,
+        Request::Restart(r) => lifecycle::handle(lifecycle::Op::Restart, &r.target, shared).await,
+        _ => ErrorReply::new(ErrorKind::UnknownRequest, "this request is not supported by this ctsd").into(),
+    }
+}
+
+/// The indexes into `shared.instances` that `names` refer to (all when empty), or the error
+/// naming every unknown one.
+fn resolve(names: &[InstanceName], shared: &Shared) -> Result<Vec<usize>, ErrorReply> {
+    if names.is_empty() {
+        return Ok((0..shared.instances.len()).collect());
+    }
+    let mut found = Vec::new();
+    let mut unknown = Vec::new();
+    for n in names {
+        match shared.instances.iter().position(|i| i.config.key.as_str() == n.0) {
+            Some(i) if !found.contains(&i) => found.push(i),
+            Some(_) => {}
+            None => unknown.push(n.0.as_str()),
+        }
+    }
+    if unknown.is_empty() {
+        return Ok(found);
+    }
+    let known: Vec<&str> = shared.instances.iter().map(|i| i.config.key.as_str()).collect();
+    Err(ErrorReply::new(
+        ErrorKind::UnknownInstance,
+        format!(
+            "unknown instance{} {}; configured: {}",
+            if unknown.len() > 1 { "s" } else { "" },
+            unknown.join(", "),
+            known.join(", ")
+        ),
+    ))
+}
+
+fn resolve_target(target: &Target, shared: &Shared) -> Result<Vec<usize>, ErrorReply> {
+    match target {
+        Target::All => Ok((0..shared.instances.len()).collect()),
+        Target::Instances(names) if names.is_empty() => Err(ErrorReply::new(
+            ErrorKind::Malformed,
+            "name at least one instance, or all",
+        )),
+        Target::Instances(names) => resolve(names, shared),
+    }
+}

@@ -1,0 +1,218 @@
+//! The control socket: a Unix stream socket speaking `cts-proto`.
+//!
+//! Each connection is its own task, bounded in number ([`MAX_CONNECTIONS`]), in time (the
+//! handshake must arrive within [`HANDSHAKE_TIMEOUT`], an idle connection is closed after
+//! [`IDLE_TIMEOUT`]) and in frame size ([`cts_proto::MAX_FRAME`], checked before allocating).
+//! A slow or hostile client therefore holds at most one task and a small buffer; it never stalls
+//! the instance actors or other clients.
+
+pub mod handlers;
+
+use crate::Shared;
+use cts_proto::{decode_request, ErrorKind, ErrorReply, FrameError, Request, Response, Welcome, PROTO_VERSION};
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Connections served at once; further ones are told the daemon is busy and closed.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Time a client has to send its `Hello`.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time a connection may stay silent between requests.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time to write one response to a client that does not read.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the control socket could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// Another ctsd answers on this socket.
+    #[error("another ctsd is already running with control socket {0}; stop it first or use --socket")]
+    AlreadyRunning(PathBuf),
+    /// A system call failed.
+    #[error("cannot set up control socket {path}: {about}: {source}")]
+    Io {
+        /// The socket path.
+        path: PathBuf,
+        /// What was being done.
+        about: &'static str,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Binds the control socket at `path` with `mode` (and `group`, when given). A socket file left
+/// by a dead ctsd is replaced; the socket of a live one is never taken over.
+///
+/// # Errors
+///
+/// [`ControlError::AlreadyRunning`] when a daemon answers on `path`, [`ControlError::Io`] when
+/// the directory, the socket or its permissions cannot be set up.
+pub fn bind(path: &Path, mode: u32, group: Option<&str>) -> Result<UnixListener, ControlError> {
+    let io_err = |about, source| ControlError::Io {
+        path: path.to_owned(),
+        about,
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| io_err("creating its directory", e))?;
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => return Err(ControlError::AlreadyRunning(path.to_owned())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            tracing::info!("removing stale control socket {}", path.display());
+            std::fs::remove_file(path).map_err(|e| io_err("removing the stale socket", e))?;
+        }
+        Err(e) => return Err(io_err("checking for a running ctsd", e)),
+    }
+    // Bind under a restrictive umask so the socket is never, even briefly, more open than
+    // `mode`; ctsd has no other thread creating files yet.
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let bound = std::os::unix::net::UnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    let listener = bound.map_err(|e| io_err("binding", e))?;
+    if let Some(name) = group {
+        let gid = nix::unistd::Group::from_name(name)
+            .map_err(|e| io_err("looking up socket_group", e.into()))?
+            .ok_or_else(|| io_err("looking up socket_group", io::Error::other(format!("no group `{name}`"))))?
+            .gid;
+        nix::unistd::chown(path, None, Some(gid)).map_err(|e| io_err("changing its group", e.into()))?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| io_err("setting its mode", e))?;
+    listener.set_nonblocking(true).map_err(|e| io_err("binding", e))?;
+    UnixListener::from_std(listener).map_err(|e| io_err("binding", e))
+}
+
+/// Accepts connections until `cancel` fires, then waits for the connections in progress.
+pub async fn serve(listener: UnixListener, shared: Arc<Shared>, cancel: CancellationToken) {
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let tracker = TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            // Stop accepting on shutdown.
+            () = cancel.cancelled() => break,
+            // A client connects.
+            r = listener.accept() => r,
+        };
+        let stream = match accepted {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!("control socket accept failed: {e}");
+                continue;
+            }
+        };
+        match limit.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let shared = shared.clone();
+                let cancel = cancel.clone();
+                tracker.spawn(async move {
+                    connection(stream, &shared, &cancel).await;
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                tracker.spawn(async move {
+                    let mut stream = stream;
+                    let busy = ErrorReply::new(ErrorKind::Failed, "ctsd is busy: too many control connections; retry");
+                    let _ = send(&mut stream, &busy.into()).await;
+                });
+            }
+        }
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+async fn send(stream: &mut UnixStream, resp: &Response) -> Result<(), FrameError> {
+    match tokio::time::timeout(WRITE_TIMEOUT, cts_proto::write_frame(stream, resp)).await {
+        Ok(r) => r,
+        Err(_) => Err(FrameError::Io(io::ErrorKind::TimedOut.into())),
+    }
+}
+
+/// Reads one frame within `limit`; `None` when the connection should end.
+async fn receive(stream: &mut UnixStream, limit: Duration) -> Option<Result<Vec<u8>, FrameError>> {
+    match tokio::time::timeout(limit, cts_proto::read_frame(stream)).await {
+        Err(_) => None,
+        Ok(Ok(None)) => None,
+        Ok(Ok(Some(b))) => Some(Ok(b)),
+        Ok(Err(e)) => Some(Err(e)),
+    }
+}
+
+/// One client: handshake, then requests until it hangs up, idles out, or ctsd shuts down.
+async fn connection(mut stream: UnixStream, shared: &Shared, cancel: &CancellationToken) {
+    let first = match receive(&mut stream, HANDSHAKE_TIMEOUT).await {
+        Some(Ok(bytes)) => bytes,
+        Some(Err(e)) => {
+            let _ = send(&mut stream, &frame_error(&e).into()).await;
+            return;
+        }
+        None => return,
+    };
+    match decode_request(&first) {
+        Ok(Request::Hello(h)) if PROTO_VERSION.compatible_with(h.proto) => {
+            let welcome = Welcome {
+                proto: PROTO_VERSION,
+                daemon_version: crate::VERSION.to_owned(),
+            };
+            if send(&mut stream, &Response::Welcome(welcome)).await.is_err() {
+                return;
+            }
+        }
+        Ok(Request::Hello(h)) => {
+            let msg = format!(
+                "protocol mismatch: client speaks {}, ctsd {} speaks {PROTO_VERSION}; use the ctsctl of the same release",
+                h.proto,
+                crate::VERSION
+            );
+            let _ = send(&mut stream, &ErrorReply::new(ErrorKind::ProtocolMismatch, msg).into()).await;
+            return;
+        }
+        Ok(_) | Err(_) => {
+            let e = ErrorReply::new(ErrorKind::HandshakeRequired, "the first message must be `hello`");
+            let _ = send(&mut stream, &e.into()).await;
+            return;
+        }
+    }
+    loop {
+        let frame = tokio::select! {
+            // ctsd is shutting down: drop the connection.
+            () = cancel.cancelled() => return,
+            // The next request (or silence until the idle timeout).
+            f = receive(&mut stream, IDLE_TIMEOUT) => f,
+        };
+        let bytes = match frame {
+            None => return,
+            Some(Ok(b)) => b,
+            Some(Err(e)) => {
+                // After a bad length or a truncated frame the stream cannot be resynchronised.
+                let _ = send(&mut stream, &frame_error(&e).into()).await;
+                return;
+            }
+        };
+        let response = match decode_request(&bytes) {
+            Ok(req) => handlers::handle(req, shared).await,
+            Err(e) => e.into(),
+        };
+        if send(&mut stream, &response).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn frame_error(e: &FrameError) -> ErrorReply {
+    match e {
+        FrameError::TooLarge(_) => ErrorReply::new(ErrorKind::TooLarge, e.to_string()),
+        _ => ErrorReply::new(ErrorKind::Malformed, e.to_string()),
+    }
+}

@@ -1,0 +1,53 @@
+//! Turning the supervisor's status into the wire's.
+
+use cts_config::InstanceConfig;
+use cts_proto as proto;
+use cts_supervisor as sup;
+
+/// The wire form of one instance's status; `None` (the actor has ended) reads as stopped.
+pub fn to_proto(cfg: &InstanceConfig, status: Option<&sup::Status>) -> proto::InstanceStatus {
+    let base = proto::InstanceStatus {
+        key: cfg.key.as_str().into(),
+        name: cfg.name.clone(),
+        port: cfg.port,
+        prefix: cfg.prefix.as_str().to_owned(),
+        currency: cfg.currency.as_str().to_owned(),
+        state: proto::InstanceState::Stopped,
+        desired_workers: cfg.pool.workers,
+        ready_workers: 0,
+        restarts: 0,
+        uptime_secs: None,
+        last_exit: None,
+        workers: Vec::new(),
+    };
+    let Some(s) = status else { return base };
+    proto::InstanceStatus {
+        state: match s.state {
+            sup::InstanceState::Starting => proto::InstanceState::Starting,
+            sup::InstanceState::Running => proto::InstanceState::Running,
+            sup::InstanceState::Stopping => proto::InstanceState::Stopping,
+            sup::InstanceState::Stopped => proto::InstanceState::Stopped,
+            sup::InstanceState::Failing => proto::InstanceState::Failing,
+        },
+        desired_workers: s.desired,
+        ready_workers: s.ready,
+        restarts: s.restarts,
+        uptime_secs: s.running_since.map(|t| t.elapsed().as_secs()),
+        last_exit: s.last_exit.clone(),
+        workers: s
+            .workers
+            .iter()
+            .map(|w| proto::WorkerStatus {
+                pid: w.pid,
+                slot: w.slot,
+                state: match w.state {
+                    sup::WorkerState::Starting => proto::WorkerState::Starting,
+                    sup::WorkerState::Ready => proto::WorkerState::Ready,
+                    sup::WorkerState::Stopping => proto::WorkerState::Stopping,
+                },
+                uptime_secs: w.started.elapsed().as_secs(),
+            })
+            .collect(),
+        ..base
+    }
+}
