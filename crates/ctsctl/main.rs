@@ -77,7 +77,10 @@ fn main() -> ExitCode {
             return ExitCode::from(exit_codes::USAGE);
         }
     };
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ctsctl: cannot start: {e}");
@@ -113,12 +116,15 @@ fn socket_path(cli: &Cli) -> Result<PathBuf, String> {
 
 fn exit_code(e: &ClientError) -> u8 {
     match e {
-        ClientError::NotFound(_) | ClientError::Refused(_) | ClientError::Timeout(_) | ClientError::Io { .. } => {
-            exit_codes::UNREACHABLE
-        }
+        ClientError::NotFound(_)
+        | ClientError::Refused(_)
+        | ClientError::Timeout(_)
+        | ClientError::Io { .. } => exit_codes::UNREACHABLE,
         ClientError::PermissionDenied(_) => exit_codes::PERMISSION_DENIED,
         ClientError::ProtocolMismatch(_) => exit_codes::PROTOCOL_MISMATCH,
-        ClientError::Daemon(r) if r.kind == ErrorKind::UnknownInstance => exit_codes::UNKNOWN_INSTANCE,
+        ClientError::Daemon(r) if r.kind == ErrorKind::UnknownInstance => {
+            exit_codes::UNKNOWN_INSTANCE
+        }
         _ => exit_codes::FAILED,
     }
 }
@@ -168,7 +174,17 @@ async fn execute(command: &Command, socket: &std::path::Path) -> Result<u8, Clie
 
 /// The human `status` table; colour only when `colour` (stdout is a terminal).
 fn render_table(report: &StatusReport, colour: bool) -> String {
-    let header = ["INSTANCE", "STATE", "PORT", "PREFIX", "READY", "PIDS", "UPTIME", "RESTARTS", "LAST EXIT"];
+    let header = [
+        "INSTANCE",
+        "STATE",
+        "PORT",
+        "PREFIX",
+        "READY",
+        "PIDS",
+        "UPTIME",
+        "RESTARTS",
+        "LAST EXIT",
+    ];
     let rows: Vec<[String; 9]> = report.instances.iter().map(row).collect();
     let mut widths = header.map(str::len);
     for r in &rows {
@@ -180,7 +196,11 @@ fn render_table(report: &StatusReport, colour: bool) -> String {
     let line = |cells: &[String], out: &mut String, state_colour: Option<&str>| {
         for (i, cell) in cells.iter().enumerate() {
             let last = i + 1 == cells.len();
-            let pad = if last { 0 } else { widths[i] - cell.chars().count() + 2 };
+            let pad = if last {
+                0
+            } else {
+                widths[i] - cell.chars().count() + 2
+            };
             match (i, state_colour) {
                 (1, Some(c)) => out.push_str(&format!("\x1b[{c}m{cell}\x1b[0m")),
                 _ => out.push_str(cell),
@@ -208,9 +228,17 @@ fn row(i: &InstanceStatus) -> [String; 9] {
         i.key.to_string(),
         i.state.as_str().to_owned(),
         i.port.to_string(),
-        if i.prefix.is_empty() { "-".into() } else { i.prefix.clone() },
+        if i.prefix.is_empty() {
+            "-".into()
+        } else {
+            i.prefix.clone()
+        },
         format!("{}/{}", i.ready_workers, i.desired_workers),
-        if pids.is_empty() { "-".into() } else { pids.join(",") },
+        if pids.is_empty() {
+            "-".into()
+        } else {
+            pids.join(",")
+        },
         i.uptime_secs.map_or_else(|| "-".into(), uptime),
         i.restarts.to_string(),
         i.last_exit.clone().unwrap_or_else(|| "-".into()),
@@ -262,7 +290,12 @@ mod tests {
             uptime_secs: 5,
             instances: vec![
                 inst("jordan", InstanceState::Running, &[101, 102], None),
-                inst("iraq", InstanceState::Failing, &[], Some("worker 0 pid 7 exited with status 3")),
+                inst(
+                    "iraq",
+                    InstanceState::Failing,
+                    &[],
+                    Some("worker 0 pid 7 exited with status 3"),
+                ),
             ],
         };
         let expected = "\

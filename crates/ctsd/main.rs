@@ -15,7 +15,12 @@ use std::process::ExitCode;
 #[command(name = "ctsd", version)]
 struct Args {
     /// The configuration file.
-    #[arg(long, short = 'c', value_name = "FILE", default_value = "/etc/cts/ctsd.yaml")]
+    #[arg(
+        long,
+        short = 'c',
+        value_name = "FILE",
+        default_value = "/etc/cts/ctsd.yaml"
+    )]
     config: PathBuf,
     /// Control socket path (default: $CTSD_SOCKET, then the config's `ctsd.socket`, then
     /// /run/ctsd/ctsd.sock).
@@ -65,7 +70,11 @@ fn main() -> ExitCode {
     }
     let socket = args
         .socket
-        .or_else(|| std::env::var_os("CTSD_SOCKET").filter(|s| !s.is_empty()).map(PathBuf::from))
+        .or_else(|| {
+            std::env::var_os("CTSD_SOCKET")
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from)
+        })
         .or_else(|| config.daemon.socket.clone())
         .unwrap_or_else(|| PathBuf::from(cts_config::DEFAULT_SOCKET));
     if args.check {
@@ -94,7 +103,10 @@ fn main() -> ExitCode {
         }
     };
     close_inherited_fds_on_exec();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ctsd: cannot start the runtime: {e}");
@@ -126,7 +138,10 @@ fn exec_worker(rest: Vec<OsString>) -> ExitCode {
         _ => &rest[..],
     };
     let err = cts_supervisor::exec_worker(args);
-    let program = args.first().map(|p| p.to_string_lossy()).unwrap_or_default();
+    let program = args
+        .first()
+        .map(|p| p.to_string_lossy())
+        .unwrap_or_default();
     eprintln!("ctsd: cannot run worker command `{program}`: {err}");
     ExitCode::from(127)
 }
@@ -134,8 +149,11 @@ fn exec_worker(rest: Vec<OsString>) -> ExitCode {
 /// Takes ownership of an inherited fd, checking that it is open.
 fn take_fd(fd: RawFd) -> std::io::Result<OwnedFd> {
     nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).map_err(std::io::Error::from)?;
-    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))
-        .map_err(std::io::Error::from)?;
+    nix::fcntl::fcntl(
+        fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .map_err(std::io::Error::from)?;
     // SAFETY: the fd is open (checked above) and nothing else in this process owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -143,13 +161,18 @@ fn take_fd(fd: RawFd) -> std::io::Result<OwnedFd> {
 /// Marks every fd ctsd inherited above stderr close-on-exec, so that nothing ctsd's own parent
 /// leaked reaches the workers; a worker gets exactly fds 0-3.
 fn close_inherited_fds_on_exec() {
-    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else { return };
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
     let fds: Vec<RawFd> = dir
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .filter(|&fd| fd > 2)
         .collect();
     for fd in fds {
-        let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+        let _ = nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        );
     }
 }
 
@@ -161,21 +184,30 @@ fn init_tracing(
 ) -> anyhow::Result<Option<tracing_appender::non_blocking::WorkerGuard>> {
     use tracing_subscriber::fmt::writer::MakeWriterExt;
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_max_level(level).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_target(false);
     match file {
         None => {
             builder.with_ansi(ansi).with_writer(std::io::stderr).init();
             Ok(None)
         }
         Some(path) => {
-            let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(".".as_ref());
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(".".as_ref());
             let name = path
                 .file_name()
                 .ok_or_else(|| anyhow::anyhow!("ctsd.log_file {} names no file", path.display()))?;
             std::fs::create_dir_all(dir)
                 .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
-            let (writer, guard) = tracing_appender::non_blocking(tracing_appender::rolling::never(dir, name));
-            builder.with_ansi(false).with_writer(std::io::stderr.and(writer)).init();
+            let (writer, guard) =
+                tracing_appender::non_blocking(tracing_appender::rolling::never(dir, name));
+            builder
+                .with_ansi(false)
+                .with_writer(std::io::stderr.and(writer))
+                .init();
             Ok(Some(guard))
         }
     }

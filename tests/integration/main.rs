@@ -1,1 +1,11 @@
+//! The one integration test binary: the real `ctsd`, `ctsctl` and `cts-demo-worker`, real
+//! sockets on ports the OS picked, real signals. See `util.rs` for the fixture.
+
+mod check;
+mod control;
+mod crash;
+mod logs;
+mod restart;
+mod serving;
+mod shutdown;
 mod util;

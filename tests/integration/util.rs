@@ -158,7 +158,8 @@ impl Daemon {
 
     fn spawn_and_wait_ready(&mut self) {
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
-        let stderr = std::fs::File::create(self.dir.path().join("ctsd.stderr")).expect("stderr file");
+        let stderr =
+            std::fs::File::create(self.dir.path().join("ctsd.stderr")).expect("stderr file");
         let mut cmd = Command::new(ctsd_bin());
         cmd.arg("--config")
             .arg(&self.config)
@@ -183,11 +184,19 @@ impl Daemon {
         drop(write);
         self.child = Some(child);
         if !wait_readable(&read, WAIT) {
-            panic!("ctsd did not become ready within {WAIT:?}\n{}", self.stderr());
+            panic!(
+                "ctsd did not become ready within {WAIT:?}\n{}",
+                self.stderr()
+            );
         }
         let mut byte = [0u8; 1];
         let n = std::fs::File::from(read).read(&mut byte).unwrap_or(0);
-        assert_eq!(n, 1, "ctsd closed its readiness fd without writing: it exited?\n{}", self.stderr());
+        assert_eq!(
+            n,
+            1,
+            "ctsd closed its readiness fd without writing: it exited?\n{}",
+            self.stderr()
+        );
     }
 
     pub fn pid(&self) -> u32 {
@@ -199,7 +208,11 @@ impl Daemon {
     }
 
     pub fn port(&self, key: &str) -> u16 {
-        self.instances.iter().find(|i| i.key == key).expect("instance").port
+        self.instances
+            .iter()
+            .find(|i| i.key == key)
+            .expect("instance")
+            .port
     }
 
     /// Runs ctsctl with `args` against this daemon.
@@ -215,9 +228,17 @@ impl Daemon {
 
     /// `ctsctl status --json`, parsed; remembers every worker pid for cleanup.
     pub fn status(&self) -> Value {
+        self.try_status()
+            .unwrap_or_else(|e| panic!("status failed: {e}\n{}", self.stderr()))
+    }
+
+    /// As [`Daemon::status`], but a failure is returned, not a panic.
+    pub fn try_status(&self) -> Result<Value, String> {
         let out = self.ctl(&["status", "--json"]);
-        assert!(out.status.success(), "status failed: {}", String::from_utf8_lossy(&out.stderr));
-        let v: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        let v: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
         for inst in v["instances"].as_array().into_iter().flatten() {
             for w in inst["workers"].as_array().into_iter().flatten() {
                 if let Some(pid) = w["pid"].as_u64() {
@@ -225,7 +246,7 @@ impl Daemon {
                 }
             }
         }
-        v
+        Ok(v)
     }
 
     pub fn instance(&self, key: &str) -> Value {
@@ -239,7 +260,12 @@ impl Daemon {
     pub fn pids(&self, key: &str) -> BTreeSet<u32> {
         self.instance(key)["workers"]
             .as_array()
-            .map(|ws| ws.iter().filter_map(|w| w["pid"].as_u64()).map(|p| p as u32).collect())
+            .map(|ws| {
+                ws.iter()
+                    .filter_map(|w| w["pid"].as_u64())
+                    .map(|p| p as u32)
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -254,25 +280,27 @@ impl Daemon {
                         && ws.iter().all(|w| w["state"] == "ready")
                 })
         });
-        assert!(ok, "{key} not running with all workers ready: {last:#}\n{}", self.stderr());
+        assert!(
+            ok,
+            "{key} not running with all workers ready: {last:#}\n{}",
+            self.stderr()
+        );
         self.pids(key)
     }
 
     /// Sends `sig` to ctsd and waits for it to exit.
     pub fn signal_and_wait(&mut self, sig: Signal) -> ExitStatus {
-        let _ = self.status();
+        let _ = self.try_status();
         let mut child = self.child.take().expect("ctsd running");
         kill(Pid::from_raw(child.id() as i32), sig).expect("signal ctsd");
         wait_child(&mut child, WAIT).unwrap_or_else(|| {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("ctsd did not exit within {WAIT:?} after {sig}\n{}", self.stderr())
+            panic!(
+                "ctsd did not exit within {WAIT:?} after {sig}\n{}",
+                self.stderr()
+            )
         })
-    }
-
-    /// Every worker pid seen in any status so far.
-    pub fn seen_pids(&self) -> BTreeSet<u32> {
-        self.seen_pids.borrow().clone()
     }
 
     pub fn log(&self, key: &str) -> String {
@@ -335,7 +363,12 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 pub fn pid_alive(pid: u32) -> bool {
     // A zombie still "exists" for kill(0); read its state to tell.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Ok(s) => !s
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
         Err(_) => false,
     }
 }
@@ -361,9 +394,11 @@ pub fn get(port: u16, path: &str) -> Result<Value, Failure> {
     s.set_read_timeout(Some(WAIT)).ok();
     s.set_write_timeout(Some(WAIT)).ok();
     let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).map_err(|e| Failure::Other(e.to_string()))?;
+    s.write_all(req.as_bytes())
+        .map_err(|e| Failure::Other(e.to_string()))?;
     let mut buf = Vec::new();
-    s.read_to_end(&mut buf).map_err(|e| Failure::Other(e.to_string()))?;
+    s.read_to_end(&mut buf)
+        .map_err(|e| Failure::Other(e.to_string()))?;
     let text = String::from_utf8_lossy(&buf);
     let Some((head, body)) = text.split_once("\r\n\r\n") else {
         return Err(Failure::Other(format!("no HTTP answer: {text:?}")));
@@ -429,12 +464,19 @@ impl Looper {
     /// Waits until at least `n` more requests were answered.
     pub fn wait_for_more(&self, n: u64) {
         let target = self.ok() + n;
-        assert!(wait_until(WAIT, || self.ok() >= target), "the looping client stalled");
+        assert!(
+            wait_until(WAIT, || self.ok() >= target),
+            "the looping client stalled"
+        );
     }
 
     pub fn finish(mut self) -> LoopStats {
         self.stop.store(true, Ordering::Relaxed);
-        let failures = self.thread.take().map(|t| t.join().expect("looper thread")).unwrap_or_default();
+        let failures = self
+            .thread
+            .take()
+            .map(|t| t.join().expect("looper thread"))
+            .unwrap_or_default();
         let pids = self.pids.lock().expect("lock").clone();
         LoopStats {
             ok: self.ok(),

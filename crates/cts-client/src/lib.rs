@@ -14,8 +14,8 @@
 #![warn(missing_docs)]
 
 use cts_proto::{
-    read_frame, write_frame, ErrorKind, ErrorReply, FrameError, Hello, ProtoVersion, Request, Response,
-    StatusReport, StatusRequest, Target, TargetRequest, Welcome, PROTO_VERSION,
+    read_frame, write_frame, ErrorKind, ErrorReply, FrameError, Hello, ProtoVersion, Request,
+    Response, StatusReport, StatusRequest, Target, TargetRequest, Welcome, PROTO_VERSION,
 };
 use std::io;
 use std::path::{Path, PathBuf};
@@ -89,17 +89,20 @@ impl Client {
     /// As [`Client::connect`].
     pub async fn connect_as(path: &Path, proto: ProtoVersion) -> Result<Client, ClientError> {
         let fut = async {
-            let mut stream = UnixStream::connect(path).await.map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => ClientError::NotFound(path.to_owned()),
-                io::ErrorKind::ConnectionRefused => ClientError::Refused(path.to_owned()),
-                io::ErrorKind::PermissionDenied => {
-                    ClientError::PermissionDenied(format!("cannot open control socket {}", path.display()))
-                }
-                _ => ClientError::Io {
-                    path: path.to_owned(),
-                    source: e,
-                },
-            })?;
+            let mut stream = UnixStream::connect(path)
+                .await
+                .map_err(|e| match e.kind() {
+                    io::ErrorKind::NotFound => ClientError::NotFound(path.to_owned()),
+                    io::ErrorKind::ConnectionRefused => ClientError::Refused(path.to_owned()),
+                    io::ErrorKind::PermissionDenied => ClientError::PermissionDenied(format!(
+                        "cannot open control socket {}",
+                        path.display()
+                    )),
+                    _ => ClientError::Io {
+                        path: path.to_owned(),
+                        source: e,
+                    },
+                })?;
             let hello = Request::Hello(Hello {
                 proto,
                 client: format!("cts-client {}", env!("CARGO_PKG_VERSION")),

@@ -107,7 +107,11 @@ pub struct Shared {
 ///
 /// Only start-up failures: the control socket, a port, a log thread. Once running, failures of
 /// workers are events, not errors.
-pub async fn run(config: Config, opts: RunOptions, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+pub async fn run(
+    config: Config,
+    opts: RunOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
     let started = Instant::now();
     let control = control::bind(
         &opts.socket,
@@ -128,9 +132,11 @@ pub async fn run(config: Config, opts: RunOptions, shutdown: impl Future<Output 
     let mut instances = Vec::new();
     for (inst, listener) in config.instances.iter().zip(listeners) {
         let dir = config.daemon.log_dir.join(inst.key.as_str());
-        let log = InstanceLog::open(&dir, &format!("log-{}", inst.key)).map_err(|source| DaemonError::Io {
-            about: format!("starting the log writer of {}", inst.key),
-            source,
+        let log = InstanceLog::open(&dir, &format!("log-{}", inst.key)).map_err(|source| {
+            DaemonError::Io {
+                about: format!("starting the log writer of {}", inst.key),
+                source,
+            }
         })?;
         let output = Arc::new(output::LogOutput { log: log.sender() });
         let (handle, join) = cts_supervisor::launch(
@@ -151,7 +157,10 @@ pub async fn run(config: Config, opts: RunOptions, shutdown: impl Future<Output 
         });
     }
     let shared = Arc::new(Shared { instances, started });
-    let server = tokio::spawn(control::serve(control, shared.clone(), root.child_token()));
+    // The control server outlives the actors' shutdown, so that `ctsctl status` shows the
+    // instances stopping; it is cancelled once they are all gone.
+    let server_stop = CancellationToken::new();
+    let server = tokio::spawn(control::serve(control, shared.clone(), server_stop.clone()));
     tracing::info!(
         "ctsd {VERSION} running {} (control socket {})",
         config.summary(),
@@ -165,7 +174,10 @@ pub async fn run(config: Config, opts: RunOptions, shutdown: impl Future<Output 
             for i in &shared.instances {
                 i.handle.settled().await;
             }
-            notify::sd_notify(&format!("READY=1\nSTATUS={} instances started", shared.instances.len()));
+            notify::sd_notify(&format!(
+                "READY=1\nSTATUS={} instances started",
+                shared.instances.len()
+            ));
             if let Some(fd) = ready_fd {
                 notify::ready_fd(fd);
             }
@@ -212,6 +224,7 @@ pub async fn run(config: Config, opts: RunOptions, shutdown: impl Future<Output 
             },
         }
     }
+    server_stop.cancel();
     let _ = server.await;
     drop(shared);
     let flush = async {
@@ -219,8 +232,13 @@ pub async fn run(config: Config, opts: RunOptions, shutdown: impl Future<Output 
             l.close().await;
         }
     };
-    if tokio::time::timeout(LOG_DRAIN_TIMEOUT, flush).await.is_err() {
-        tracing::warn!("some worker output pipes were still open after the workers exited; stopped waiting");
+    if tokio::time::timeout(LOG_DRAIN_TIMEOUT, flush)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "some worker output pipes were still open after the workers exited; stopped waiting"
+        );
     }
     drop(remove_socket);
     tracing::info!("stopped");

@@ -7,7 +7,9 @@ use std::os::fd::OwnedFd;
 /// Sends `state` (e.g. `READY=1\nSTATUS=...`) to `$NOTIFY_SOCKET` if set. Errors are logged,
 /// never fatal: ctsd works without systemd.
 pub fn sd_notify(state: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
     let r = (|| -> std::io::Result<()> {
         let sock = std::os::unix::net::UnixDatagram::unbound()?;
         let bytes = path.as_encoded_bytes();

@@ -13,7 +13,13 @@ pub struct LogOutput {
 }
 
 impl Output for LogOutput {
-    fn attach(&self, _slot: u32, _pid: u32, stdout: Option<ChildStdout>, stderr: Option<ChildStderr>) {
+    fn attach(
+        &self,
+        _slot: u32,
+        _pid: u32,
+        stdout: Option<ChildStdout>,
+        stderr: Option<ChildStderr>,
+    ) {
         // One reader task per pipe; each ends at EOF, after the worker (and anything it
         // started) has exited, so nothing written before a crash is lost.
         if let Some(out) = stdout {

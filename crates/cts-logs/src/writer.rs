@@ -252,14 +252,20 @@ impl Writer {
             }
             match self.write_all(data) {
                 Ok(()) => {
-                    self.counters.written.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    self.counters
+                        .written
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
                     return;
                 }
-                Err(e) => self.last_error = Some(format!("cannot write {}: {e}", self.path.display())),
+                Err(e) => {
+                    self.last_error = Some(format!("cannot write {}: {e}", self.path.display()))
+                }
             }
         }
         self.lost_since += data.len() as u64;
-        self.counters.dropped.fetch_add(data.len() as u64, Ordering::Relaxed);
+        self.counters
+            .dropped
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
     }
 
     fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
@@ -287,7 +293,9 @@ mod tests {
         let mk = |tag: char| {
             let mut v = Vec::new();
             for i in 0..20_000 {
-                v.extend_from_slice(format!("{tag}{i:06}{}\n", tag.to_string().repeat(50)).as_bytes());
+                v.extend_from_slice(
+                    format!("{tag}{i:06}{}\n", tag.to_string().repeat(50)).as_bytes(),
+                );
             }
             v
         };
@@ -305,9 +313,17 @@ mod tests {
                 continue;
             }
             let tag = line.chars().next().unwrap();
-            let expected = format!("{tag}{:06}{}", if tag == 'a' { na } else { nb }, tag.to_string().repeat(50));
+            let expected = format!(
+                "{tag}{:06}{}",
+                if tag == 'a' { na } else { nb },
+                tag.to_string().repeat(50)
+            );
             assert_eq!(line, expected);
-            if tag == 'a' { na += 1 } else { nb += 1 }
+            if tag == 'a' {
+                na += 1
+            } else {
+                nb += 1
+            }
         }
         assert_eq!((na, nb), (20_000, 20_000));
     }

@@ -37,7 +37,11 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Vec<u8
     while got < 4 {
         let n = r.read(&mut len[got..]).await?;
         if n == 0 {
-            return if got == 0 { Ok(None) } else { Err(FrameError::Truncated) };
+            return if got == 0 {
+                Ok(None)
+            } else {
+                Err(FrameError::Truncated)
+            };
         }
         got += n;
     }
@@ -111,10 +115,15 @@ mod tests {
     async fn oversized_frame_rejected_before_allocation() {
         let bytes = (MAX_FRAME + 1).to_be_bytes();
         let mut r = &bytes[..];
-        assert!(matches!(read_frame(&mut r).await, Err(FrameError::TooLarge(n)) if n == MAX_FRAME + 1));
+        assert!(
+            matches!(read_frame(&mut r).await, Err(FrameError::TooLarge(n)) if n == MAX_FRAME + 1)
+        );
         let huge = u32::MAX.to_be_bytes();
         let mut r = &huge[..];
-        assert!(matches!(read_frame(&mut r).await, Err(FrameError::TooLarge(_))));
+        assert!(matches!(
+            read_frame(&mut r).await,
+            Err(FrameError::TooLarge(_))
+        ));
     }
 
     #[tokio::test]
@@ -122,8 +131,14 @@ mod tests {
         let mut bytes = 10u32.to_be_bytes().to_vec();
         bytes.extend_from_slice(b"{\"a\"");
         let mut r = &bytes[..];
-        assert!(matches!(read_frame(&mut r).await, Err(FrameError::Truncated)));
+        assert!(matches!(
+            read_frame(&mut r).await,
+            Err(FrameError::Truncated)
+        ));
         let mut r = &bytes[..2];
-        assert!(matches!(read_frame(&mut r).await, Err(FrameError::Truncated)));
+        assert!(matches!(
+            read_frame(&mut r).await,
+            Err(FrameError::Truncated)
+        ));
     }
 }

@@ -302,7 +302,10 @@ pub fn decode_request(bytes: &[u8]) -> Result<Request, ErrorReply> {
             Err(match kind {
                 Some(t) if !KNOWN_REQUESTS.contains(&t.as_str()) => ErrorReply::new(
                     ErrorKind::UnknownRequest,
-                    format!("unknown request `{t}` (this daemon speaks protocol {})", crate::PROTO_VERSION),
+                    format!(
+                        "unknown request `{t}` (this daemon speaks protocol {})",
+                        crate::PROTO_VERSION
+                    ),
                 ),
                 _ => ErrorReply::new(ErrorKind::Malformed, format!("malformed request: {e}")),
             })
@@ -325,9 +328,17 @@ mod tests {
             serde_json::to_string(&r).unwrap(),
             r#"{"type":"restart","target":{"instances":["jordan"]}}"#
         );
-        let all = Request::Stop(TargetRequest { target: Target::All });
-        assert_eq!(serde_json::to_string(&all).unwrap(), r#"{"type":"stop","target":"all"}"#);
-        assert_eq!(serde_json::to_string(&Request::Version).unwrap(), r#"{"type":"version"}"#);
+        let all = Request::Stop(TargetRequest {
+            target: Target::All,
+        });
+        assert_eq!(
+            serde_json::to_string(&all).unwrap(),
+            r#"{"type":"stop","target":"all"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Request::Version).unwrap(),
+            r#"{"type":"version"}"#
+        );
     }
 
     #[test]
@@ -349,7 +360,14 @@ mod tests {
     #[test]
     fn unknown_error_kind_from_newer_daemon_decodes() {
         let r: Response =
-            serde_json::from_str(r#"{"type":"error","kind":"quota_exceeded","message":"x"}"#).unwrap();
-        assert!(matches!(r, Response::Error(ErrorReply { kind: ErrorKind::Other, .. })));
+            serde_json::from_str(r#"{"type":"error","kind":"quota_exceeded","message":"x"}"#)
+                .unwrap();
+        assert!(matches!(
+            r,
+            Response::Error(ErrorReply {
+                kind: ErrorKind::Other,
+                ..
+            })
+        ));
     }
 }

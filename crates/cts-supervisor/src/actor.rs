@@ -1,7 +1,9 @@
 //! The instance actor: owns one instance's workers, timers and state; nothing else touches them.
 
 use crate::backoff::{restart_delay, CrashWindow, Jitter};
-use crate::handle::{Control, InstanceHandle, InstanceState, Outcome, Status, WorkerInfo, WorkerState};
+use crate::handle::{
+    Control, InstanceHandle, InstanceState, Outcome, Status, WorkerInfo, WorkerState,
+};
 use crate::spawn::{self, SpawnSpec};
 use cts_config::InstanceConfig;
 use nix::sys::signal::{killpg, Signal};
@@ -121,7 +123,11 @@ fn spawn_spec(instance: &Instance) -> Result<SpawnSpec, String> {
     Ok(SpawnSpec {
         shim: instance.shim.clone(),
         argv: pool.command.clone(),
-        env: pool.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        env: pool
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         fd_name: instance.config.key.to_string(),
         cwd: pool.cwd.clone(),
         uid,
@@ -333,7 +339,10 @@ impl Actor {
             if let Some(d) = w.deadline {
                 consider(d);
             }
-            let slot_backing_off = self.slots.get(w.slot as usize).is_some_and(|s| s.consecutive > 0);
+            let slot_backing_off = self
+                .slots
+                .get(w.slot as usize)
+                .is_some_and(|s| s.consecutive > 0);
             if w.state == WorkerState::Ready && slot_backing_off {
                 consider(w.started + reset_after);
             }
@@ -399,7 +408,11 @@ impl Actor {
                 }
                 self.generation += 1;
                 self.clear_failures();
-                let live = self.workers.iter().filter(|w| w.state != WorkerState::Stopping).count();
+                let live = self
+                    .workers
+                    .iter()
+                    .filter(|w| w.state != WorkerState::Stopping)
+                    .count();
                 match &mut self.rolling {
                     // Merge with the restart in progress: it now also replaces what it started.
                     Some(r) => {
@@ -479,7 +492,9 @@ impl Actor {
         r.replaced += 1;
         if let Some(j) = self.index(old) {
             let old_pid = self.workers[j].pid;
-            self.note(&format!("worker {slot} pid {old_pid} replaced by pid {pid}"));
+            self.note(&format!(
+                "worker {slot} pid {old_pid} replaced by pid {pid}"
+            ));
             self.begin_stop(j, Instant::now());
         }
     }
@@ -531,7 +546,9 @@ impl Actor {
         // A worker that stayed up `reset_after` resets its slot's backoff.
         let reset_after = self.cfg.pool.restart.reset_after;
         for w in &self.workers {
-            if w.state == WorkerState::Ready && now.saturating_duration_since(w.started) >= reset_after {
+            if w.state == WorkerState::Ready
+                && now.saturating_duration_since(w.started) >= reset_after
+            {
                 if let Some(s) = self.slots.get_mut(w.slot as usize) {
                     s.consecutive = 0;
                 }
@@ -549,7 +566,10 @@ impl Actor {
             Err(e) => format!("could not be waited for: {e}"),
         };
         let what = if w.failed_ready {
-            format!("was not ready within {}", human(self.cfg.pool.ready.timeout))
+            format!(
+                "was not ready within {}",
+                human(self.cfg.pool.ready.timeout)
+            )
         } else {
             reason.clone()
         };
@@ -558,7 +578,11 @@ impl Actor {
             self.note(&format!("worker {slot} pid {pid} stopped ({reason})"));
             return;
         }
-        let rolling_new = self.rolling.as_ref().and_then(|r| r.current).is_some_and(|(new, _)| new == id);
+        let rolling_new = self
+            .rolling
+            .as_ref()
+            .and_then(|r| r.current)
+            .is_some_and(|(new, _)| new == id);
         self.last_exit = Some(format!("worker {slot} pid {pid} {what}"));
         if rolling_new {
             let msg = format!(
@@ -587,7 +611,7 @@ impl Actor {
             s.consecutive = 0;
         }
         s.consecutive += 1;
-        let delay = restart_delay(&policy, s.consecutive, self.failing, self.jitter.next());
+        let delay = restart_delay(&policy, s.consecutive, self.failing, self.jitter.sample());
         s.next_spawn = Some(now + delay);
         let when = if delay.is_zero() {
             "restarting it now".to_owned()
@@ -640,18 +664,24 @@ impl Actor {
                 for w in self.start_waiters.drain(..) {
                     let _ = w.send(Ok(format!("{desired} workers ready")));
                 }
-                self.settled.send_if_modified(|s| !std::mem::replace(s, true));
+                self.settled
+                    .send_if_modified(|s| !std::mem::replace(s, true));
             }
             InstanceState::Failing => {
-                let why = self.last_exit.clone().unwrap_or_else(|| "workers keep failing".into());
+                let why = self
+                    .last_exit
+                    .clone()
+                    .unwrap_or_else(|| "workers keep failing".into());
                 for w in self.start_waiters.drain(..) {
                     let _ = w.send(Err(format!("failing: {why}")));
                 }
-                self.settled.send_if_modified(|s| !std::mem::replace(s, true));
+                self.settled
+                    .send_if_modified(|s| !std::mem::replace(s, true));
             }
             _ if self.last_exit.is_some() => {
                 // A failed first start also settles it: ctsd is up, the instance is not.
-                self.settled.send_if_modified(|s| !std::mem::replace(s, true));
+                self.settled
+                    .send_if_modified(|s| !std::mem::replace(s, true));
             }
             _ => {}
         }
@@ -675,13 +705,18 @@ impl Actor {
         let old = self
             .workers
             .iter()
-            .filter(|w| w.state != WorkerState::Stopping && w.generation < target && w.slot < desired)
+            .filter(|w| {
+                w.state != WorkerState::Stopping && w.generation < target && w.slot < desired
+            })
             .min_by_key(|w| w.slot)
             .map(|w| (w.id, w.slot));
         match old {
             None => {
                 if let Some(r) = self.rolling.take() {
-                    self.note(&format!("rolling restart done: {} workers replaced", r.replaced));
+                    self.note(&format!(
+                        "rolling restart done: {} workers replaced",
+                        r.replaced
+                    ));
                     for w in r.waiters {
                         let _ = w.send(Ok(format!("{} workers replaced", r.replaced)));
                     }
@@ -705,12 +740,20 @@ impl Actor {
         let crashes = self.crashes.record(now, policy.crash_loop.within);
         if crashes > policy.crash_loop.restarts as usize && !self.failing {
             self.failing = true;
-            self.note(&format!("failing: {crashes} failed starts within {}", human(policy.crash_loop.within)));
+            self.note(&format!(
+                "failing: {crashes} failed starts within {}",
+                human(policy.crash_loop.within)
+            ));
         }
         let s = &mut self.slots[slot as usize];
         s.consecutive += 1;
         // Never retry a failed spawn immediately: that would spin.
-        let delay = restart_delay(&policy, s.consecutive.max(2), self.failing, self.jitter.next());
+        let delay = restart_delay(
+            &policy,
+            s.consecutive.max(2),
+            self.failing,
+            self.jitter.sample(),
+        );
         s.next_spawn = Some(now + delay);
         self.note(&format!(
             "worker {slot} could not be started: {e}; retrying in {}",
@@ -726,7 +769,10 @@ impl Actor {
         let ready = self.cfg.pool.ready;
         let notify = if ready.notify {
             let name = format!("{}/{id}", self.notify_prefix);
-            Some(spawn::notify_socket(&name).map_err(|e| format!("cannot create the notify socket: {e}"))?)
+            Some(
+                spawn::notify_socket(&name)
+                    .map_err(|e| format!("cannot create the notify socket: {e}"))?,
+            )
         } else {
             None
         };
@@ -739,9 +785,20 @@ impl Actor {
         let Some(pid) = child.id() else {
             return Err("the worker exited before it could be watched".into());
         };
-        self.output.attach(slot, pid, child.stdout.take(), child.stderr.take());
-        tokio::spawn(watch_worker(id, child, notify.map(|(s, _)| s), self.events_tx.clone()));
-        let deadline = now + if ready.notify { ready.timeout } else { ready.after };
+        self.output
+            .attach(slot, pid, child.stdout.take(), child.stderr.take());
+        tokio::spawn(watch_worker(
+            id,
+            child,
+            notify.map(|(s, _)| s),
+            self.events_tx.clone(),
+        ));
+        let deadline = now
+            + if ready.notify {
+                ready.timeout
+            } else {
+                ready.after
+            };
         self.workers.push(Worker {
             id,
             slot,
@@ -772,7 +829,11 @@ impl Actor {
         Status {
             state: self.state(),
             desired: self.desired(),
-            ready: self.workers.iter().filter(|w| w.state == WorkerState::Ready).count() as u32,
+            ready: self
+                .workers
+                .iter()
+                .filter(|w| w.state == WorkerState::Ready)
+                .count() as u32,
             restarts: self.restarts,
             running_since: self.running_since,
             last_exit: self.last_exit.clone(),
@@ -801,6 +862,7 @@ async fn watch_worker(
         Notified(io::Result<bool>),
     }
     let mut buf = vec![0u8; 4096];
+    let mut ready_sent = false;
     let status = loop {
         let step = tokio::select! {
             status = child.wait() => Step::Exited(status),
@@ -808,13 +870,13 @@ async fn watch_worker(
         };
         match step {
             Step::Exited(status) => break status,
-            Step::Notified(Ok(true)) => {
+            Step::Notified(Ok(true)) if !ready_sent => {
+                ready_sent = true;
                 let _ = events.send(WorkerEvent::Ready(id));
-                // Nothing more is needed from this socket; later messages are dropped by the
-                // kernel.
-                notify = None;
             }
-            Step::Notified(Ok(false)) => {}
+            // Later messages (STATUS=, STOPPING=1) are read and dropped: the socket stays open
+            // for the worker's life so that its sd_notify calls keep succeeding.
+            Step::Notified(Ok(_)) => {}
             Step::Notified(Err(_)) => notify = None,
         }
     };

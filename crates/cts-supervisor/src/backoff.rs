@@ -12,7 +12,12 @@ use std::time::{Duration, Instant};
 /// `backoff_max`, spread by jitter (`jitter` in `[0, 1)`) to ±25% so that slots crashing
 /// together do not restart in lock-step. A failing instance retries at the slow rate,
 /// `backoff_max`.
-pub fn restart_delay(policy: &RestartPolicy, consecutive: u32, failing: bool, jitter: f64) -> Duration {
+pub fn restart_delay(
+    policy: &RestartPolicy,
+    consecutive: u32,
+    failing: bool,
+    jitter: f64,
+) -> Duration {
     if failing {
         return policy.backoff_max;
     }
@@ -25,7 +30,8 @@ pub fn restart_delay(policy: &RestartPolicy, consecutive: u32, failing: bool, ji
         .checked_mul(1u32 << doublings.min(31))
         .unwrap_or(policy.backoff_max)
         .min(policy.backoff_max);
-    base.mul_f64(0.75 + 0.5 * jitter.clamp(0.0, 1.0)).min(policy.backoff_max)
+    base.mul_f64(0.75 + 0.5 * jitter.clamp(0.0, 1.0))
+        .min(policy.backoff_max)
 }
 
 /// The crashes of an instance within the crash-loop window.
@@ -71,7 +77,7 @@ impl Jitter {
     }
 
     /// The next value in `[0, 1)`.
-    pub fn next(&mut self) -> f64 {
+    pub fn sample(&mut self) -> f64 {
         let mut x = self.0;
         x ^= x << 13;
         x ^= x >> 7;
@@ -109,7 +115,16 @@ mod tests {
         let p = policy();
         let ms = |n| restart_delay(&p, n, false, 0.5).as_millis();
         // jitter 0.5 is the midpoint: no spread.
-        let table = [(1, 0), (2, 100), (3, 200), (4, 400), (5, 800), (10, 25_600), (11, 30_000), (50, 30_000)];
+        let table = [
+            (1, 0),
+            (2, 100),
+            (3, 200),
+            (4, 400),
+            (5, 800),
+            (10, 25_600),
+            (11, 30_000),
+            (50, 30_000),
+        ];
         for (n, want) in table {
             assert_eq!(ms(n), want, "crash #{n}");
         }
@@ -135,7 +150,10 @@ mod tests {
         let t0 = Instant::now();
         let within = Duration::from_secs(60);
         for i in 0..5 {
-            assert_eq!(w.record(t0 + Duration::from_secs(i), within), i as usize + 1);
+            assert_eq!(
+                w.record(t0 + Duration::from_secs(i), within),
+                i as usize + 1
+            );
         }
         assert_eq!(w.record(t0 + Duration::from_secs(62), within), 4);
         assert_eq!(w.record(t0 + Duration::from_secs(200), within), 1);
@@ -145,7 +163,7 @@ mod tests {
     fn jitter_is_in_unit_interval() {
         let mut j = Jitter::new();
         for _ in 0..10_000 {
-            let x = j.next();
+            let x = j.sample();
             assert!((0.0..1.0).contains(&x));
         }
     }

@@ -36,5 +36,7 @@ pub mod handle;
 pub mod spawn;
 
 pub use actor::{human, launch, Instance, Output};
-pub use handle::{Control, InstanceHandle, InstanceState, Outcome, Status, WorkerInfo, WorkerState};
+pub use handle::{
+    Control, InstanceHandle, InstanceState, Outcome, Status, WorkerInfo, WorkerState,
+};
 pub use spawn::{exec_worker, EXEC_WORKER_ARG};

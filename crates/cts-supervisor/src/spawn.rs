@@ -66,7 +66,8 @@ pub fn spawn(spec: &SpawnSpec, listener: RawFd, notify_socket: Option<&str>) -> 
         cmd.env_remove(var);
     }
     cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
-    cmd.env("LISTEN_FDS", "1").env("LISTEN_FDNAMES", &spec.fd_name);
+    cmd.env("LISTEN_FDS", "1")
+        .env("LISTEN_FDNAMES", &spec.fd_name);
     if let Some(n) = notify_socket {
         cmd.env("NOTIFY_SOCKET", n);
     }
@@ -108,7 +109,14 @@ fn child_setup(listener: RawFd, parent: nix::libc::pid_t) -> io::Result<()> {
             // dup2 gives the new fd no FD_CLOEXEC: fd 3 is the only extra fd that survives exec.
             return Err(io::Error::last_os_error());
         }
-        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) == -1 {
+        if libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        ) == -1
+        {
             return Err(io::Error::last_os_error());
         }
         // ctsd may have died between fork and prctl: then no death signal would ever come.
@@ -144,10 +152,20 @@ pub fn notify_socket(name: &str) -> io::Result<(tokio::net::UnixDatagram, String
     let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
     let sock = std::os::unix::net::UnixDatagram::bind_addr(&addr)?;
     sock.set_nonblocking(true)?;
-    Ok((tokio::net::UnixDatagram::from_std(sock)?, format!("@{name}")))
+    Ok((
+        tokio::net::UnixDatagram::from_std(sock)?,
+        format!("@{name}"),
+    ))
 }
 
 /// Reads `path`'s first component for messages (`gunicorn` of `[gunicorn, --bind, ...]`).
 pub fn program_name(argv: &[String]) -> &str {
-    argv.first().map(|p| Path::new(p).file_name().and_then(|n| n.to_str()).unwrap_or(p)).unwrap_or("")
+    argv.first()
+        .map(|p| {
+            Path::new(p)
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or(p)
+        })
+        .unwrap_or("")
 }

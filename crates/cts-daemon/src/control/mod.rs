@@ -9,7 +9,9 @@
 pub mod handlers;
 
 use crate::Shared;
-use cts_proto::{decode_request, ErrorKind, ErrorReply, FrameError, Request, Response, Welcome, PROTO_VERSION};
+use cts_proto::{
+    decode_request, ErrorKind, ErrorReply, FrameError, Request, Response, Welcome, PROTO_VERSION,
+};
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -33,7 +35,9 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     /// Another ctsd answers on this socket.
-    #[error("another ctsd is already running with control socket {0}; stop it first or use --socket")]
+    #[error(
+        "another ctsd is already running with control socket {0}; stop it first or use --socket"
+    )]
     AlreadyRunning(PathBuf),
     /// A system call failed.
     #[error("cannot set up control socket {path}: {about}: {source}")]
@@ -82,13 +86,21 @@ pub fn bind(path: &Path, mode: u32, group: Option<&str>) -> Result<UnixListener,
     if let Some(name) = group {
         let gid = nix::unistd::Group::from_name(name)
             .map_err(|e| io_err("looking up socket_group", e.into()))?
-            .ok_or_else(|| io_err("looking up socket_group", io::Error::other(format!("no group `{name}`"))))?
+            .ok_or_else(|| {
+                io_err(
+                    "looking up socket_group",
+                    io::Error::other(format!("no group `{name}`")),
+                )
+            })?
             .gid;
-        nix::unistd::chown(path, None, Some(gid)).map_err(|e| io_err("changing its group", e.into()))?;
+        nix::unistd::chown(path, None, Some(gid))
+            .map_err(|e| io_err("changing its group", e.into()))?;
     }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(|e| io_err("setting its mode", e))?;
-    listener.set_nonblocking(true).map_err(|e| io_err("binding", e))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| io_err("binding", e))?;
     UnixListener::from_std(listener).map_err(|e| io_err("binding", e))
 }
 
@@ -122,7 +134,10 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>, cancel: Cancella
             Err(_) => {
                 tracker.spawn(async move {
                     let mut stream = stream;
-                    let busy = ErrorReply::new(ErrorKind::Failed, "ctsd is busy: too many control connections; retry");
+                    let busy = ErrorReply::new(
+                        ErrorKind::Failed,
+                        "ctsd is busy: too many control connections; retry",
+                    );
                     let _ = send(&mut stream, &busy.into()).await;
                 });
             }
@@ -165,7 +180,10 @@ async fn connection(mut stream: UnixStream, shared: &Shared, cancel: &Cancellati
                 proto: PROTO_VERSION,
                 daemon_version: crate::VERSION.to_owned(),
             };
-            if send(&mut stream, &Response::Welcome(welcome)).await.is_err() {
+            if send(&mut stream, &Response::Welcome(welcome))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -175,11 +193,18 @@ async fn connection(mut stream: UnixStream, shared: &Shared, cancel: &Cancellati
                 h.proto,
                 crate::VERSION
             );
-            let _ = send(&mut stream, &ErrorReply::new(ErrorKind::ProtocolMismatch, msg).into()).await;
+            let _ = send(
+                &mut stream,
+                &ErrorReply::new(ErrorKind::ProtocolMismatch, msg).into(),
+            )
+            .await;
             return;
         }
         Ok(_) | Err(_) => {
-            let e = ErrorReply::new(ErrorKind::HandshakeRequired, "the first message must be `hello`");
+            let e = ErrorReply::new(
+                ErrorKind::HandshakeRequired,
+                "the first message must be `hello`",
+            );
             let _ = send(&mut stream, &e.into()).await;
             return;
         }

@@ -4,7 +4,9 @@ mod lifecycle;
 mod status;
 
 use crate::Shared;
-use cts_proto::{ErrorKind, ErrorReply, InstanceName, Request, Response, Target, Welcome, PROTO_VERSION};
+use cts_proto::{
+    ErrorKind, ErrorReply, InstanceName, Request, Response, Target, Welcome, PROTO_VERSION,
+};
 
 /// Answers one request.
 pub async fn handle(req: Request, shared: &Shared) -> Response {
@@ -18,7 +20,11 @@ pub async fn handle(req: Request, shared: &Shared) -> Response {
         Request::Start(r) => lifecycle::handle(lifecycle::Op::Start, &r.target, shared).await,
         Request::Stop(r) => lifecycle::handle(lifecycle::Op::Stop, &r.target, shared).await,
         Request::Restart(r) => lifecycle::handle(lifecycle::Op::Restart, &r.target, shared).await,
-        _ => ErrorReply::new(ErrorKind::UnknownRequest, "this request is not supported by this ctsd").into(),
+        _ => ErrorReply::new(
+            ErrorKind::UnknownRequest,
+            "this request is not supported by this ctsd",
+        )
+        .into(),
     }
 }
 
@@ -31,7 +37,11 @@ fn resolve(names: &[InstanceName], shared: &Shared) -> Result<Vec<usize>, ErrorR
     let mut found = Vec::new();
     let mut unknown = Vec::new();
     for n in names {
-        match shared.instances.iter().position(|i| i.config.key.as_str() == n.0) {
+        match shared
+            .instances
+            .iter()
+            .position(|i| i.config.key.as_str() == n.0)
+        {
             Some(i) if !found.contains(&i) => found.push(i),
             Some(_) => {}
             None => unknown.push(n.0.as_str()),
@@ -40,7 +50,11 @@ fn resolve(names: &[InstanceName], shared: &Shared) -> Result<Vec<usize>, ErrorR
     if unknown.is_empty() {
         return Ok(found);
     }
-    let known: Vec<&str> = shared.instances.iter().map(|i| i.config.key.as_str()).collect();
+    let known: Vec<&str> = shared
+        .instances
+        .iter()
+        .map(|i| i.config.key.as_str())
+        .collect();
     Err(ErrorReply::new(
         ErrorKind::UnknownInstance,
         format!(
