@@ -9,7 +9,9 @@ fn main() -> anyhow::Result<()> {
         .nth(1)
         .map(PathBuf::from)
         .unwrap_or_else(|| cts_config::DEFAULT_SOCKET.into());
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let mut client = Client::connect(&socket).await?;
         for i in client.status(&[]).await?.instances {

@@ -2,9 +2,13 @@
 //! `cts_client`, output as a table or JSON, and the documented exit codes of
 //! `cts_proto::exit_codes`.
 
+use clap::CommandFactory;
 use clap::{Args, Parser, Subcommand};
 use cts_client::{Client, ClientError};
-use cts_proto::{exit_codes, ErrorKind, InstanceStatus, Request, StatusReport, Target};
+use cts_proto::{
+    exit_codes, ErrorKind, InstanceStatus, Request, ScaleRequest, SignalRequest, StatusReport,
+    Target, WorkerSignal,
+};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,8 +48,36 @@ enum Command {
     /// Rolling restart: each worker is replaced by a new one that is ready before the old one
     /// stops, so the instance answers every request throughout.
     Restart(TargetArgs),
+    /// Change an instance's number of workers; other workers are untouched. Waits until the
+    /// pool runs at the new size.
+    Scale {
+        /// Instance key.
+        instance: String,
+        /// New number of workers (1-1024).
+        workers: u32,
+    },
+    /// Send a signal to every worker of instances: `ctsctl signal jordan USR1`,
+    /// `ctsctl signal --all HUP`. Signals: HUP, INT, QUIT, TERM, KILL, USR1, USR2, TTIN, TTOU,
+    /// WINCH (the SIG prefix is optional).
+    Signal {
+        /// Instance keys (none with --all), then the signal.
+        #[arg(required = true, value_name = "INSTANCE… SIGNAL")]
+        args: Vec<String>,
+        /// Every instance.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Reopen every instance's log files (after an external logrotate moved them).
+    ReopenLogs,
+    /// Stop every worker gracefully and exit ctsd.
+    Shutdown,
     /// Versions of ctsctl, ctsd and their protocol.
     Version,
+    /// Print a shell completion script: `ctsctl completions bash > /etc/bash_completion.d/ctsctl`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -70,6 +102,15 @@ impl TargetArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Completions { shell } = &cli.command {
+        clap_complete::generate(
+            *shell,
+            &mut Cli::command(),
+            "ctsctl",
+            &mut std::io::stdout(),
+        );
+        return ExitCode::SUCCESS;
+    }
     let socket = match socket_path(&cli) {
         Ok(p) => p,
         Err(msg) => {
@@ -116,6 +157,7 @@ fn socket_path(cli: &Cli) -> Result<PathBuf, String> {
 
 fn exit_code(e: &ClientError) -> u8 {
     match e {
+        ClientError::Usage(_) => exit_codes::USAGE,
         ClientError::NotFound(_)
         | ClientError::Refused(_)
         | ClientError::Timeout(_)
@@ -142,6 +184,28 @@ async fn execute(command: &Command, socket: &std::path::Path) -> Result<u8, Clie
         return Ok(exit_codes::OK);
     }
     let mut client = Client::connect(socket).await?;
+    let simple = match command {
+        Command::Scale { instance, workers } => Some((
+            Request::Scale(ScaleRequest {
+                instance: instance.as_str().into(),
+                workers: *workers,
+            }),
+            "scale",
+        )),
+        Command::Signal { args, all } => {
+            let (target, signal) = signal_args(args, *all).map_err(ClientError::Usage)?;
+            Some((Request::Signal(SignalRequest { target, signal }), "signal"))
+        }
+        Command::ReopenLogs => Some((Request::ReopenLogs, "reopen-logs")),
+        Command::Shutdown => Some((Request::Shutdown, "shutdown")),
+        _ => None,
+    };
+    if let Some((req, verb)) = simple {
+        return match client.call(&req).await? {
+            cts_proto::Response::Outcomes(o) => Ok(report(o.results, verb)),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        };
+    }
     let (make, target, verb): (fn(_) -> Request, _, _) = match command {
         Command::Status { instances, json } => {
             let names: Vec<&str> = instances.iter().map(String::as_str).collect();
@@ -157,9 +221,29 @@ async fn execute(command: &Command, socket: &std::path::Path) -> Result<u8, Clie
         Command::Start(t) => (Request::Start as fn(_) -> Request, t.target(), "start"),
         Command::Stop(t) => (Request::Stop as fn(_) -> Request, t.target(), "stop"),
         Command::Restart(t) => (Request::Restart as fn(_) -> Request, t.target(), "restart"),
-        Command::Version => unreachable!("handled above"),
+        _ => unreachable!("handled above"),
     };
     let outcomes = client.act(make, target).await?;
+    Ok(report(outcomes, verb))
+}
+
+/// `INSTANCE… SIGNAL` or, with `--all`, just `SIGNAL`.
+fn signal_args(args: &[String], all: bool) -> Result<(Target, WorkerSignal), String> {
+    let (signal, instances) = args.split_last().ok_or("name the signal")?;
+    let signal: WorkerSignal = signal.parse()?;
+    match (all, instances.is_empty()) {
+        (true, true) => Ok((Target::All, signal)),
+        (false, false) => Ok((
+            Target::Instances(instances.iter().map(|s| s.as_str().into()).collect()),
+            signal,
+        )),
+        (true, false) => Err("name instances or --all, not both".into()),
+        (false, true) => Err("name the instances (or --all) before the signal".into()),
+    }
+}
+
+/// Prints one line per outcome; the exit code is FAILED if any failed.
+fn report(outcomes: Vec<cts_proto::Outcome>, verb: &str) -> u8 {
     let mut code = exit_codes::OK;
     for o in outcomes {
         if o.ok {
@@ -169,7 +253,7 @@ async fn execute(command: &Command, socket: &std::path::Path) -> Result<u8, Clie
             code = exit_codes::FAILED;
         }
     }
-    Ok(code)
+    code
 }
 
 /// The human `status` table; colour only when `colour` (stdout is a terminal).

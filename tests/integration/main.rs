@@ -1,7 +1,9 @@
 //! The one integration test binary: the real `ctsd`, `ctsctl` and `cts-demo-worker`, real
 //! sockets on ports the OS picked, real signals. See `util.rs` for the fixture.
 
+mod access;
 mod check;
+mod commands;
 mod control;
 mod crash;
 mod logs;

@@ -107,8 +107,18 @@ pub struct Daemon {
 /// Writes the config for `instances` with `defaults` (YAML mapping body lines, indented by the
 /// caller's choice of two spaces) into a new temp dir.
 pub fn write_config(dir: &Path, instances: &[Inst], defaults: &str) -> PathBuf {
+    write_config_with(dir, instances, "", defaults)
+}
+
+/// As [`write_config`], with extra lines for the `ctsd:` section.
+pub fn write_config_with(dir: &Path, instances: &[Inst], ctsd: &str, defaults: &str) -> PathBuf {
     let mut y = String::new();
     y.push_str("ctsd:\n  socket: run/ctsd.sock\n  log_dir: log\n");
+    for line in ctsd.lines() {
+        y.push_str("  ");
+        y.push_str(line);
+        y.push('\n');
+    }
     y.push_str("defaults:\n");
     y.push_str(&format!("  command: {}\n", demo(&[])));
     y.push_str("  workers: 2\n");
@@ -141,8 +151,13 @@ pub fn write_config(dir: &Path, instances: &[Inst], defaults: &str) -> PathBuf {
 impl Daemon {
     /// Starts ctsd with `instances` and extra `defaults` lines; returns once it is ready.
     pub fn start(instances: Vec<Inst>, defaults: &str) -> Daemon {
+        Daemon::start_with(instances, "", defaults)
+    }
+
+    /// As [`Daemon::start`], with extra lines for the `ctsd:` section.
+    pub fn start_with(instances: Vec<Inst>, ctsd: &str, defaults: &str) -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir");
-        let config = write_config(dir.path(), &instances, defaults);
+        let config = write_config_with(dir.path(), &instances, ctsd, defaults);
         let mut d = Daemon {
             socket: dir.path().join("run/ctsd.sock"),
             log_dir: dir.path().join("log"),
@@ -224,6 +239,16 @@ impl Daemon {
             .env_remove("CTSD_SOCKET")
             .output()
             .expect("run ctsctl")
+    }
+
+    /// Whether ctsd has exited, within `limit`; its exit status.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        let st = wait_child(child, limit);
+        if st.is_some() {
+            self.child = None;
+        }
+        st
     }
 
     /// `ctsctl status --json`, parsed; remembers every worker pid for cleanup.

@@ -53,6 +53,9 @@ pub enum ClientError {
     /// The connection failed.
     #[error("connection to ctsd failed: {0}")]
     Frame(#[from] FrameError),
+    /// The request could not be formed from what the user gave (a usage error).
+    #[error("{0}")]
+    Usage(String),
     /// Another I/O failure.
     #[error("cannot connect to {path}: {source}")]
     Io {

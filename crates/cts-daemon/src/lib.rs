@@ -98,6 +98,10 @@ pub struct Shared {
     pub instances: Vec<InstanceEntry>,
     /// When ctsd started.
     pub started: Instant,
+    /// Who may do what.
+    pub access: control::access::Access,
+    /// Requests that act on the daemon itself (`shutdown`, `reopen-logs`) go to its main loop.
+    pub events: tokio::sync::mpsc::Sender<DaemonEvent>,
 }
 
 /// Runs ctsd until `shutdown` completes or a SIGTERM/SIGINT arrives (with
@@ -120,10 +124,12 @@ pub async fn run(
     )?;
     let remove_socket = SocketFileGuard(opts.socket.clone());
     let listeners = listeners::bind_all(&config).map_err(DaemonError::Bind)?;
-    let mut events = signals::spawn(opts.signals).map_err(|source| DaemonError::Io {
+    let (events_tx, mut events) = tokio::sync::mpsc::channel(8);
+    signals::spawn(opts.signals, events_tx.clone()).map_err(|source| DaemonError::Io {
         about: "installing signal handlers".into(),
         source,
     })?;
+    let access = control::access::Access::resolve(&config.daemon);
 
     let root = CancellationToken::new();
     let kill = CancellationToken::new();
@@ -156,7 +162,12 @@ pub async fn run(
             handle,
         });
     }
-    let shared = Arc::new(Shared { instances, started });
+    let shared = Arc::new(Shared {
+        instances,
+        started,
+        access,
+        events: events_tx,
+    });
     // The control server outlives the actors' shutdown, so that `ctsctl status` shows the
     // instances stopping; it is cancelled once they are all gone.
     let server_stop = CancellationToken::new();

@@ -23,19 +23,15 @@ pub enum SignalSource {
     Noop,
 }
 
-/// Starts a task that turns signals into [`DaemonEvent`]s.
+/// Starts a task that turns signals into [`DaemonEvent`]s sent to `tx` (the same channel the
+/// control handlers use for `shutdown` and `reopen-logs`).
 ///
 /// # Errors
 ///
 /// When a signal handler cannot be installed.
-pub fn spawn(source: SignalSource) -> std::io::Result<mpsc::Receiver<DaemonEvent>> {
-    let (tx, rx) = mpsc::channel(8);
+pub fn spawn(source: SignalSource, tx: mpsc::Sender<DaemonEvent>) -> std::io::Result<()> {
     if source == SignalSource::Noop {
-        // Keep the sender alive so the receiver pends instead of ending.
-        tokio::spawn(async move {
-            tx.closed().await;
-        });
-        return Ok(rx);
+        return Ok(());
     }
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -55,5 +51,5 @@ pub fn spawn(source: SignalSource) -> std::io::Result<mpsc::Receiver<DaemonEvent
             }
         }
     });
-    Ok(rx)
+    Ok(())
 }

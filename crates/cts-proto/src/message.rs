@@ -50,6 +50,108 @@ pub enum Request {
     Restart(TargetRequest),
     /// Versions of the daemon and the protocol.
     Version,
+    /// Change an instance's number of workers.
+    Scale(ScaleRequest),
+    /// Send a signal to every worker of instances.
+    Signal(SignalRequest),
+    /// Reopen every log file (after an external logrotate).
+    ReopenLogs,
+    /// Stop every worker and exit ctsd.
+    Shutdown,
+}
+
+/// [`Request::Scale`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScaleRequest {
+    /// The instance.
+    pub instance: InstanceName,
+    /// The new number of workers (1-1024).
+    pub workers: u32,
+}
+
+/// [`Request::Signal`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignalRequest {
+    /// Which instances' workers.
+    pub target: Target,
+    /// Which signal.
+    pub signal: WorkerSignal,
+}
+
+/// The signals an operator may send to workers (`ctsctl signal jordan USR1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+#[non_exhaustive]
+pub enum WorkerSignal {
+    /// SIGHUP (gunicorn: reload its configuration and workers).
+    Hup,
+    /// SIGINT.
+    Int,
+    /// SIGQUIT.
+    Quit,
+    /// SIGTERM.
+    Term,
+    /// SIGKILL.
+    Kill,
+    /// SIGUSR1 (gunicorn: reopen its log files).
+    Usr1,
+    /// SIGUSR2.
+    Usr2,
+    /// SIGTTIN (gunicorn: one more worker).
+    Ttin,
+    /// SIGTTOU (gunicorn: one worker fewer).
+    Ttou,
+    /// SIGWINCH.
+    Winch,
+}
+
+impl WorkerSignal {
+    /// Every signal, for help texts and parsing.
+    pub const ALL: [WorkerSignal; 10] = [
+        WorkerSignal::Hup,
+        WorkerSignal::Int,
+        WorkerSignal::Quit,
+        WorkerSignal::Term,
+        WorkerSignal::Kill,
+        WorkerSignal::Usr1,
+        WorkerSignal::Usr2,
+        WorkerSignal::Ttin,
+        WorkerSignal::Ttou,
+        WorkerSignal::Winch,
+    ];
+
+    /// The name without `SIG` (`USR1`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerSignal::Hup => "HUP",
+            WorkerSignal::Int => "INT",
+            WorkerSignal::Quit => "QUIT",
+            WorkerSignal::Term => "TERM",
+            WorkerSignal::Kill => "KILL",
+            WorkerSignal::Usr1 => "USR1",
+            WorkerSignal::Usr2 => "USR2",
+            WorkerSignal::Ttin => "TTIN",
+            WorkerSignal::Ttou => "TTOU",
+            WorkerSignal::Winch => "WINCH",
+        }
+    }
+}
+
+impl std::str::FromStr for WorkerSignal {
+    type Err = String;
+
+    /// Accepts `USR1`, `SIGUSR1`, `usr1`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let up = s.to_ascii_uppercase();
+        let name = up.strip_prefix("SIG").unwrap_or(&up);
+        WorkerSignal::ALL
+            .into_iter()
+            .find(|x| x.as_str() == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = WorkerSignal::ALL.iter().map(|x| x.as_str()).collect();
+                format!("unknown signal `{s}`; one of {}", names.join(", "))
+            })
+    }
 }
 
 /// [`Request::Hello`].
@@ -313,7 +415,18 @@ pub fn decode_request(bytes: &[u8]) -> Result<Request, ErrorReply> {
     }
 }
 
-const KNOWN_REQUESTS: &[&str] = &["hello", "status", "start", "stop", "restart", "version"];
+const KNOWN_REQUESTS: &[&str] = &[
+    "hello",
+    "status",
+    "start",
+    "stop",
+    "restart",
+    "version",
+    "scale",
+    "signal",
+    "reopen_logs",
+    "shutdown",
+];
 
 #[cfg(test)]
 mod tests {
@@ -349,6 +462,17 @@ mod tests {
         assert_eq!(e.kind, ErrorKind::Malformed);
         let e = decode_request(b"\xff\x00garbage").unwrap_err();
         assert_eq!(e.kind, ErrorKind::Malformed);
+    }
+
+    #[test]
+    fn signal_names_parse_in_every_spelling() {
+        for s in ["USR1", "SIGUSR1", "usr1", "sigusr1"] {
+            assert_eq!(s.parse::<WorkerSignal>(), Ok(WorkerSignal::Usr1));
+        }
+        assert!("SIGFOO"
+            .parse::<WorkerSignal>()
+            .unwrap_err()
+            .contains("HUP"));
     }
 
     #[test]

@@ -394,6 +394,37 @@ impl Actor {
                 }
                 self.stop_waiters.push(tx);
             }
+            Control::Scale(n, tx) => {
+                if self.shutting_down {
+                    let _ = tx.send(Err("ctsd is shutting down".into()));
+                    return;
+                }
+                let from = self.desired();
+                self.cfg.pool.workers = n;
+                self.slots.resize(n as usize, Slot::default());
+                self.note(&format!("scaling from {from} to {n} workers"));
+                if self.running {
+                    self.start_waiters.push(tx);
+                } else {
+                    let _ = tx.send(Ok(format!(
+                        "{n} workers when started (the instance is stopped)"
+                    )));
+                }
+            }
+            Control::Signal(sig, tx) => {
+                let mut sent = 0;
+                for w in self
+                    .workers
+                    .iter()
+                    .filter(|w| w.state != WorkerState::Stopping)
+                {
+                    if killpg(Pid::from_raw(w.pid as i32), sig).is_ok() {
+                        sent += 1;
+                    }
+                }
+                self.note(&format!("sent {} to {sent} workers", sig.as_str()));
+                let _ = tx.send(Ok(format!("sent {} to {sent} workers", sig.as_str())));
+            }
             Control::Restart(tx) => {
                 if self.shutting_down {
                     let _ = tx.send(Err("ctsd is shutting down".into()));

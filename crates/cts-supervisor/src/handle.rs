@@ -20,6 +20,12 @@ pub enum Control {
     Restart(oneshot::Sender<Outcome>),
     /// A snapshot of the instance.
     Status(oneshot::Sender<Status>),
+    /// Change the number of workers: new slots are filled, slots beyond the number drained
+    /// (SIGTERM, highest slots first), other workers untouched; answered when the pool is
+    /// running at the new size.
+    Scale(u32, oneshot::Sender<Outcome>),
+    /// Send a signal to every live worker's process group; answered at once.
+    Signal(nix::sys::signal::Signal, oneshot::Sender<Outcome>),
 }
 
 /// Handle to one instance actor. Cheap to clone.
@@ -109,6 +115,20 @@ impl InstanceHandle {
     /// Rolling restart; see [`Control::Restart`].
     pub async fn restart(&self) -> Outcome {
         self.ask(Control::Restart).await.unwrap_or_else(gone)
+    }
+
+    /// Scales the pool; see [`Control::Scale`].
+    pub async fn scale(&self, workers: u32) -> Outcome {
+        self.ask(|tx| Control::Scale(workers, tx))
+            .await
+            .unwrap_or_else(gone)
+    }
+
+    /// Signals every worker; see [`Control::Signal`].
+    pub async fn signal(&self, signal: nix::sys::signal::Signal) -> Outcome {
+        self.ask(|tx| Control::Signal(signal, tx))
+            .await
+            .unwrap_or_else(gone)
     }
 
     /// A status snapshot; `None` once the actor has ended (ctsd is shutting down).

@@ -6,6 +6,7 @@
 //! A slow or hostile client therefore holds at most one task and a small buffer; it never stalls
 //! the instance actors or other clients.
 
+pub mod access;
 pub mod handlers;
 
 use crate::Shared;
@@ -166,6 +167,13 @@ async fn receive(stream: &mut UnixStream, limit: Duration) -> Option<Result<Vec<
 
 /// One client: handshake, then requests until it hangs up, idles out, or ctsd shuts down.
 async fn connection(mut stream: UnixStream, shared: &Shared, cancel: &CancellationToken) {
+    let role = match stream.peer_cred() {
+        Ok(c) => shared.access.role(c.uid(), c.gid(), c.pid()),
+        Err(e) => {
+            tracing::warn!("control connection without peer credentials: {e}");
+            access::Role::None
+        }
+    };
     let first = match receive(&mut stream, HANDSHAKE_TIMEOUT).await {
         Some(Ok(bytes)) => bytes,
         Some(Err(e)) => {
@@ -174,6 +182,16 @@ async fn connection(mut stream: UnixStream, shared: &Shared, cancel: &Cancellati
         }
         None => return,
     };
+    // Refused peers still get the handshake read first, so their client sees the reason
+    // instead of a broken pipe.
+    if role == access::Role::None {
+        let e = ErrorReply::new(
+            ErrorKind::PermissionDenied,
+            "permission denied: this user is neither an admin nor in ctsd's socket_group",
+        );
+        let _ = send(&mut stream, &e.into()).await;
+        return;
+    }
     match decode_request(&first) {
         Ok(Request::Hello(h)) if PROTO_VERSION.compatible_with(h.proto) => {
             let welcome = Welcome {
@@ -226,6 +244,11 @@ async fn connection(mut stream: UnixStream, shared: &Shared, cancel: &Cancellati
             }
         };
         let response = match decode_request(&bytes) {
+            Ok(req) if role < handlers::required_role(&req) => ErrorReply::new(
+                ErrorKind::PermissionDenied,
+                "permission denied: changing state needs root or a user or group in ctsd.admins",
+            )
+            .into(),
             Ok(req) => handlers::handle(req, shared).await,
             Err(e) => e.into(),
         };

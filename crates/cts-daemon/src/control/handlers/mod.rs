@@ -1,12 +1,24 @@
 //! One module per request kind; [`handle`] routes.
 
+mod daemon;
 mod lifecycle;
+mod scale;
+mod signal;
 mod status;
 
 use crate::Shared;
 use cts_proto::{
     ErrorKind, ErrorReply, InstanceName, Request, Response, Target, Welcome, PROTO_VERSION,
 };
+
+/// What a request needs: reading is for the socket group, everything else for admins.
+pub fn required_role(req: &Request) -> super::access::Role {
+    use super::access::Role;
+    match req {
+        Request::Hello(_) | Request::Status(_) | Request::Version => Role::Read,
+        _ => Role::Admin,
+    }
+}
 
 /// Answers one request.
 pub async fn handle(req: Request, shared: &Shared) -> Response {
@@ -20,6 +32,12 @@ pub async fn handle(req: Request, shared: &Shared) -> Response {
         Request::Start(r) => lifecycle::handle(lifecycle::Op::Start, &r.target, shared).await,
         Request::Stop(r) => lifecycle::handle(lifecycle::Op::Stop, &r.target, shared).await,
         Request::Restart(r) => lifecycle::handle(lifecycle::Op::Restart, &r.target, shared).await,
+        Request::Scale(r) => scale::handle(&r, shared).await,
+        Request::Signal(r) => signal::handle(&r, shared).await,
+        Request::ReopenLogs => {
+            daemon::handle(crate::signals::DaemonEvent::ReopenLogs, shared).await
+        }
+        Request::Shutdown => daemon::handle(crate::signals::DaemonEvent::Shutdown, shared).await,
         _ => ErrorReply::new(
             ErrorKind::UnknownRequest,
             "this request is not supported by this ctsd",
@@ -66,7 +84,7 @@ fn resolve(names: &[InstanceName], shared: &Shared) -> Result<Vec<usize>, ErrorR
     ))
 }
 
-fn resolve_target(target: &Target, shared: &Shared) -> Result<Vec<usize>, ErrorReply> {
+pub(crate) fn resolve_target(target: &Target, shared: &Shared) -> Result<Vec<usize>, ErrorReply> {
     match target {
         Target::All => Ok((0..shared.instances.len()).collect()),
         Target::Instances(names) if names.is_empty() => Err(ErrorReply::new(
