@@ -67,6 +67,14 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Re-read ctsd's configuration file and apply it: new instances start, removed ones stop,
+    /// changed ones are scaled, updated or rolled, unchanged ones are not touched. An invalid
+    /// file changes nothing. Prints the plan, then what each instance got.
+    Reload {
+        /// Print the plan without applying it.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Reopen every instance's log files (after an external logrotate moved them).
     ReopenLogs,
     /// Stop every worker gracefully and exit ctsd.
@@ -184,6 +192,13 @@ async fn execute(command: &Command, socket: &std::path::Path) -> Result<u8, Clie
         return Ok(exit_codes::OK);
     }
     let mut client = Client::connect(socket).await?;
+    if let Command::Reload { dry_run } = command {
+        let req = Request::Reload(cts_proto::ReloadRequest { dry_run: *dry_run });
+        return match client.call(&req).await? {
+            cts_proto::Response::Reload(r) => Ok(print_reload(&r)),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        };
+    }
     let simple = match command {
         Command::Scale { instance, workers } => Some((
             Request::Scale(ScaleRequest {
@@ -225,6 +240,34 @@ async fn execute(command: &Command, socket: &std::path::Path) -> Result<u8, Clie
     };
     let outcomes = client.act(make, target).await?;
     Ok(report(outcomes, verb))
+}
+
+/// The plan (`jordan: rolling restart (command, env)`), then each instance's outcome.
+fn print_reload(r: &cts_proto::ReloadReport) -> u8 {
+    println!(
+        "{}:",
+        if r.applied {
+            "reload plan"
+        } else {
+            "reload plan (dry run, nothing applied)"
+        }
+    );
+    for e in &r.plan {
+        if e.fields.is_empty() {
+            println!("  {}: {}", e.instance, e.action.as_str());
+        } else {
+            println!(
+                "  {}: {} ({})",
+                e.instance,
+                e.action.as_str(),
+                e.fields.join(", ")
+            );
+        }
+    }
+    for w in &r.not_applied {
+        eprintln!("ctsctl: warning: {w}");
+    }
+    report(r.results.clone(), "reload")
 }
 
 /// `INSTANCE… SIGNAL` or, with `--all`, just `SIGNAL`.

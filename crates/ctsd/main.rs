@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use cts_config::{Environment, LoadOptions};
-use cts_daemon::{signals::SignalSource, RunOptions};
+use cts_daemon::{signals::SignalSource, ReloadSource, RunOptions};
 use std::ffi::OsString;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
@@ -49,10 +49,10 @@ fn main() -> ExitCode {
         return exec_worker(argv.collect());
     }
     let args = Args::parse();
-    let opts = LoadOptions {
+    let load = LoadOptions {
         environment: args.env,
     };
-    let mut config = match cts_config::load(&args.config, &opts) {
+    let mut config = match cts_config::load(&args.config, &load) {
         Ok(c) => c,
         Err(errors) => {
             eprintln!("{errors}");
@@ -65,8 +65,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Some(dir) = args.log_dir {
-        config.daemon.log_dir = dir;
+    if let Some(dir) = &args.log_dir {
+        config.daemon.log_dir = dir.clone();
     }
     let socket = args
         .socket
@@ -118,6 +118,11 @@ fn main() -> ExitCode {
         shim,
         ready_fd,
         signals: SignalSource::Os,
+        reload_from: Some(ReloadSource {
+            path: args.config.clone(),
+            options: load,
+            log_dir: args.log_dir,
+        }),
     };
     // The current-thread runtime runs every actor on this, the main thread: workers are forked
     // from a thread that lives as long as ctsd, which their parent-death signal requires.

@@ -7,6 +7,7 @@ mod commands;
 mod control;
 mod crash;
 mod logs;
+mod reload;
 mod restart;
 mod serving;
 mod shutdown;

@@ -63,6 +63,7 @@
 use std::fs;
 use std::path::Path;
 
+pub mod diff;
 mod error;
 mod model;
 mod names;
@@ -74,6 +75,7 @@ mod units;
 mod validate;
 mod yaml;
 
+pub use diff::{diff, Action, Change, Plan};
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
     Admins, ByteSize, Config, CrashLoop, DaemonSettings, Environment, InstanceConfig, LogSettings,

@@ -28,18 +28,21 @@ pub mod control;
 pub mod listeners;
 pub mod notify;
 pub mod output;
+pub mod reload;
 pub mod signals;
 pub mod status;
 
-use cts_config::{Config, InstanceConfig};
+use cts_config::{Config, InstanceConfig, LoadOptions};
 use cts_logs::InstanceLog;
 use cts_supervisor::InstanceHandle;
 use signals::{DaemonEvent, SignalSource};
 use std::future::Future;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// The daemon's version, reported to clients.
@@ -60,6 +63,19 @@ pub struct RunOptions {
     pub ready_fd: Option<OwnedFd>,
     /// Whether to handle the process's signals.
     pub signals: SignalSource,
+    /// Where `reload` re-reads the configuration from; `None`: reload is refused.
+    pub reload_from: Option<ReloadSource>,
+}
+
+/// How to re-read the configuration on reload, the same way `ctsd` read it at start.
+#[derive(Debug, Clone)]
+pub struct ReloadSource {
+    /// The configuration file.
+    pub path: PathBuf,
+    /// `--env`.
+    pub options: LoadOptions,
+    /// `--log-dir`, which overrides the file's `ctsd.log_dir`.
+    pub log_dir: Option<PathBuf>,
 }
 
 /// Errors that stop ctsd (a worker crash never is one).
@@ -83,7 +99,7 @@ pub enum DaemonError {
 }
 
 /// One configured instance as the control handlers see it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct InstanceEntry {
     /// Its configuration.
     pub config: InstanceConfig,
@@ -91,17 +107,141 @@ pub struct InstanceEntry {
     pub handle: InstanceHandle,
 }
 
-/// What control connections share: read-only after start-up.
+/// What control connections share.
 #[derive(Debug)]
 pub struct Shared {
-    /// The instances, in configuration order.
-    pub instances: Vec<InstanceEntry>,
+    /// The instances, in configuration order; replaced as a whole by a reload. Never held
+    /// across an `.await`: handlers take a [`Shared::snapshot`].
+    pub instances: RwLock<Vec<InstanceEntry>>,
     /// When ctsd started.
     pub started: Instant,
     /// Who may do what.
     pub access: control::access::Access,
-    /// Requests that act on the daemon itself (`shutdown`, `reopen-logs`) go to its main loop.
-    pub events: tokio::sync::mpsc::Sender<DaemonEvent>,
+    /// Requests that act on the daemon itself (`shutdown`, `reopen-logs`, `reload`) go to its
+    /// main loop.
+    pub events: mpsc::Sender<DaemonEvent>,
+}
+
+impl Shared {
+    /// The instances as they are now.
+    pub fn snapshot(&self) -> Vec<InstanceEntry> {
+        self.instances.read().map(|v| v.clone()).unwrap_or_default()
+    }
+}
+
+/// An instance the daemon runs: its actor and what the daemon owns for it.
+struct Running {
+    config: InstanceConfig,
+    handle: InstanceHandle,
+    /// Cancelling it stops just this instance (a reload removed it).
+    token: CancellationToken,
+    join: JoinHandle<()>,
+    log: InstanceLog,
+}
+
+/// The daemon's instances: owned by the main loop, published to the control handlers.
+pub(crate) struct Instances {
+    config: Config,
+    running: Vec<Running>,
+    root: CancellationToken,
+    kill: CancellationToken,
+    shim: PathBuf,
+    shared: Option<Arc<Shared>>,
+}
+
+impl Instances {
+    /// Starts the actor of `inst` on `listener`.
+    fn launch(
+        &mut self,
+        inst: &InstanceConfig,
+        listener: OwnedFd,
+    ) -> Result<InstanceHandle, DaemonError> {
+        let dir = self.config.daemon.log_dir.join(inst.key.as_str());
+        let log = InstanceLog::open(&dir, &format!("log-{}", inst.key)).map_err(|source| {
+            DaemonError::Io {
+                about: format!("starting the log writer of {}", inst.key),
+                source,
+            }
+        })?;
+        let output = Arc::new(output::LogOutput { log: log.sender() });
+        let token = self.root.child_token();
+        let (handle, join) = cts_supervisor::launch(
+            cts_supervisor::Instance {
+                config: inst.clone(),
+                listener: Arc::new(listener),
+                shim: self.shim.clone(),
+                output,
+            },
+            token.clone(),
+            self.kill.clone(),
+        );
+        self.running.push(Running {
+            config: inst.clone(),
+            handle: handle.clone(),
+            token,
+            join,
+            log,
+        });
+        self.publish();
+        Ok(handle)
+    }
+
+    /// Stops and forgets `key`; the returned future completes once its workers have exited
+    /// and its log is flushed.
+    fn retire(&mut self, key: &str) -> Option<impl Future<Output = ()>> {
+        let i = self
+            .running
+            .iter()
+            .position(|r| r.config.key.as_str() == key)?;
+        let r = self.running.remove(i);
+        self.publish();
+        r.token.cancel();
+        Some(async move {
+            let _ = r.join.await;
+            r.log.close().await;
+        })
+    }
+
+    fn handle(&self, key: &str) -> Option<InstanceHandle> {
+        self.running
+            .iter()
+            .find(|r| r.config.key.as_str() == key)
+            .map(|r| r.handle.clone())
+    }
+
+    fn set_config(&mut self, inst: InstanceConfig) {
+        if let Some(r) = self.running.iter_mut().find(|r| r.config.key == inst.key) {
+            r.config = inst;
+        }
+    }
+
+    /// Takes `new` as the running configuration, in its instance order.
+    fn adopt(&mut self, new: Config) {
+        let order = |key: &str| {
+            new.instances
+                .iter()
+                .position(|i| i.key.as_str() == key)
+                .unwrap_or(usize::MAX)
+        };
+        self.running.sort_by_key(|r| order(r.config.key.as_str()));
+        self.config = new;
+        self.publish();
+    }
+
+    fn publish(&self) {
+        let Some(shared) = &self.shared else { return };
+        let entries = self
+            .running
+            .iter()
+            .map(|r| InstanceEntry {
+                config: r.config.clone(),
+                handle: r.handle.clone(),
+            })
+            .collect();
+        if let Ok(mut w) = shared.instances.write() {
+            *w = entries;
+        }
+    }
 }
 
 /// Runs ctsd until `shutdown` completes or a SIGTERM/SIGINT arrives (with
@@ -124,70 +264,48 @@ pub async fn run(
     )?;
     let remove_socket = SocketFileGuard(opts.socket.clone());
     let listeners = listeners::bind_all(&config).map_err(DaemonError::Bind)?;
-    let (events_tx, mut events) = tokio::sync::mpsc::channel(8);
+    let (events_tx, mut events) = mpsc::channel(8);
     signals::spawn(opts.signals, events_tx.clone()).map_err(|source| DaemonError::Io {
         about: "installing signal handlers".into(),
         source,
     })?;
-    let access = control::access::Access::resolve(&config.daemon);
-
-    let root = CancellationToken::new();
-    let kill = CancellationToken::new();
-    let mut logs = Vec::new();
-    let mut actors = Vec::new();
-    let mut instances = Vec::new();
-    for (inst, listener) in config.instances.iter().zip(listeners) {
-        let dir = config.daemon.log_dir.join(inst.key.as_str());
-        let log = InstanceLog::open(&dir, &format!("log-{}", inst.key)).map_err(|source| {
-            DaemonError::Io {
-                about: format!("starting the log writer of {}", inst.key),
-                source,
-            }
-        })?;
-        let output = Arc::new(output::LogOutput { log: log.sender() });
-        let (handle, join) = cts_supervisor::launch(
-            cts_supervisor::Instance {
-                config: inst.clone(),
-                listener: Arc::new(listener),
-                shim: opts.shim.clone(),
-                output,
-            },
-            root.child_token(),
-            kill.clone(),
-        );
-        logs.push(log);
-        actors.push(join);
-        instances.push(InstanceEntry {
-            config: inst.clone(),
-            handle,
-        });
-    }
     let shared = Arc::new(Shared {
-        instances,
+        instances: RwLock::new(Vec::new()),
         started,
-        access,
+        access: control::access::Access::resolve(&config.daemon),
         events: events_tx,
     });
+    let summary = config.summary();
+    let mut instances = Instances {
+        config: config.clone(),
+        running: Vec::new(),
+        root: CancellationToken::new(),
+        kill: CancellationToken::new(),
+        shim: opts.shim.clone(),
+        shared: Some(shared.clone()),
+    };
+    for (inst, listener) in config.instances.iter().zip(listeners) {
+        instances.launch(inst, listener)?;
+    }
     // The control server outlives the actors' shutdown, so that `ctsctl status` shows the
     // instances stopping; it is cancelled once they are all gone.
     let server_stop = CancellationToken::new();
     let server = tokio::spawn(control::serve(control, shared.clone(), server_stop.clone()));
     tracing::info!(
-        "ctsd {VERSION} running {} (control socket {})",
-        config.summary(),
+        "ctsd {VERSION} running {summary} (control socket {})",
         opts.socket.display()
     );
 
     let ready = {
-        let shared = shared.clone();
+        let first = shared.snapshot();
         let ready_fd = opts.ready_fd;
         tokio::spawn(async move {
-            for i in &shared.instances {
+            for i in &first {
                 i.handle.settled().await;
             }
             notify::sd_notify(&format!(
                 "READY=1\nSTATUS={} instances started",
-                shared.instances.len()
+                first.len()
             ));
             if let Some(fd) = ready_fd {
                 notify::ready_fd(fd);
@@ -199,19 +317,39 @@ pub async fn run(
     tokio::pin!(shutdown);
     loop {
         let ev = tokio::select! {
+            // The embedding program (tests) asks to stop.
             () = &mut shutdown => DaemonEvent::Shutdown,
+            // A signal, or a control request for the daemon itself.
             Some(ev) = events.recv() => ev,
         };
         match ev {
             DaemonEvent::Shutdown => break,
-            DaemonEvent::Reload => {
-                tracing::warn!("SIGHUP: reloading the configuration is not supported yet; restart ctsd to apply changes")
-            }
             DaemonEvent::ReopenLogs => {
-                for l in &logs {
-                    l.reopen();
+                for r in &instances.running {
+                    r.log.reopen();
                 }
                 tracing::info!("log files reopened");
+            }
+            DaemonEvent::Reload => {
+                // SIGHUP: apply, and log the outcome when every action has finished.
+                match reload_now(&mut instances, opts.reload_from.as_ref(), false).await {
+                    Ok((_, Some(mut pending))) => {
+                        tokio::spawn(async move {
+                            while let Some(Ok((_, key, r))) = pending.join_next().await {
+                                match r {
+                                    Ok(m) => tracing::info!(instance = %key, "reload: {m}"),
+                                    Err(m) => tracing::warn!(instance = %key, "reload failed: {m}"),
+                                }
+                            }
+                        });
+                    }
+                    Ok((_, None)) => {}
+                    Err(e) => tracing::error!("reload rejected, nothing changed:\n{e}"),
+                }
+            }
+            DaemonEvent::ReloadRequest { dry_run, reply } => {
+                let r = reload_now(&mut instances, opts.reload_from.as_ref(), dry_run).await;
+                let _ = reply.send(r);
             }
         }
     }
@@ -219,24 +357,30 @@ pub async fn run(
     tracing::info!("shutting down: stopping every worker");
     notify::sd_notify("STOPPING=1");
     ready.abort();
-    root.cancel();
+    instances.root.cancel();
+    let kill = instances.kill.clone();
+    let running = std::mem::take(&mut instances.running);
     let all_stopped = async {
-        for a in actors {
-            let _ = a.await;
+        let mut logs = Vec::new();
+        for r in running {
+            let _ = r.join.await;
+            logs.push(r.log);
         }
+        logs
     };
     tokio::pin!(all_stopped);
-    loop {
+    let logs = loop {
         tokio::select! {
-            () = &mut all_stopped => break,
-            Some(ev) = events.recv() => if ev == DaemonEvent::Shutdown && !kill.is_cancelled() {
+            logs = &mut all_stopped => break logs,
+            Some(ev) = events.recv() => if matches!(ev, DaemonEvent::Shutdown) && !kill.is_cancelled() {
                 tracing::warn!("second stop signal: killing every worker now");
                 kill.cancel();
             },
         }
-    }
+    };
     server_stop.cancel();
     let _ = server.await;
+    drop(instances);
     drop(shared);
     let flush = async {
         for l in logs {
@@ -254,6 +398,58 @@ pub async fn run(
     drop(remove_socket);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Re-reads the configuration and, unless `dry_run`, applies the plan. Returns the report and
+/// the tasks waiting for each instance's action (none for a dry run or an empty plan).
+async fn reload_now(
+    instances: &mut Instances,
+    source: Option<&ReloadSource>,
+    dry_run: bool,
+) -> Result<(cts_proto::ReloadReport, Option<reload::Pending>), String> {
+    let Some(source) = source.cloned() else {
+        return Err("this ctsd was started without a configuration file to reload".into());
+    };
+    notify::sd_notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
+    let loaded = tokio::task::spawn_blocking(move || {
+        cts_config::load(&source.path, &source.options).map(|mut c| {
+            if let Some(d) = source.log_dir {
+                c.daemon.log_dir = d;
+            }
+            c
+        })
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r.map_err(|e| e.to_string()));
+    let result = match loaded {
+        Err(e) => Err(e),
+        Ok(new) => {
+            let plan = cts_config::diff(&instances.config, &new);
+            if dry_run {
+                Ok((reload::report(&plan, false), None))
+            } else {
+                for c in plan
+                    .changes
+                    .iter()
+                    .filter(|c| c.action != cts_config::Action::None)
+                {
+                    tracing::info!(instance = %c.key, "reload: {} ({})", c.action.as_str(), c.fields.join(", "));
+                }
+                reload::apply(instances, new, &plan)
+                    .map(|pending| (reload::report(&plan, true), Some(pending)))
+            }
+        }
+    };
+    notify::sd_notify("READY=1");
+    result
+}
+
+/// CLOCK_MONOTONIC in microseconds, for systemd's `RELOADING=1` protocol.
+fn monotonic_usec() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1000)
+        .unwrap_or(0)
 }
 
 /// Removes the control socket file when ctsd stops, also on a start-up error after binding.

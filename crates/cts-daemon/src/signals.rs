@@ -3,8 +3,8 @@
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
-/// What a signal asks of the daemon.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a signal (or a control request for the daemon itself) asks of the daemon's main loop.
+#[derive(Debug)]
 pub enum DaemonEvent {
     /// SIGTERM or SIGINT: stop gracefully; a second one kills every worker at once.
     Shutdown,
@@ -12,7 +12,18 @@ pub enum DaemonEvent {
     Reload,
     /// SIGUSR1: reopen log files (after an external logrotate).
     ReopenLogs,
+    /// `ctsctl reload [--dry-run]`: the answer carries the plan and the pending actions, or
+    /// the configuration's errors.
+    ReloadRequest {
+        /// Only compute the plan.
+        dry_run: bool,
+        /// Where the answer goes.
+        reply: tokio::sync::oneshot::Sender<ReloadAnswer>,
+    },
 }
+
+/// What a reload request gets back from the main loop.
+pub type ReloadAnswer = Result<(cts_proto::ReloadReport, Option<crate::reload::Pending>), String>;
 
 /// Where daemon events come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

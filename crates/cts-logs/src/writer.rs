@@ -1,5 +1,27 @@
-//! The per-instance writer: a thread that appends chunks of whole lines to the instance's file.
+//! The per-instance writer: a thread that appends chunks of whole lines to the instance's file
+//! and rotates it.
+//!
+//! # Rotation
+//!
+//! s6-log style, rename-then-open, always *between* chunks, so a chunk (whole lines) never
+//! straddles two files. Before a chunk is appended the writer checks
+//!
+//! - size: would the file (its length at open, from metadata, plus what was appended since)
+//!   grow beyond [`LogOptions::max_size`]? A chunk larger than the limit on its own still goes
+//!   whole into a fresh file;
+//! - time: did the UTC hour or day ([`LogOptions::rotate`]) change since the file's first line?
+//!   The clock is read when data arrives, never by a timer, so a quiet instance's file rotates
+//!   at its next line rather than at midnight; an idle instance costs no wake-ups.
+//!
+//! To rotate, the writer writes what it has batched, closes the file, renames it to
+//! `output.log.<UTC stamp>` (naming is in the private `rotate` module) and opens a new
+//! `output.log`. Then either it deletes the oldest rotated files beyond [`LogOptions::keep`]
+//! itself, or, with
+//! [`LogOptions::compress`], hands the file to a helper thread that gzips it and then applies
+//! retention, so compression never delays writing. Empty files are never rotated.
 
+use crate::options::{LineFormat, LogOptions};
+use crate::rotate::{self, Compressor};
 use crate::time::rfc3339_millis;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -16,6 +38,12 @@ pub const OUTPUT_FILE: &str = "output.log";
 
 /// How many chunks may wait for the writer before readers (and so workers) wait.
 const QUEUE: usize = 256;
+
+/// Bytes batched into one write(2) at most.
+const BATCH: usize = 256 * 1024;
+
+/// Where the writer reads the time: the system clock, or a fake one in tests.
+type Clock = Box<dyn Fn() -> SystemTime + Send>;
 
 /// What the writer thread is asked to do.
 enum Msg {
@@ -52,6 +80,9 @@ pub struct InstanceLog {
 #[derive(Debug, Clone)]
 pub struct LogSender {
     tx: mpsc::Sender<Msg>,
+    /// How readers prefix lines ([`LogOptions::format`]); travels with the sender so that
+    /// [`crate::reader::pump`]'s signature stays the same.
+    format: LineFormat,
 }
 
 impl std::fmt::Debug for Msg {
@@ -64,31 +95,47 @@ impl std::fmt::Debug for Msg {
 }
 
 impl InstanceLog {
-    /// Starts the writer for the directory `dir` (created with mode 0750 if missing). A
-    /// directory or file that cannot be created is not fatal: the error is reported through
-    /// [`InstanceLog::dropped_bytes`] and retried on the next write.
+    /// [`InstanceLog::open_with`] with the default [`LogOptions`] (100 MiB, daily, keep 14).
     ///
     /// # Errors
     ///
     /// Only if the writer thread cannot be spawned.
     pub fn open(dir: &Path, thread_name: &str) -> io::Result<InstanceLog> {
+        InstanceLog::open_with(dir, thread_name, LogOptions::default())
+    }
+
+    /// Starts the writer for the directory `dir` (created with mode 0750 if missing), rotating
+    /// as `options` say. A directory or file that cannot be created is not fatal: the error is
+    /// reported through [`InstanceLog::dropped_bytes`] and retried on the next write.
+    ///
+    /// # Errors
+    ///
+    /// Only if the writer thread cannot be spawned.
+    pub fn open_with(
+        dir: &Path,
+        thread_name: &str,
+        options: LogOptions,
+    ) -> io::Result<InstanceLog> {
+        InstanceLog::start(dir, thread_name, options, Box::new(SystemTime::now))
+    }
+
+    /// [`InstanceLog::open_with`] reading the time from `clock` (tests fake it).
+    fn start(
+        dir: &Path,
+        thread_name: &str,
+        options: LogOptions,
+        clock: Clock,
+    ) -> io::Result<InstanceLog> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let counters = Arc::new(Counters::default());
-        let path = dir.join(OUTPUT_FILE);
-        let mut w = Writer {
-            dir: dir.to_path_buf(),
-            path: path.clone(),
-            file: None,
-            counters: counters.clone(),
-            lost_since: 0,
-            last_error: None,
-        };
-        w.ensure_open();
+        let format = options.format;
+        let mut w = Writer::new(dir, thread_name, options, counters.clone(), clock);
+        let path = w.path.clone();
         let thread = std::thread::Builder::new()
             .name(thread_name.to_owned())
             .spawn(move || w.run(rx))?;
         Ok(InstanceLog {
-            sender: LogSender { tx },
+            sender: LogSender { tx, format },
             counters,
             thread: Some(thread),
             path,
@@ -128,7 +175,8 @@ impl InstanceLog {
     }
 
     /// Stops accepting lines from this handle and waits until the thread has written
-    /// everything queued. Readers still running keep the thread alive until their pipes close.
+    /// everything queued (and compressed what it rotated). Readers still running keep the
+    /// thread alive until their pipes close.
     pub async fn close(mut self) {
         let thread = self.thread.take();
         drop(self);
@@ -139,6 +187,11 @@ impl InstanceLog {
 }
 
 impl LogSender {
+    /// How readers prefix the lines they send through this handle.
+    pub fn line_format(&self) -> LineFormat {
+        self.format
+    }
+
     /// Queues a chunk of whole lines, waiting while the queue is full (backpressure).
     pub async fn send_chunk(&self, chunk: Vec<u8>) {
         let _ = self.tx.send(Msg::Chunk(chunk)).await;
@@ -167,8 +220,22 @@ impl LogSender {
 struct Writer {
     dir: PathBuf,
     path: PathBuf,
+    /// Names the compression helper thread after ours.
+    thread_name: String,
+    /// When to rotate, what to keep.
+    options: LogOptions,
     /// `None` while the file cannot be opened.
     file: Option<File>,
+    /// Length of the file: from metadata when opened (so a restarted ctsd keeps counting),
+    /// plus what we appended since. Compared with `options.max_size`.
+    size: u64,
+    /// The hour or day (see [`crate::options::Rotation`]) the file's content started in;
+    /// compared with the clock when data arrives, to rotate by time.
+    period: Option<u64>,
+    /// Injected so that tests can cross an hour without waiting for one.
+    clock: Clock,
+    /// Gzips rotated files; started at the first rotation with `options.compress`.
+    compressor: Option<Compressor>,
     counters: Arc<Counters>,
     /// Bytes lost since the last successful write, reported in a marker line once writing works
     /// again.
@@ -178,31 +245,139 @@ struct Writer {
 }
 
 impl Writer {
+    fn new(
+        dir: &Path,
+        thread_name: &str,
+        options: LogOptions,
+        counters: Arc<Counters>,
+        clock: Clock,
+    ) -> Writer {
+        let path = dir.join(OUTPUT_FILE);
+        // A file left by a previous run started when it was last written, near enough: if
+        // that was yesterday, its first new line rotates it.
+        let started = std::fs::metadata(&path)
+            .ok()
+            .filter(|m| m.len() > 0)
+            .and_then(|m| m.modified().ok())
+            .unwrap_or_else(&clock);
+        let mut w = Writer {
+            dir: dir.to_path_buf(),
+            path,
+            thread_name: thread_name.to_owned(),
+            period: options.rotate.period(started),
+            options,
+            file: None,
+            size: 0,
+            clock,
+            compressor: None,
+            counters,
+            lost_since: 0,
+            last_error: None,
+        };
+        w.ensure_open();
+        w
+    }
+
     fn run(&mut self, mut rx: mpsc::Receiver<Msg>) {
         // Large buffer: a flood of small chunks becomes few write(2) calls. Flushed whenever the
         // queue runs empty, so a quiet worker's line reaches the file at once.
-        let mut out: Vec<u8> = Vec::with_capacity(256 * 1024);
+        let mut out: Vec<u8> = Vec::with_capacity(BATCH);
         while let Some(msg) = rx.blocking_recv() {
             let mut next = Some(msg);
             while let Some(msg) = next.take() {
                 match msg {
-                    Msg::Chunk(c) => out.extend_from_slice(&c),
-                    Msg::Reopen => {
-                        self.write(&out);
-                        out.clear();
-                        self.file = None;
-                        self.ensure_open();
-                    }
+                    Msg::Chunk(c) => self.push(&mut out, &c),
+                    Msg::Reopen => self.reopen(&mut out),
                 }
-                if out.len() < 256 * 1024 {
+                if out.len() < BATCH {
                     next = rx.try_recv().ok();
                 }
             }
-            self.write(&out);
-            out.clear();
+            self.flush(&mut out);
         }
+        self.finish();
+    }
+
+    /// Adds `chunk` to the batch `out`, first writing the batch and rotating if the chunk
+    /// belongs in the next file.
+    fn push(&mut self, out: &mut Vec<u8>, chunk: &[u8]) {
+        let now = (self.clock)();
+        let period = self.options.rotate.period(now);
+        let filled = self.size + out.len() as u64;
+        if filled == 0 {
+            // Nothing to rotate; the file starts now.
+            self.period = period;
+        } else {
+            let max = self.options.max_size;
+            let too_big = max > 0 && filled + chunk.len() as u64 > max;
+            if too_big || period != self.period {
+                self.flush(out);
+                self.rotate(now);
+                self.period = period;
+            }
+        }
+        out.extend_from_slice(chunk);
+    }
+
+    /// Writes the batch `out` and empties it.
+    fn flush(&mut self, out: &mut Vec<u8>) {
+        self.write(out);
+        out.clear();
+    }
+
+    /// Writes the batch, then closes the file and opens it again by name.
+    fn reopen(&mut self, out: &mut Vec<u8>) {
+        self.flush(out);
+        self.file = None;
+        if self.ensure_open() && self.size == 0 {
+            // A fresh file (the old one was moved away) starts now.
+            self.period = self.options.rotate.period((self.clock)());
+        }
+    }
+
+    /// Renames the (written, possibly missing) file to its rotated name and opens a new one.
+    fn rotate(&mut self, now: SystemTime) {
+        // `File` has no user-space buffer: dropping it closes it with everything written.
+        self.file = None;
+        let target = rotate::rotated_path(&self.dir, now);
+        match std::fs::rename(&self.path, &target) {
+            Ok(()) => self.retire(target),
+            // Moved away by someone else, or never created: the next open starts a new one.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!("cannot rotate {}: {e}", self.path.display()),
+        }
+        self.ensure_open();
+        // Even if the rename failed: count from here, so that we retry after another
+        // `max_size` bytes instead of before every chunk.
+        self.size = 0;
+    }
+
+    /// Compresses (on the helper) or prunes after a rotation.
+    fn retire(&mut self, rotated: PathBuf) {
+        let keep = self.options.keep;
+        if self.options.compress {
+            if self.compressor.is_none() {
+                match Compressor::start(self.dir.clone(), keep, &self.thread_name) {
+                    Ok(c) => self.compressor = Some(c),
+                    Err(e) => tracing::warn!("cannot start log compression thread: {e}"),
+                }
+            }
+            if let Some(c) = &self.compressor {
+                if c.send(rotated).is_ok() {
+                    return;
+                }
+            }
+        }
+        rotate::prune(&self.dir, keep);
+    }
+
+    /// At exit: lets the compression helper finish.
+    fn finish(&mut self) {
         if let Some(f) = self.file.as_mut() {
             let _ = f.flush();
+        }
+        if let Some(c) = self.compressor.take() {
+            c.finish();
         }
     }
 
@@ -224,6 +399,7 @@ impl Writer {
             });
         match r {
             Ok(f) => {
+                self.size = f.metadata().map(|m| m.len()).unwrap_or(0);
                 self.file = Some(f);
                 true
             }
@@ -242,7 +418,7 @@ impl Writer {
             if self.lost_since > 0 {
                 let marker = format!(
                     "{} ctsd: {} bytes of output were lost before this line ({})\n",
-                    rfc3339_millis(SystemTime::now()),
+                    rfc3339_millis((self.clock)()),
                     self.lost_since,
                     self.last_error.as_deref().unwrap_or("write error"),
                 );
@@ -273,101 +449,17 @@ impl Writer {
             return Err(io::Error::other("not open"));
         };
         let r = f.write_all(data);
-        if r.is_err() {
+        match &r {
+            Ok(()) => self.size += data.len() as u64,
             // Reopen on the next write: the directory may have been removed or the disk freed.
-            self.file = None;
+            Err(_) => self.file = None,
         }
         r
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::reader::{pump, CUT_MARKER, MAX_LINE};
+mod rotation_tests;
 
-    #[tokio::test]
-    async fn lines_of_two_pipes_never_interleave_mid_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = InstanceLog::open(dir.path(), "test-log").unwrap();
-        let mk = |tag: char| {
-            let mut v = Vec::new();
-            for i in 0..20_000 {
-                v.extend_from_slice(
-                    format!("{tag}{i:06}{}\n", tag.to_string().repeat(50)).as_bytes(),
-                );
-            }
-            v
-        };
-        let (a, b) = (mk('a'), mk('b'));
-        let t1 = tokio::spawn(pump(std::io::Cursor::new(a), log.sender()));
-        let t2 = tokio::spawn(pump(std::io::Cursor::new(b), log.sender()));
-        t1.await.unwrap();
-        t2.await.unwrap();
-        log.sender().event("done");
-        log.close().await;
-        let text = std::fs::read_to_string(dir.path().join(OUTPUT_FILE)).unwrap();
-        let (mut na, mut nb) = (0, 0);
-        for line in text.lines() {
-            if line.ends_with("ctsd: done") {
-                continue;
-            }
-            let tag = line.chars().next().unwrap();
-            let expected = format!(
-                "{tag}{:06}{}",
-                if tag == 'a' { na } else { nb },
-                tag.to_string().repeat(50)
-            );
-            assert_eq!(line, expected);
-            if tag == 'a' {
-                na += 1
-            } else {
-                nb += 1
-            }
-        }
-        assert_eq!((na, nb), (20_000, 20_000));
-    }
-
-    #[tokio::test]
-    async fn partial_last_line_and_long_lines_are_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = InstanceLog::open(&dir.path().join("nested/jordan"), "test-log").unwrap();
-        let mut input = b"first\n".to_vec();
-        input.extend(std::iter::repeat(b'x').take(MAX_LINE + 10));
-        input.extend_from_slice(b"\nno newline at the end");
-        pump(std::io::Cursor::new(input), log.sender()).await;
-        log.close().await;
-        let text = std::fs::read(dir.path().join("nested/jordan").join(OUTPUT_FILE)).unwrap();
-        let mut expected = b"first\n".to_vec();
-        expected.extend(std::iter::repeat(b'x').take(MAX_LINE));
-        expected.extend_from_slice(CUT_MARKER);
-        expected.extend(std::iter::repeat(b'x').take(10));
-        expected.extend_from_slice(b"\nno newline at the end\n");
-        assert_eq!(text, expected);
-    }
-
-    #[tokio::test]
-    async fn unwritable_directory_counts_drops_and_recovers() {
-        let dir = tempfile::tempdir().unwrap();
-        let blocker = dir.path().join("jordan");
-        std::fs::write(&blocker, b"a file where the directory should be").unwrap();
-        let log = InstanceLog::open(&blocker, "test-log").unwrap();
-        let s = log.sender();
-        s.send_chunk(b"lost line\n".to_vec()).await;
-        // Wait for the writer to have handled it (event-driven: dropped counter moves).
-        for _ in 0..1000 {
-            if log.dropped_bytes() > 0 {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-        assert_eq!(log.dropped_bytes(), 10);
-        std::fs::remove_file(&blocker).unwrap();
-        s.send_chunk(b"kept line\n".to_vec()).await;
-        drop(s);
-        log.close().await;
-        let text = std::fs::read_to_string(blocker.join(OUTPUT_FILE)).unwrap();
-        assert!(text.contains("10 bytes of output were lost"), "{text}");
-        assert!(text.ends_with("kept line\n"), "{text}");
-    }
-}
+#[cfg(test)]
+mod tests;

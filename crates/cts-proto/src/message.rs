@@ -58,6 +58,79 @@ pub enum Request {
     ReopenLogs,
     /// Stop every worker and exit ctsd.
     Shutdown,
+    /// Re-read the configuration file and apply it (or only show the plan).
+    Reload(ReloadRequest),
+}
+
+/// [`Request::Reload`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ReloadRequest {
+    /// Only compute and return the plan.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// [`Response::Reload`]: the plan, and what applying it did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReloadReport {
+    /// One entry per instance of the old or new configuration.
+    pub plan: Vec<PlanEntry>,
+    /// Changed daemon settings a reload cannot apply.
+    #[serde(default)]
+    pub not_applied: Vec<String>,
+    /// Whether the plan was applied (false for a dry run).
+    pub applied: bool,
+    /// The outcome of each instance's action, when applied.
+    #[serde(default)]
+    pub results: Vec<Outcome>,
+}
+
+/// One instance in a [`ReloadReport`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanEntry {
+    /// The instance.
+    pub instance: InstanceName,
+    /// What a reload does to it.
+    pub action: PlanAction,
+    /// The settings that changed.
+    #[serde(default)]
+    pub fields: Vec<String>,
+}
+
+/// What a reload does to an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum PlanAction {
+    /// Unchanged: not touched.
+    None,
+    /// Settings applied without replacing workers.
+    Update,
+    /// Workers added or drained.
+    Scale,
+    /// Rolling restart.
+    Restart,
+    /// New port bound, rolling restart onto it.
+    Rebind,
+    /// New instance started.
+    Start,
+    /// Removed instance stopped.
+    Stop,
+}
+
+impl PlanAction {
+    /// How `ctsctl reload` prints it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlanAction::None => "none",
+            PlanAction::Update => "update",
+            PlanAction::Scale => "scale",
+            PlanAction::Restart => "rolling restart",
+            PlanAction::Rebind => "rebind",
+            PlanAction::Start => "start",
+            PlanAction::Stop => "stop",
+        }
+    }
 }
 
 /// [`Request::Scale`].
@@ -192,6 +265,8 @@ pub enum Response {
     Outcomes(Outcomes),
     /// Answer to [`Request::Version`].
     Version(Welcome),
+    /// Answer to [`Request::Reload`].
+    Reload(ReloadReport),
     /// The request failed as a whole.
     Error(ErrorReply),
 }
@@ -249,6 +324,8 @@ pub enum ErrorKind {
     UnknownInstance,
     /// The peer may not do this.
     PermissionDenied,
+    /// A reload found the configuration file invalid; nothing was changed.
+    InvalidConfig,
     /// Incompatible protocol majors.
     ProtocolMismatch,
     /// The daemon is shutting down.
@@ -426,6 +503,7 @@ const KNOWN_REQUESTS: &[&str] = &[
     "signal",
     "reopen_logs",
     "shutdown",
+    "reload",
 ];
 
 #[cfg(test)]

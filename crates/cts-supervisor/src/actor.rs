@@ -55,9 +55,10 @@ pub fn launch(
     let (settled_tx, settled_rx) = watch::channel(false);
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let key = instance.config.key.to_string();
-    let spec = spawn_spec(&instance);
+    let spec = spawn_spec(&instance.config, &instance.shim);
     let desired = instance.config.pool.workers as usize;
     let actor = Actor {
+        shim: instance.shim,
         notify_prefix: format!("ctsd/{}/{key}", std::process::id()),
         key,
         cfg: instance.config,
@@ -93,8 +94,8 @@ pub fn launch(
 }
 
 /// Builds the spawn spec once: user and group names are resolved here, not per spawn.
-fn spawn_spec(instance: &Instance) -> Result<SpawnSpec, String> {
-    let pool = &instance.config.pool;
+fn spawn_spec(config: &InstanceConfig, shim: &std::path::Path) -> Result<SpawnSpec, String> {
+    let pool = &config.pool;
     let mut uid = None;
     let mut gid = None;
     if let Some(name) = &pool.user {
@@ -121,14 +122,14 @@ fn spawn_spec(instance: &Instance) -> Result<SpawnSpec, String> {
         }
     }
     Ok(SpawnSpec {
-        shim: instance.shim.clone(),
+        shim: shim.to_path_buf(),
         argv: pool.command.clone(),
         env: pool
             .env
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
-        fd_name: instance.config.key.to_string(),
+        fd_name: config.key.to_string(),
         cwd: pool.cwd.clone(),
         uid,
         gid,
@@ -192,6 +193,8 @@ struct Rolling {
 
 struct Actor {
     key: String,
+    /// The ctsd binary (exec shim), to rebuild `spec` on reconfigure.
+    shim: PathBuf,
     cfg: InstanceConfig,
     /// How to start a worker, or why workers cannot be started (unknown user, ...).
     spec: Result<SpawnSpec, String>,
@@ -437,31 +440,69 @@ impl Actor {
                     )));
                     return;
                 }
-                self.generation += 1;
-                self.clear_failures();
-                let live = self
-                    .workers
-                    .iter()
-                    .filter(|w| w.state != WorkerState::Stopping)
-                    .count();
-                match &mut self.rolling {
-                    // Merge with the restart in progress: it now also replaces what it started.
-                    Some(r) => {
-                        r.target = self.generation;
-                        r.waiters.push(tx);
-                    }
-                    None => {
-                        self.rolling = Some(Rolling {
-                            target: self.generation,
-                            current: None,
-                            replaced: 0,
-                            waiters: vec![tx],
-                        });
-                    }
+                self.begin_rolling(tx);
+            }
+            Control::Reconfigure {
+                config,
+                listener,
+                roll,
+                done,
+            } => {
+                if self.shutting_down {
+                    let _ = done.send(Err("ctsd is shutting down".into()));
+                    return;
                 }
-                self.note(&format!("rolling restart of {live} workers"));
+                let resized = config.pool.workers != self.desired();
+                self.cfg = *config;
+                self.slots
+                    .resize(self.cfg.pool.workers as usize, Slot::default());
+                if let Some(l) = listener {
+                    // Old workers keep their own copy of the old socket until they stop.
+                    self.listener = l;
+                }
+                self.spec = spawn_spec(&self.cfg, &self.shim);
+                if let Err(e) = &self.spec {
+                    self.note(&format!("cannot start workers: {e}"));
+                }
+                self.note("configuration reloaded");
+                if !self.running {
+                    let _ = done.send(Ok("settings updated (the instance is stopped)".into()));
+                } else if roll {
+                    self.begin_rolling(done);
+                } else if resized {
+                    self.start_waiters.push(done);
+                } else {
+                    let _ = done.send(Ok("settings updated".into()));
+                }
             }
         }
+    }
+
+    /// Starts (or merges into) a rolling restart answered on `tx`.
+    fn begin_rolling(&mut self, tx: oneshot::Sender<Outcome>) {
+        self.generation += 1;
+        self.clear_failures();
+        let live = self
+            .workers
+            .iter()
+            .filter(|w| w.state != WorkerState::Stopping)
+            .count();
+        match &mut self.rolling {
+            // Merge with the restart in progress: it now also replaces what it started.
+            Some(r) => {
+                r.target = self.generation;
+                r.waiters.push(tx);
+            }
+            None => {
+                self.rolling = Some(Rolling {
+                    target: self.generation,
+                    current: None,
+                    replaced: 0,
+                    waiters: vec![tx],
+                });
+            }
+        }
+        self.note(&format!("rolling restart of {live} workers"));
     }
 
     fn clear_failures(&mut self) {

@@ -24,6 +24,19 @@ pub enum Control {
     /// (SIGTERM, highest slots first), other workers untouched; answered when the pool is
     /// running at the new size.
     Scale(u32, oneshot::Sender<Outcome>),
+    /// Apply a reloaded configuration: the new settings (and listening socket, when the port
+    /// changed) take effect; with `roll`, a rolling restart onto them follows (answered like
+    /// [`Control::Restart`]); otherwise answered when the pool runs at its (new) size.
+    Reconfigure {
+        /// The instance's new configuration.
+        config: Box<cts_config::InstanceConfig>,
+        /// A new listening socket, when the port changed.
+        listener: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
+        /// Replace every worker (their command, environment or socket changed).
+        roll: bool,
+        /// The answer.
+        done: oneshot::Sender<Outcome>,
+    },
     /// Send a signal to every live worker's process group; answered at once.
     Signal(nix::sys::signal::Signal, oneshot::Sender<Outcome>),
 }
@@ -122,6 +135,23 @@ impl InstanceHandle {
         self.ask(|tx| Control::Scale(workers, tx))
             .await
             .unwrap_or_else(gone)
+    }
+
+    /// Applies a reloaded configuration; see [`Control::Reconfigure`].
+    pub async fn reconfigure(
+        &self,
+        config: cts_config::InstanceConfig,
+        listener: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
+        roll: bool,
+    ) -> Outcome {
+        self.ask(|done| Control::Reconfigure {
+            config: Box::new(config),
+            listener,
+            roll,
+            done,
+        })
+        .await
+        .unwrap_or_else(gone)
     }
 
     /// Signals every worker; see [`Control::Signal`].

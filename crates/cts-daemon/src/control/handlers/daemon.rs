@@ -6,14 +6,14 @@ use crate::Shared;
 use cts_proto::{ErrorKind, ErrorReply, Outcome, Outcomes, Response};
 
 pub async fn handle(ev: DaemonEvent, shared: &Shared) -> Response {
-    if shared.events.send(ev).await.is_err() {
-        return ErrorReply::new(ErrorKind::ShuttingDown, "ctsd is shutting down").into();
-    }
     let message = match ev {
         DaemonEvent::ReopenLogs => "log files reopened",
         DaemonEvent::Shutdown => "ctsd is stopping every worker and will exit",
-        DaemonEvent::Reload => "reloading",
+        _ => "done",
     };
+    if shared.events.send(ev).await.is_err() {
+        return ErrorReply::new(ErrorKind::ShuttingDown, "ctsd is shutting down").into();
+    }
     Response::Outcomes(Outcomes {
         results: vec![Outcome {
             instance: "ctsd".into(),
@@ -21,4 +21,48 @@ pub async fn handle(ev: DaemonEvent, shared: &Shared) -> Response {
             message: message.into(),
         }],
     })
+}
+
+/// `reload [--dry-run]`: the main loop computes (and applies) the plan; this waits for every
+/// instance's action to finish and reports them.
+pub async fn reload(dry_run: bool, shared: &Shared) -> Response {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let ev = DaemonEvent::ReloadRequest { dry_run, reply: tx };
+    if shared.events.send(ev).await.is_err() {
+        return ErrorReply::new(ErrorKind::ShuttingDown, "ctsd is shutting down").into();
+    }
+    match rx.await {
+        Err(_) => ErrorReply::new(ErrorKind::ShuttingDown, "ctsd is shutting down").into(),
+        Ok(Err(errors)) => ErrorReply::new(
+            ErrorKind::InvalidConfig,
+            format!("the configuration was not reloaded; nothing changed:\n{errors}"),
+        )
+        .into(),
+        Ok(Ok((mut report, pending))) => {
+            if let Some(mut pending) = pending {
+                let mut results = Vec::new();
+                while let Some(joined) = pending.join_next().await {
+                    if let Ok(r) = joined {
+                        results.push(r);
+                    }
+                }
+                results.sort_by_key(|(order, _, _)| *order);
+                report.results = results
+                    .into_iter()
+                    .map(|(_, key, r)| {
+                        let (ok, message) = match r {
+                            Ok(m) => (true, m),
+                            Err(m) => (false, m),
+                        };
+                        Outcome {
+                            instance: key.as_str().into(),
+                            ok,
+                            message,
+                        }
+                    })
+                    .collect();
+            }
+            Response::Reload(report)
+        }
+    }
 }

@@ -13,14 +13,15 @@ pub enum Op {
 }
 
 pub async fn handle(op: Op, target: &Target, shared: &Shared) -> Response {
-    let idx = match super::resolve_target(target, shared) {
+    let instances = shared.snapshot();
+    let idx = match super::resolve_target(target, &instances) {
         Ok(i) => i,
         Err(e) => return e.into(),
     };
     let mut set = JoinSet::new();
     for (order, i) in idx.into_iter().enumerate() {
-        let handle = shared.instances[i].handle.clone();
-        let key = shared.instances[i].config.key.to_string();
+        let handle = instances[i].handle.clone();
+        let key = instances[i].config.key.to_string();
         set.spawn(async move {
             let r = match op {
                 Op::Start => handle.start().await,

@@ -6,7 +6,7 @@ mod scale;
 mod signal;
 mod status;
 
-use crate::Shared;
+use crate::{InstanceEntry, Shared};
 use cts_proto::{
     ErrorKind, ErrorReply, InstanceName, Request, Response, Target, Welcome, PROTO_VERSION,
 };
@@ -38,6 +38,7 @@ pub async fn handle(req: Request, shared: &Shared) -> Response {
             daemon::handle(crate::signals::DaemonEvent::ReopenLogs, shared).await
         }
         Request::Shutdown => daemon::handle(crate::signals::DaemonEvent::Shutdown, shared).await,
+        Request::Reload(r) => daemon::reload(r.dry_run, shared).await,
         _ => ErrorReply::new(
             ErrorKind::UnknownRequest,
             "this request is not supported by this ctsd",
@@ -46,20 +47,16 @@ pub async fn handle(req: Request, shared: &Shared) -> Response {
     }
 }
 
-/// The indexes into `shared.instances` that `names` refer to (all when empty), or the error
-/// naming every unknown one.
-fn resolve(names: &[InstanceName], shared: &Shared) -> Result<Vec<usize>, ErrorReply> {
+/// The indexes into `instances` that `names` refer to (all when empty), or the error naming
+/// every unknown one.
+fn resolve(names: &[InstanceName], instances: &[InstanceEntry]) -> Result<Vec<usize>, ErrorReply> {
     if names.is_empty() {
-        return Ok((0..shared.instances.len()).collect());
+        return Ok((0..instances.len()).collect());
     }
     let mut found = Vec::new();
     let mut unknown = Vec::new();
     for n in names {
-        match shared
-            .instances
-            .iter()
-            .position(|i| i.config.key.as_str() == n.0)
-        {
+        match instances.iter().position(|i| i.config.key.as_str() == n.0) {
             Some(i) if !found.contains(&i) => found.push(i),
             Some(_) => {}
             None => unknown.push(n.0.as_str()),
@@ -68,11 +65,7 @@ fn resolve(names: &[InstanceName], shared: &Shared) -> Result<Vec<usize>, ErrorR
     if unknown.is_empty() {
         return Ok(found);
     }
-    let known: Vec<&str> = shared
-        .instances
-        .iter()
-        .map(|i| i.config.key.as_str())
-        .collect();
+    let known: Vec<&str> = instances.iter().map(|i| i.config.key.as_str()).collect();
     Err(ErrorReply::new(
         ErrorKind::UnknownInstance,
         format!(
@@ -84,13 +77,16 @@ fn resolve(names: &[InstanceName], shared: &Shared) -> Result<Vec<usize>, ErrorR
     ))
 }
 
-pub(crate) fn resolve_target(target: &Target, shared: &Shared) -> Result<Vec<usize>, ErrorReply> {
+pub(crate) fn resolve_target(
+    target: &Target,
+    instances: &[InstanceEntry],
+) -> Result<Vec<usize>, ErrorReply> {
     match target {
-        Target::All => Ok((0..shared.instances.len()).collect()),
+        Target::All => Ok((0..instances.len()).collect()),
         Target::Instances(names) if names.is_empty() => Err(ErrorReply::new(
             ErrorKind::Malformed,
             "name at least one instance, or all",
         )),
-        Target::Instances(names) => resolve(names, shared),
+        Target::Instances(names) => resolve(names, instances),
     }
 }

@@ -14,11 +14,12 @@ pub async fn handle(r: &ScaleRequest, shared: &Shared) -> Response {
         );
         return ErrorReply::new(ErrorKind::Malformed, msg).into();
     }
-    let idx = match super::resolve(std::slice::from_ref(&r.instance), shared) {
+    let instances = shared.snapshot();
+    let idx = match super::resolve(std::slice::from_ref(&r.instance), &instances) {
         Ok(i) => i,
         Err(e) => return e.into(),
     };
-    let entry = &shared.instances[idx[0]];
+    let entry = &instances[idx[0]];
     let (ok, message) = match entry.handle.scale(r.workers).await {
         Ok(m) => (true, m),
         Err(m) => (false, m),

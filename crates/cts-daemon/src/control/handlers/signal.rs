@@ -5,14 +5,15 @@ use cts_proto::{Outcome, Outcomes, Response, SignalRequest, WorkerSignal};
 use nix::sys::signal::Signal;
 
 pub async fn handle(r: &SignalRequest, shared: &Shared) -> Response {
-    let idx = match super::resolve_target(&r.target, shared) {
+    let instances = shared.snapshot();
+    let idx = match super::resolve_target(&r.target, &instances) {
         Ok(i) => i,
         Err(e) => return e.into(),
     };
     let sig = to_nix(r.signal);
     let mut results = Vec::new();
     for i in idx {
-        let entry = &shared.instances[i];
+        let entry = &instances[i];
         let (ok, message) = match entry.handle.signal(sig).await {
             Ok(m) => (true, m),
             Err(m) => (false, m),

@@ -4,20 +4,21 @@ use crate::Shared;
 use cts_proto::{InstanceName, Response, StatusReport};
 
 pub async fn handle(names: &[InstanceName], shared: &Shared) -> Response {
-    let idx = match super::resolve(names, shared) {
+    let instances = shared.snapshot();
+    let idx = match super::resolve(names, &instances) {
         Ok(i) => i,
         Err(e) => return e.into(),
     };
-    let mut instances = Vec::with_capacity(idx.len());
+    let mut report = Vec::with_capacity(idx.len());
     for i in idx {
-        let entry = &shared.instances[i];
+        let entry = &instances[i];
         let status = entry.handle.status().await;
-        instances.push(crate::status::to_proto(&entry.config, status.as_ref()));
+        report.push(crate::status::to_proto(&entry.config, status.as_ref()));
     }
     Response::Status(StatusReport {
         daemon_version: crate::VERSION.to_owned(),
         pid: std::process::id(),
         uptime_secs: shared.started.elapsed().as_secs(),
-        instances,
+        instances: report,
     })
 }

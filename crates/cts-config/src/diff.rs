@@ -1,0 +1,241 @@
+//! Reload as data: what changed between the running configuration and the new one, per
+//! instance and per field, and the action each instance gets. The daemon acts on this plan;
+//! `ctsctl reload --dry-run` prints it.
+
+use crate::{Config, InstanceConfig};
+
+/// What a reload does to one instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Nothing changed.
+    None,
+    /// Settings that take effect without replacing workers (timeouts, restart policy, logs).
+    Update,
+    /// Only `workers` changed: add or drain workers, touch no other.
+    Scale,
+    /// What workers run with changed (command, env, cwd, user, name, prefix, ...): rolling restart.
+    Restart,
+    /// The port (or `ctsd.bind`) changed: bind the new socket, rolling restart onto it.
+    Rebind,
+    /// A new instance.
+    Start,
+    /// A removed instance: its workers are stopped.
+    Stop,
+}
+
+impl Action {
+    /// How `ctsctl reload` names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::None => "none",
+            Action::Update => "update",
+            Action::Scale => "scale",
+            Action::Restart => "rolling restart",
+            Action::Rebind => "rebind",
+            Action::Start => "start",
+            Action::Stop => "stop",
+        }
+    }
+}
+
+/// One instance in a [`Plan`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The instance key.
+    pub key: String,
+    /// What will be done.
+    pub action: Action,
+    /// The fields that differ (`port`, `workers`, `command`, `env`, ...).
+    pub fields: Vec<&'static str>,
+}
+
+/// The result of [`diff`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Plan {
+    /// One entry per instance of the old or the new configuration: the new order, then the
+    /// removed ones.
+    pub changes: Vec<Change>,
+    /// Changes of the daemon's own settings that a reload cannot apply (restart ctsd for them).
+    pub not_applied: Vec<String>,
+}
+
+/// Compares the running configuration `old` with `new`.
+pub fn diff(old: &Config, new: &Config) -> Plan {
+    let mut plan = Plan::default();
+    let rebind_all = old.daemon.bind != new.daemon.bind;
+    for n in &new.instances {
+        let change = match old.instance(n.key.as_str()) {
+            None => Change {
+                key: n.key.to_string(),
+                action: Action::Start,
+                fields: Vec::new(),
+            },
+            Some(o) => {
+                let mut fields = changed_fields(o, n);
+                if rebind_all && !fields.contains(&"port") {
+                    fields.insert(0, "bind");
+                }
+                Change {
+                    key: n.key.to_string(),
+                    action: action_for(&fields),
+                    fields,
+                }
+            }
+        };
+        plan.changes.push(change);
+    }
+    for o in &old.instances {
+        if new.instance(o.key.as_str()).is_none() {
+            plan.changes.push(Change {
+                key: o.key.to_string(),
+                action: Action::Stop,
+                fields: Vec::new(),
+            });
+        }
+    }
+    let (od, nd) = (&old.daemon, &new.daemon);
+    let mut daemon = |changed: bool, key: &str| {
+        if changed {
+            plan.not_applied
+                .push(format!("ctsd.{key} changed: restart ctsd to apply it"));
+        }
+    };
+    daemon(od.socket != nd.socket, "socket");
+    daemon(od.socket_mode != nd.socket_mode, "socket_mode");
+    daemon(od.socket_group != nd.socket_group, "socket_group");
+    daemon(od.admins != nd.admins, "admins");
+    daemon(od.log_dir != nd.log_dir, "log_dir");
+    daemon(od.log_file != nd.log_file, "log_file");
+    daemon(od.environment != nd.environment, "environment");
+    plan
+}
+
+fn changed_fields(o: &InstanceConfig, n: &InstanceConfig) -> Vec<&'static str> {
+    let (op, np) = (&o.pool, &n.pool);
+    let checks: [(&'static str, bool); 14] = [
+        ("port", o.port != n.port),
+        ("name", o.name != n.name),
+        ("prefix", o.prefix != n.prefix),
+        ("currency", o.currency != n.currency),
+        ("workers", op.workers != np.workers),
+        ("command", op.command != np.command),
+        ("cwd", op.cwd != np.cwd),
+        ("env", configured_env(o) != configured_env(n)),
+        ("user", op.user != np.user),
+        ("group", op.group != np.group),
+        ("ready", op.ready != np.ready),
+        ("stop_timeout", op.stop_timeout != np.stop_timeout),
+        ("restart", op.restart != np.restart),
+        ("logs", op.logs != np.logs),
+    ];
+    checks
+        .into_iter()
+        .filter(|(_, c)| *c)
+        .map(|(f, _)| f)
+        .collect()
+}
+
+/// The worker environment without the contract variables that merely mirror the instance's
+/// own fields (those show up as `port`, `prefix`, ... already).
+fn configured_env(i: &InstanceConfig) -> Vec<(&str, &str)> {
+    let port = i.port.to_string();
+    let derived = [
+        ("CTS_INSTANCE", i.key.as_str()),
+        ("CTS_INSTANCE_NAME", i.name.as_str()),
+        ("CTS_PREFIX", i.prefix.as_str()),
+        ("CTS_CURRENCY", i.currency.as_str()),
+        ("PORT", port.as_str()),
+        ("SCRIPT_NAME", i.prefix.as_str()),
+    ];
+    i.pool
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .filter(|(k, v)| !derived.contains(&(*k, *v)))
+        .collect()
+}
+
+/// The strongest action any changed field needs.
+fn action_for(fields: &[&str]) -> Action {
+    let needs = |f: &str| match f {
+        "port" | "bind" => Action::Rebind,
+        // `name`, `prefix` and `currency` reach the workers through their environment.
+        "name" | "prefix" | "currency" | "command" | "cwd" | "env" | "user" | "group" => {
+            Action::Restart
+        }
+        "workers" => Action::Scale,
+        _ => Action::Update,
+    };
+    let rank = |a: Action| match a {
+        Action::None => 0,
+        Action::Update => 1,
+        Action::Scale => 2,
+        Action::Restart => 3,
+        Action::Rebind => 4,
+        Action::Start | Action::Stop => 5,
+    };
+    fields
+        .iter()
+        .map(|f| needs(f))
+        .max_by_key(|a| rank(*a))
+        .unwrap_or(Action::None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{parse_str, LoadOptions};
+    use std::path::Path;
+
+    fn cfg(instances: &str) -> Config {
+        let text = format!("defaults: {{command: [w]}}\ninstances:\n{instances}");
+        parse_str(
+            &text,
+            Path::new("/etc/cts/ctsd.yaml"),
+            &LoadOptions::default(),
+        )
+        .expect("valid")
+    }
+
+    #[test]
+    fn each_kind_of_change_gets_its_action() {
+        let old = cfg(
+            "  a: {currency: AAA, prefix: /A, port: 8001}\n  b: {currency: BBB, prefix: /B, port: 8002}\n  \
+             c: {currency: CCC, prefix: /C, port: 8003}\n  d: {currency: DDD, prefix: /D, port: 8004}\n  \
+             e: {currency: EEE, prefix: /E, port: 8005}\n  f: {currency: FFF, prefix: /F, port: 8006}\n",
+        );
+        let new = cfg(
+            "  a: {currency: AAA, prefix: /A, port: 8001}\n  b: {currency: BBB, prefix: /B, port: 8002, workers: 5}\n  \
+             c: {currency: CCC, prefix: /C, port: 8003, command: [w, --x]}\n  d: {currency: DDD, prefix: /D, port: 9004}\n  \
+             e: {currency: EEE, prefix: /E, port: 8005, stop_timeout: 5s}\n  g: {currency: GGG, prefix: /G, port: 8007}\n",
+        );
+        let plan = diff(&old, &new);
+        let got: Vec<(&str, Action, Vec<&str>)> = plan
+            .changes
+            .iter()
+            .map(|c| (c.key.as_str(), c.action, c.fields.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("a", Action::None, vec![]),
+                ("b", Action::Scale, vec!["workers"]),
+                ("c", Action::Restart, vec!["command"]),
+                ("d", Action::Rebind, vec!["port"]),
+                ("e", Action::Update, vec!["stop_timeout"]),
+                ("g", Action::Start, vec![]),
+                ("f", Action::Stop, vec![]),
+            ]
+        );
+        assert!(plan.not_applied.is_empty());
+    }
+
+    #[test]
+    fn env_changes_restart_and_workers_with_command_restart_too() {
+        let old = cfg("  a: {currency: AAA, prefix: /A, port: 8001}\n");
+        let new = cfg("  a: {currency: AAA, prefix: /A, port: 8001, workers: 3, env: {X: y}}\n");
+        let c = &diff(&old, &new).changes[0];
+        assert_eq!(c.action, Action::Restart);
+        assert_eq!(c.fields, ["workers", "env"]);
+    }
+}
