@@ -100,3 +100,165 @@ fn a_last_line_without_newline_is_kept_when_a_worker_exits() {
         d.log("jordan")
     );
 }
+
+/// Every numbered flood line of `pids` across `output.log` and its rotated (maybe gzipped)
+/// files, each exactly once and whole; returns how many files there were.
+fn check_flood_across_rotations(
+    dir: &std::path::Path,
+    pids: &std::collections::BTreeSet<u32>,
+    lines: u64,
+) -> usize {
+    let mut text = String::new();
+    let mut files = 0;
+    for entry in std::fs::read_dir(dir).expect("log dir") {
+        let path = entry.expect("entry").path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        if !name.starts_with("output.log") {
+            continue;
+        }
+        files += 1;
+        if name.ends_with(".gz") {
+            let out = std::process::Command::new("gzip")
+                .arg("-dc")
+                .arg(&path)
+                .output()
+                .expect("gzip -dc");
+            assert!(out.status.success(), "{name} is a valid gzip file");
+            text.push_str(&String::from_utf8_lossy(&out.stdout));
+        } else {
+            text.push_str(&std::fs::read_to_string(&path).expect("read log"));
+        }
+    }
+    let mut seen: BTreeMap<u32, std::collections::BTreeSet<u64>> = BTreeMap::new();
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ' ');
+        let (Some(pid), Some(seq), Some(_)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let (Ok(pid), Ok(seq)) = (pid.parse::<u32>(), seq.parse::<u64>()) else {
+            continue;
+        };
+        if !pids.contains(&pid) {
+            continue;
+        }
+        assert_eq!(
+            line.len(),
+            99,
+            "a flood line was split or spliced: {line:?}"
+        );
+        assert!(
+            seen.entry(pid).or_default().insert(seq),
+            "line {pid} {seq} duplicated"
+        );
+    }
+    for pid in pids {
+        assert_eq!(
+            seen.get(pid).map_or(0, |s| s.len() as u64),
+            lines,
+            "worker {pid}: lines lost"
+        );
+    }
+    files
+}
+
+fn flood_with_rotation(workers: u32, logs: &str) -> (Daemon, std::collections::BTreeSet<u32>) {
+    let inst = Inst::new("jordan", "Jordan", "/JO", "JOD").with(&format!(
+        "workers: {workers}, command: {}, logs: {logs}",
+        demo(&["--flood", "1000000"])
+    ));
+    let d = Daemon::start(vec![inst], "");
+    let pids = d.wait_running("jordan");
+    // The flood is written before READY: wait for every worker's last line.
+    let dir = d.log_dir.join("jordan");
+    assert!(
+        wait_until(WAIT, || {
+            let all: String = std::fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .filter_map(|e| std::fs::read(e.ok()?.path()).ok())
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .collect();
+            pids.iter().all(|p| all.contains(&format!("{p} 9999 ")))
+        }),
+        "the flood did not reach the logs"
+    );
+    (d, pids)
+}
+
+#[test]
+fn rotation_by_size_keeps_every_line_exactly_once() {
+    let (d, pids) = flood_with_rotation(2, "{max_size: 64KB, keep: 1000}");
+    let files = check_flood_across_rotations(&d.log_dir.join("jordan"), &pids, 10_000);
+    assert!(
+        files > 20,
+        "2 MB at 64 KB per file rotates many times: {files} files"
+    );
+    // Rotation happens between chunks of whole lines (at most 64 KiB plus one line each), so
+    // a file exceeds max_size by less than one chunk.
+    for entry in std::fs::read_dir(d.log_dir.join("jordan")).expect("dir") {
+        let len = entry.expect("entry").metadata().expect("meta").len();
+        assert!(len <= 2 * 64 * 1024, "a file grew far past max_size: {len}");
+    }
+}
+
+#[test]
+fn retention_keeps_the_newest_files() {
+    let (d, _) = flood_with_rotation(1, "{max_size: 64KB, keep: 3}");
+    let dir = d.log_dir.join("jordan");
+    let rotated = std::fs::read_dir(&dir)
+        .expect("dir")
+        .filter(|e| {
+            let name = e
+                .as_ref()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .unwrap_or_default();
+            name.starts_with("output.log.")
+        })
+        .count();
+    assert_eq!(rotated, 3);
+}
+
+#[test]
+fn gzipped_rotations_decompress_to_what_was_written() {
+    let (d, pids) = flood_with_rotation(2, "{max_size: 64KB, keep: 1000, compress: true}");
+    let dir = d.log_dir.join("jordan");
+    // Compression runs off the writer thread: wait until no uncompressed rotated file is left.
+    assert!(wait_until(WAIT, || std::fs::read_dir(&dir)
+        .expect("dir")
+        .all(|e| {
+            let name = e
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .unwrap_or_default();
+            !name.starts_with("output.log.") || name.ends_with(".gz")
+        })));
+    check_flood_across_rotations(&dir, &pids, 10_000);
+}
+
+#[test]
+fn timestamped_format_prefixes_each_line_with_time_worker_and_stream() {
+    let inst =
+        Inst::new("jordan", "Jordan", "/JO", "JOD").with("workers: 1, logs: {format: timestamped}");
+    let port = inst.port;
+    let d = Daemon::start(vec![inst], "");
+    let pid = *d.wait_running("jordan").iter().next().expect("pid");
+    assert!(get(port, "/stamped").is_ok());
+    assert!(wait_until(WAIT, || d.log("jordan").contains("/stamped")));
+    let log = d.log("jordan");
+    let line = log
+        .lines()
+        .find(|l| l.contains("GET /stamped"))
+        .expect("access line");
+    let (ts, rest) = line.split_once(' ').expect("prefix");
+    assert!(
+        ts.len() == 24 && ts.ends_with('Z') && ts.contains('T'),
+        "timestamp: {line}"
+    );
+    assert!(
+        rest.starts_with(&format!("0/{pid} out ")),
+        "worker and stream: {line}"
+    );
+}

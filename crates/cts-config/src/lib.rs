@@ -78,8 +78,8 @@ mod yaml;
 pub use diff::{diff, Action, Change, Plan};
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
-    Admins, ByteSize, Config, CrashLoop, DaemonSettings, Environment, InstanceConfig, LogSettings,
-    PoolSpec, ReadySpec, RestartPolicy, Rotate,
+    Admins, ByteSize, Config, CrashLoop, DaemonSettings, Environment, InstanceConfig, LogFormat,
+    LogSettings, PoolSpec, ReadySpec, RestartPolicy, Rotate,
 };
 pub use names::{Currency, InstanceKey, Prefix};
 pub use units::{parse_duration, parse_size};

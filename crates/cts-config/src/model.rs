@@ -156,6 +156,34 @@ pub struct LogSettings {
     pub max_size: ByteSize,
     /// Rotated files kept.
     pub keep: u32,
+    /// gzip rotated files.
+    pub compress: bool,
+    /// Lines as written, or prefixed with a timestamp and the worker.
+    pub format: LogFormat,
+}
+
+/// `logs.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum LogFormat {
+    /// Lines exactly as the workers wrote them.
+    #[default]
+    Raw,
+    /// `2026-11-24T17:28:09.123Z <slot>/<pid> <stream> ` before each line.
+    Timestamped,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "raw" => Ok(LogFormat::Raw),
+            "timestamped" => Ok(LogFormat::Timestamped),
+            other => Err(format!(
+                "`{other}` is not a log format; use raw or timestamped"
+            )),
+        }
+    }
 }
 
 /// `logs.rotate`.
@@ -327,12 +355,14 @@ impl Default for CrashLoop {
 }
 
 impl Default for LogSettings {
-    /// `{rotate: daily, max_size: 100MB, keep: 14}`.
+    /// `{rotate: daily, max_size: 100MB, keep: 14, compress: false, format: raw}`.
     fn default() -> LogSettings {
         LogSettings {
             rotate: Rotate::Daily,
             max_size: ByteSize(100 << 20),
             keep: 14,
+            compress: false,
+            format: LogFormat::Raw,
         }
     }
 }

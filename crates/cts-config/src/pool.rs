@@ -14,7 +14,9 @@ use std::time::Duration;
 use serde_yaml::Value;
 
 use crate::error::{child, index, Diag};
-use crate::model::{ByteSize, CrashLoop, LogSettings, PoolSpec, ReadySpec, RestartPolicy, Rotate};
+use crate::model::{
+    ByteSize, CrashLoop, LogFormat, LogSettings, PoolSpec, ReadySpec, RestartPolicy, Rotate,
+};
 use crate::template::{Template, Vars};
 use crate::yaml::{
     read_bool, read_duration, read_list, read_scalar, read_size, read_str, read_u32_in, Map,
@@ -91,6 +93,10 @@ pub(crate) struct RawPool {
     pub(crate) max_size: Option<ByteSize>,
     /// `logs.keep`.
     pub(crate) keep: Option<u32>,
+    /// `logs.compress`.
+    pub(crate) compress: Option<bool>,
+    /// `logs.format`.
+    pub(crate) format: Option<LogFormat>,
 }
 
 /// Reads the pool settings of `map` (the caller checks for unknown keys,
@@ -278,12 +284,23 @@ fn read_restart(value: &Value, path: &str, diag: &mut Diag, pool: &mut RawPool) 
     }
 }
 
-/// `logs: {rotate, max_size, keep}`.
+/// `logs: {rotate, max_size, keep, compress, format}`.
 fn read_logs(value: &Value, path: &str, diag: &mut Diag, pool: &mut RawPool) {
     let Some(map) = Map::read(value, path, diag) else {
         return;
     };
-    map.check_keys(&["rotate", "max_size", "keep"], diag);
+    map.check_keys(&["rotate", "max_size", "keep", "compress", "format"], diag);
+    if let Some(v) = map.get("compress") {
+        pool.compress = read_bool(v, &map.path_of("compress"), diag);
+    }
+    if let Some(v) = map.get("format") {
+        let path = map.path_of("format");
+        pool.format = read_str(v, &path, diag).and_then(|text| {
+            text.parse::<LogFormat>()
+                .map_err(|e| diag.error(&path, e))
+                .ok()
+        });
+    }
     if let Some(v) = map.get("rotate") {
         let path = map.path_of("rotate");
         pool.rotate = read_str(v, &path, diag).and_then(|text| {
@@ -332,6 +349,8 @@ impl RawPool {
             rotate: self.rotate.or(defaults.rotate),
             max_size: self.max_size.or(defaults.max_size),
             keep: self.keep.or(defaults.keep),
+            compress: self.compress.or(defaults.compress),
+            format: self.format.or(defaults.format),
         }
     }
 
@@ -386,6 +405,8 @@ impl RawPool {
                 rotate: self.rotate.unwrap_or(logs.rotate),
                 max_size: self.max_size.unwrap_or(logs.max_size),
                 keep: self.keep.unwrap_or(logs.keep),
+                compress: self.compress.unwrap_or(logs.compress),
+                format: self.format.unwrap_or(logs.format),
             },
         })
     }

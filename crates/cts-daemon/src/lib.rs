@@ -157,11 +157,14 @@ impl Instances {
         listener: OwnedFd,
     ) -> Result<InstanceHandle, DaemonError> {
         let dir = self.config.daemon.log_dir.join(inst.key.as_str());
-        let log = InstanceLog::open(&dir, &format!("log-{}", inst.key)).map_err(|source| {
-            DaemonError::Io {
-                about: format!("starting the log writer of {}", inst.key),
-                source,
-            }
+        let log = InstanceLog::open_with(
+            &dir,
+            &format!("log-{}", inst.key),
+            log_options(&inst.pool.logs),
+        )
+        .map_err(|source| DaemonError::Io {
+            about: format!("starting the log writer of {}", inst.key),
+            source,
         })?;
         let output = Arc::new(output::LogOutput { log: log.sender() });
         let token = self.root.child_token();
@@ -241,6 +244,24 @@ impl Instances {
         if let Ok(mut w) = shared.instances.write() {
             *w = entries;
         }
+    }
+}
+
+/// The log writer's options from the instance's `logs:` settings.
+fn log_options(l: &cts_config::LogSettings) -> cts_logs::LogOptions {
+    cts_logs::LogOptions {
+        max_size: l.max_size.0,
+        rotate: match l.rotate {
+            cts_config::Rotate::Never => cts_logs::Rotation::Never,
+            cts_config::Rotate::Hourly => cts_logs::Rotation::Hourly,
+            cts_config::Rotate::Daily => cts_logs::Rotation::Daily,
+        },
+        keep: l.keep,
+        compress: l.compress,
+        format: match l.format {
+            cts_config::LogFormat::Raw => cts_logs::LineFormat::Raw,
+            cts_config::LogFormat::Timestamped => cts_logs::LineFormat::Timestamped,
+        },
     }
 }
 

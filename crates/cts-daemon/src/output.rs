@@ -15,18 +15,21 @@ pub struct LogOutput {
 impl Output for LogOutput {
     fn attach(
         &self,
-        _slot: u32,
-        _pid: u32,
+        slot: u32,
+        pid: u32,
         stdout: Option<ChildStdout>,
         stderr: Option<ChildStderr>,
     ) {
         // One reader task per pipe; each ends at EOF, after the worker (and anything it
-        // started) has exited, so nothing written before a crash is lost.
+        // started) has exited, so nothing written before a crash is lost. The tag is written
+        // before each line with `logs.format: timestamped`.
         if let Some(out) = stdout {
-            tokio::spawn(cts_logs::reader::pump(out, self.log.clone()));
+            let tag = format!("{slot}/{pid} out");
+            tokio::spawn(cts_logs::reader::pump_tagged(out, self.log.clone(), tag));
         }
         if let Some(err) = stderr {
-            tokio::spawn(cts_logs::reader::pump(err, self.log.clone()));
+            let tag = format!("{slot}/{pid} err");
+            tokio::spawn(cts_logs::reader::pump_tagged(err, self.log.clone(), tag));
         }
     }
 
