@@ -96,6 +96,9 @@ struct TargetArgs {
     /// Every instance.
     #[arg(long, conflicts_with = "instances")]
     all: bool,
+    /// Return as soon as the operation has begun.
+    #[arg(long)]
+    no_wait: bool,
 }
 
 impl TargetArgs {
@@ -221,7 +224,7 @@ async fn execute(command: &Command, socket: &std::path::Path) -> Result<u8, Clie
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         };
     }
-    let (make, target, verb): (fn(_) -> Request, _, _) = match command {
+    let (make, args, verb): (fn(_) -> Request, &TargetArgs, _) = match command {
         Command::Status { instances, json } => {
             let names: Vec<&str> = instances.iter().map(String::as_str).collect();
             let report = client.status(&names).await?;
@@ -233,13 +236,32 @@ async fn execute(command: &Command, socket: &std::path::Path) -> Result<u8, Clie
             let _ = std::io::stdout().write_all(out.as_bytes());
             return Ok(exit_codes::OK);
         }
-        Command::Start(t) => (Request::Start as fn(_) -> Request, t.target(), "start"),
-        Command::Stop(t) => (Request::Stop as fn(_) -> Request, t.target(), "stop"),
-        Command::Restart(t) => (Request::Restart as fn(_) -> Request, t.target(), "restart"),
+        Command::Start(t) => (Request::Start as fn(_) -> Request, t, "start"),
+        Command::Stop(t) => (Request::Stop as fn(_) -> Request, t, "stop"),
+        Command::Restart(t) => (Request::Restart as fn(_) -> Request, t, "restart"),
         _ => unreachable!("handled above"),
     };
-    let outcomes = client.act(make, target).await?;
-    Ok(report(outcomes, verb))
+    // Progress (`jordan: 2/4 workers replaced`) only for a person watching a terminal.
+    let progress = std::io::stderr().is_terminal() && !args.no_wait;
+    let req = make(cts_proto::TargetRequest {
+        target: args.target(),
+        no_wait: args.no_wait,
+        progress,
+    });
+    let mut shown = false;
+    let outcomes = client
+        .act_with(req, |p| {
+            shown = true;
+            eprint!(
+                "\r\x1b[K{}: {}/{} workers replaced",
+                p.instance, p.replaced, p.total
+            );
+        })
+        .await;
+    if shown {
+        eprintln!();
+    }
+    Ok(report(outcomes?, verb))
 }
 
 /// The plan (`jordan: rolling restart (command, env)`), then each instance's outcome.

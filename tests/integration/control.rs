@@ -123,3 +123,55 @@ fn read_reply(s: &mut UnixStream) -> serde_json::Value {
     s.read_exact(&mut body).expect("reply body");
     serde_json::from_slice(&body).expect("reply JSON")
 }
+
+#[test]
+fn two_hundred_idle_connections_do_not_stall_status() {
+    let d = Daemon::start(vec![Inst::new("jordan", "Jordan", "/JO", "JOD")], "");
+    let idle: Vec<UnixStream> = (0..200)
+        .map(|_| UnixStream::connect(&d.socket).expect("connect"))
+        .collect();
+    let out = d.ctl(&["status"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Idle clients that never say hello are dropped after the handshake timeout.
+    let mut first = idle.into_iter().next().expect("one");
+    first.set_read_timeout(Some(WAIT)).expect("timeout");
+    let mut buf = [0u8; 1];
+    assert_eq!(
+        first.read(&mut buf).unwrap_or(0),
+        0,
+        "the daemon closed the idle connection"
+    );
+}
+
+#[test]
+fn a_second_ctsd_never_steals_a_live_socket_but_replaces_a_stale_one() {
+    let mut d = Daemon::start(vec![Inst::new("jordan", "Jordan", "/JO", "JOD")], "");
+    let pids = d.wait_running("jordan");
+    let out = Command::new(ctsd_bin())
+        .arg("--config")
+        .arg(&d.config)
+        .env_remove("CTSD_SOCKET")
+        .output()
+        .expect("run a second ctsd");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another ctsd is already running"), "{err}");
+    assert!(
+        get(d.port("jordan"), "/").is_ok(),
+        "the first one still serves"
+    );
+    // Kill it hard: its socket file stays behind, stale.
+    d.signal_and_wait(nix::sys::signal::Signal::SIGKILL);
+    assert!(d.socket.exists());
+    assert!(wait_until(WAIT, || pids.iter().all(|p| !pid_alive(*p))));
+    // A new ctsd on the same configuration replaces the stale file and serves.
+    d.respawn();
+    assert_eq!(
+        get(d.port("jordan"), "/").expect("served again")["instance"],
+        "jordan"
+    );
+}

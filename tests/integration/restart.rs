@@ -143,3 +143,82 @@ fn a_new_worker_that_is_never_ready_stops_the_restart() {
     assert!(err.contains("not ready within 1s"), "{err}");
     assert_eq!(d.wait_running("jordan"), before);
 }
+
+#[test]
+fn batch_restart_replaces_two_at_a_time_without_failed_requests() {
+    let inst = Inst::new("jordan", "Jordan", "/JO", "JOD").with("workers: 4, rolling: {batch: 2}");
+    let port = inst.port;
+    let d = Daemon::start(vec![inst], "");
+    let before = d.wait_running("jordan");
+    let looper = Looper::start(port);
+    looper.wait_for_more(10);
+    let out = d.ctl(&["restart", "jordan"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    looper.wait_for_more(10);
+    let stats = looper.finish();
+    assert!(stats.failures.is_empty(), "{:?}", stats.failures);
+    assert!(d.wait_running("jordan").is_disjoint(&before));
+    // Two new workers were started before the first old one was replaced.
+    let log = d.log("jordan");
+    let rolling = &log[log
+        .find("rolling restart of 4 workers")
+        .expect("restart logged")..];
+    let first_replaced = rolling.find("replaced by").expect("a replacement");
+    assert_eq!(
+        rolling[..first_replaced].matches(" started").count(),
+        2,
+        "{rolling}"
+    );
+}
+
+#[test]
+fn restart_no_wait_returns_at_once_and_the_restart_goes_on() {
+    let d = Daemon::start(vec![Inst::new("jordan", "Jordan", "/JO", "JOD")], "");
+    let before = d.wait_running("jordan");
+    let out = d.ctl(&["restart", "jordan", "--no-wait"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("restart begun"));
+    assert!(wait_until(WAIT, || d.pids("jordan").is_disjoint(&before)));
+    d.wait_running("jordan");
+}
+
+#[test]
+fn restart_streams_progress_frames_when_asked() {
+    use std::io::{Read, Write};
+    let d = Daemon::start(
+        vec![Inst::new("jordan", "Jordan", "/JO", "JOD").with("workers: 3")],
+        "",
+    );
+    d.wait_running("jordan");
+    let mut s = std::os::unix::net::UnixStream::connect(&d.socket).expect("connect");
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    let mut frame = |json: &str| {
+        s.write_all(&(json.len() as u32).to_be_bytes())
+            .expect("len");
+        s.write_all(json.as_bytes()).expect("body");
+    };
+    frame(r#"{"type":"hello","proto":{"major":1,"minor":0}}"#);
+    frame(r#"{"type":"restart","target":{"instances":["jordan"]},"progress":true}"#);
+    let mut progress = Vec::new();
+    loop {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).expect("frame length");
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        s.read_exact(&mut body).expect("frame");
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        match v["type"].as_str() {
+            Some("welcome") => {}
+            Some("progress") => progress.push((v["replaced"].as_u64(), v["total"].as_u64())),
+            Some("outcomes") => {
+                assert_eq!(v["results"][0]["ok"], true, "{v}");
+                break;
+            }
+            other => panic!("unexpected frame {other:?}: {v}"),
+        }
+    }
+    assert_eq!(progress.last(), Some(&(Some(3), Some(3))), "{progress:?}");
+}

@@ -171,6 +171,12 @@ impl Daemon {
         d
     }
 
+    /// Starts ctsd again in the same directory with the same configuration (after it exited).
+    pub fn respawn(&mut self) {
+        assert!(self.child.is_none(), "ctsd still running");
+        self.spawn_and_wait_ready();
+    }
+
     fn spawn_and_wait_ready(&mut self) {
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
         let stderr =

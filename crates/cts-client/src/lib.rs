@@ -162,9 +162,28 @@ impl Client {
         make: fn(TargetRequest) -> Request,
         target: Target,
     ) -> Result<Vec<cts_proto::Outcome>, ClientError> {
-        match self.call(&make(TargetRequest { target })).await? {
-            Response::Outcomes(o) => Ok(o.results),
-            other => Err(unexpected(other)),
+        self.act_with(make(TargetRequest::new(target)), |_| {})
+            .await
+    }
+
+    /// Sends a start, stop or restart request and reads its answer, handing every
+    /// [`Response::Progress`] frame that comes first to `on_progress`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::call`].
+    pub async fn act_with(
+        &mut self,
+        req: Request,
+        mut on_progress: impl FnMut(&cts_proto::Progress),
+    ) -> Result<Vec<cts_proto::Outcome>, ClientError> {
+        write_frame(&mut self.stream, &req).await?;
+        loop {
+            match read_response(&mut self.stream).await? {
+                Response::Progress(p) => on_progress(&p),
+                Response::Outcomes(o) => return Ok(o.results),
+                other => return Err(unexpected(other)),
+            }
         }
     }
 }

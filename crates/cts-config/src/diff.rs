@@ -112,7 +112,7 @@ pub fn diff(old: &Config, new: &Config) -> Plan {
 
 fn changed_fields(o: &InstanceConfig, n: &InstanceConfig) -> Vec<&'static str> {
     let (op, np) = (&o.pool, &n.pool);
-    let checks: [(&'static str, bool); 14] = [
+    let checks: [(&'static str, bool); 15] = [
         ("port", o.port != n.port),
         ("name", o.name != n.name),
         ("prefix", o.prefix != n.prefix),
@@ -127,6 +127,7 @@ fn changed_fields(o: &InstanceConfig, n: &InstanceConfig) -> Vec<&'static str> {
         ("stop_timeout", op.stop_timeout != np.stop_timeout),
         ("restart", op.restart != np.restart),
         ("logs", op.logs != np.logs),
+        ("rolling", op.rolling_batch != np.rolling_batch),
     ];
     checks
         .into_iter()

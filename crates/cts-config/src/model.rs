@@ -108,6 +108,10 @@ pub struct PoolSpec {
     pub ready: ReadySpec,
     /// SIGTERM, then SIGKILL after this.
     pub stop_timeout: Duration,
+    /// `rolling.batch` (default 1): how many workers a rolling restart replaces at once. Each
+    /// new worker is ready before the old one it replaces stops, so a restart runs up to
+    /// `workers + batch` processes and never has fewer than `workers - batch` ready ones.
+    pub rolling_batch: u32,
     /// Crash restart policy.
     pub restart: RestartPolicy,
     /// Log settings.

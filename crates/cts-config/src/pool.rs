@@ -34,6 +34,7 @@ pub(crate) const POOL_KEYS: &[&str] = &[
     "stop_timeout",
     "restart",
     "logs",
+    "rolling",
 ];
 
 /// Default number of workers per instance.
@@ -77,6 +78,8 @@ pub(crate) struct RawPool {
     pub(crate) timeout: Option<Duration>,
     /// `stop_timeout`.
     pub(crate) stop_timeout: Option<Duration>,
+    /// `rolling.batch`.
+    pub(crate) rolling_batch: Option<u32>,
     /// `restart.backoff_initial`.
     pub(crate) backoff_initial: Option<Duration>,
     /// `restart.backoff_max`.
@@ -127,6 +130,14 @@ pub(crate) fn read_pool(map: &Map<'_>, diag: &mut Diag) -> RawPool {
             "stop_timeout" => pool.stop_timeout = read_duration(value, &path, diag),
             "restart" => read_restart(value, &path, diag, &mut pool),
             "logs" => read_logs(value, &path, diag, &mut pool),
+            "rolling" => {
+                if let Some(map) = Map::read(value, &path, diag) {
+                    map.check_keys(&["batch"], diag);
+                    if let Some(v) = map.get("batch") {
+                        pool.rolling_batch = read_u32_in(v, &map.path_of("batch"), diag, 1, 1024);
+                    }
+                }
+            }
             _ => {}
         }
     }
@@ -341,6 +352,7 @@ impl RawPool {
             after: self.after.or(defaults.after),
             timeout: self.timeout.or(defaults.timeout),
             stop_timeout: self.stop_timeout.or(defaults.stop_timeout),
+            rolling_batch: self.rolling_batch.or(defaults.rolling_batch),
             backoff_initial: self.backoff_initial.or(defaults.backoff_initial),
             backoff_max: self.backoff_max.or(defaults.backoff_max),
             reset_after: self.reset_after.or(defaults.reset_after),
@@ -400,6 +412,7 @@ impl RawPool {
                 timeout: self.timeout.unwrap_or(ready.timeout),
             },
             stop_timeout: self.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT),
+            rolling_batch: self.rolling_batch.unwrap_or(1),
             restart: self.restart_policy(),
             logs: LogSettings {
                 rotate: self.rotate.unwrap_or(logs.rotate),

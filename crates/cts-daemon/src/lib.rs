@@ -105,6 +105,8 @@ pub struct InstanceEntry {
     pub config: InstanceConfig,
     /// Its actor.
     pub handle: InstanceHandle,
+    /// Its log file, for the last lines of a failed restart.
+    pub log_path: PathBuf,
 }
 
 /// What control connections share.
@@ -239,6 +241,7 @@ impl Instances {
             .map(|r| InstanceEntry {
                 config: r.config.clone(),
                 handle: r.handle.clone(),
+                log_path: r.log.path().to_path_buf(),
             })
             .collect();
         if let Ok(mut w) = shared.instances.write() {

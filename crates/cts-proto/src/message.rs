@@ -250,6 +250,34 @@ pub struct StatusRequest {
 pub struct TargetRequest {
     /// The instances to act on.
     pub target: Target,
+    /// Answer as soon as the operation has begun instead of when it is done.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_wait: bool,
+    /// Send [`Response::Progress`] frames while a restart runs, before the final answer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub progress: bool,
+}
+
+impl TargetRequest {
+    /// A request for `target` that waits for the end and sends no progress.
+    pub fn new(target: Target) -> TargetRequest {
+        TargetRequest {
+            target,
+            no_wait: false,
+            progress: false,
+        }
+    }
+}
+
+/// [`Response::Progress`]: a rolling restart moved on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// The instance.
+    pub instance: InstanceName,
+    /// Workers replaced so far.
+    pub replaced: u32,
+    /// Workers to replace.
+    pub total: u32,
 }
 
 /// A response from the daemon.
@@ -267,6 +295,8 @@ pub enum Response {
     Version(Welcome),
     /// Answer to [`Request::Reload`].
     Reload(ReloadReport),
+    /// Sent before the final answer of a restart that asked for progress; more frames follow.
+    Progress(Progress),
     /// The request failed as a whole.
     Error(ErrorReply),
 }
@@ -512,16 +542,12 @@ mod tests {
 
     #[test]
     fn wire_format_is_stable() {
-        let r = Request::Restart(TargetRequest {
-            target: Target::Instances(vec!["jordan".into()]),
-        });
+        let r = Request::Restart(TargetRequest::new(Target::Instances(vec!["jordan".into()])));
         assert_eq!(
             serde_json::to_string(&r).unwrap(),
             r#"{"type":"restart","target":{"instances":["jordan"]}}"#
         );
-        let all = Request::Stop(TargetRequest {
-            target: Target::All,
-        });
+        let all = Request::Stop(TargetRequest::new(Target::All));
         assert_eq!(
             serde_json::to_string(&all).unwrap(),
             r#"{"type":"stop","target":"all"}"#

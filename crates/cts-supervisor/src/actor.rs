@@ -53,6 +53,7 @@ pub fn launch(
 ) -> (InstanceHandle, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(32);
     let (settled_tx, settled_rx) = watch::channel(false);
+    let (progress_tx, progress_rx) = watch::channel((0, 0));
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let key = instance.config.key.to_string();
     let spec = spawn_spec(&instance.config, &instance.shim);
@@ -81,6 +82,7 @@ pub fn launch(
         start_waiters: Vec::new(),
         stop_waiters: Vec::new(),
         settled: settled_tx,
+        progress: progress_tx,
         jitter: Jitter::new(),
     };
     let join = tokio::spawn(actor.run(rx, events_rx, shutdown, kill));
@@ -88,6 +90,7 @@ pub fn launch(
         InstanceHandle {
             tx,
             settled: settled_rx,
+            progress: progress_rx,
         },
         join,
     )
@@ -183,8 +186,11 @@ struct Slot {
 struct Rolling {
     /// Workers of an older generation are replaced.
     target: u64,
-    /// The new worker starting now and the old one it replaces once ready.
-    current: Option<(u64, u64)>,
+    /// The new workers starting now, each with the old one it replaces once ready (at most
+    /// `rolling.batch` pairs).
+    current: Vec<(u64, u64)>,
+    /// Workers to replace when the restart began (for progress).
+    total: u32,
     /// Workers replaced so far.
     replaced: u32,
     /// Who waits for the end.
@@ -226,6 +232,8 @@ struct Actor {
     stop_waiters: Vec<oneshot::Sender<Outcome>>,
     /// Tells the daemon the first start has settled.
     settled: watch::Sender<bool>,
+    /// Rolling restart progress: (replaced, total), for `ctsctl restart` on a terminal.
+    progress: watch::Sender<(u32, u32)>,
     jitter: Jitter,
 }
 
@@ -496,10 +504,12 @@ impl Actor {
             None => {
                 self.rolling = Some(Rolling {
                     target: self.generation,
-                    current: None,
+                    current: Vec::new(),
                     replaced: 0,
+                    total: live as u32,
                     waiters: vec![tx],
                 });
+                let _ = self.progress.send((0, live as u32));
             }
         }
         self.note(&format!("rolling restart of {live} workers"));
@@ -538,9 +548,9 @@ impl Actor {
 
     fn fail_rolling(&mut self, why: &str) {
         let Some(r) = self.rolling.take() else { return };
-        if let Some((new, _)) = r.current {
-            // The extra new worker goes; the old one it would have replaced stays.
-            if let Some(i) = self.index(new) {
+        for (new, _) in &r.current {
+            // The extra new workers go; the old ones they would have replaced stay.
+            if let Some(i) = self.index(*new) {
                 self.begin_stop(i, Instant::now());
             }
         }
@@ -556,12 +566,12 @@ impl Actor {
         let (id, slot, pid) = (w.id, w.slot, w.pid);
         self.note(&format!("worker {slot} pid {pid} ready"));
         let Some(r) = &mut self.rolling else { return };
-        let Some((new, old)) = r.current else { return };
-        if new != id {
+        let Some(pos) = r.current.iter().position(|(new, _)| *new == id) else {
             return;
-        }
-        r.current = None;
+        };
+        let (_, old) = r.current.remove(pos);
         r.replaced += 1;
+        let _ = self.progress.send((r.replaced, r.total));
         if let Some(j) = self.index(old) {
             let old_pid = self.workers[j].pid;
             self.note(&format!(
@@ -653,8 +663,7 @@ impl Actor {
         let rolling_new = self
             .rolling
             .as_ref()
-            .and_then(|r| r.current)
-            .is_some_and(|(new, _)| new == id);
+            .is_some_and(|r| r.current.iter().any(|(new, _)| *new == id));
         self.last_exit = Some(format!("worker {slot} pid {pid} {what}"));
         if rolling_new {
             let msg = format!(
@@ -768,40 +777,52 @@ impl Actor {
     }
 
     fn step_rolling(&mut self, now: Instant) {
-        let Some(r) = &self.rolling else { return };
-        if r.current.is_some() {
-            return;
-        }
-        let target = r.target;
+        let batch = self.cfg.pool.rolling_batch.max(1) as usize;
         let desired = self.desired();
-        let old = self
-            .workers
-            .iter()
-            .filter(|w| {
-                w.state != WorkerState::Stopping && w.generation < target && w.slot < desired
-            })
-            .min_by_key(|w| w.slot)
-            .map(|w| (w.id, w.slot));
-        match old {
-            None => {
-                if let Some(r) = self.rolling.take() {
-                    self.note(&format!(
-                        "rolling restart done: {} workers replaced",
-                        r.replaced
-                    ));
-                    for w in r.waiters {
-                        let _ = w.send(Ok(format!("{} workers replaced", r.replaced)));
-                    }
-                }
+        loop {
+            let Some(r) = &self.rolling else { return };
+            if r.current.len() >= batch {
+                return;
             }
-            Some((old_id, slot)) => match self.spawn_into(slot, target, now) {
-                Ok(new_id) => {
-                    if let Some(r) = &mut self.rolling {
-                        r.current = Some((new_id, old_id));
+            let target = r.target;
+            let in_flight: Vec<u64> = r.current.iter().map(|(_, old)| *old).collect();
+            let old = self
+                .workers
+                .iter()
+                .filter(|w| {
+                    w.state != WorkerState::Stopping
+                        && w.generation < target
+                        && w.slot < desired
+                        && !in_flight.contains(&w.id)
+                })
+                .min_by_key(|w| w.slot)
+                .map(|w| (w.id, w.slot));
+            match old {
+                None if in_flight.is_empty() => {
+                    if let Some(r) = self.rolling.take() {
+                        self.note(&format!(
+                            "rolling restart done: {} workers replaced",
+                            r.replaced
+                        ));
+                        for w in r.waiters {
+                            let _ = w.send(Ok(format!("{} workers replaced", r.replaced)));
+                        }
                     }
+                    return;
                 }
-                Err(e) => self.fail_rolling(&format!("could not start a new worker: {e}")),
-            },
+                None => return,
+                Some((old_id, slot)) => match self.spawn_into(slot, target, now) {
+                    Ok(new_id) => {
+                        if let Some(r) = &mut self.rolling {
+                            r.current.push((new_id, old_id));
+                        }
+                    }
+                    Err(e) => {
+                        self.fail_rolling(&format!("could not start a new worker: {e}"));
+                        return;
+                    }
+                },
+            }
         }
     }
 

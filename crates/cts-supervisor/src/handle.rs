@@ -48,6 +48,8 @@ pub struct InstanceHandle {
     pub(crate) tx: mpsc::Sender<Control>,
     /// Becomes true once the first start has settled: every worker ready, or a worker failed.
     pub(crate) settled: watch::Receiver<bool>,
+    /// Progress of the rolling restart in progress: (replaced, total).
+    pub(crate) progress: watch::Receiver<(u32, u32)>,
 }
 
 /// State of an instance (the names of the `status --json` contract).
@@ -164,6 +166,11 @@ impl InstanceHandle {
     /// A status snapshot; `None` once the actor has ended (ctsd is shutting down).
     pub async fn status(&self) -> Option<Status> {
         self.ask(Control::Status).await
+    }
+
+    /// Progress of rolling restarts: `(replaced, total)`, changed at each replacement.
+    pub fn progress(&self) -> watch::Receiver<(u32, u32)> {
+        self.progress.clone()
     }
 
     /// Waits until the instance's first start has settled (every worker ready, or one failed).

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// Connections served at once; further ones are told the daemon is busy and closed.
-pub const MAX_CONNECTIONS: usize = 64;
+pub const MAX_CONNECTIONS: usize = 512;
 /// Time a client has to send its `Hello`.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time a connection may stay silent between requests.
@@ -249,7 +249,23 @@ async fn connection(mut stream: UnixStream, shared: &Shared, cancel: &Cancellati
                 "permission denied: changing state needs root or a user or group in ctsd.admins",
             )
             .into(),
-            Ok(req) => handlers::handle(req, shared).await,
+            Ok(req) => {
+                // Progress frames a handler emits go out while it runs; its answer comes last.
+                let (emit, mut emitted) = tokio::sync::mpsc::unbounded_channel();
+                let work = handlers::handle(req, shared, emit);
+                tokio::pin!(work);
+                loop {
+                    tokio::select! {
+                        biased;
+                        Some(p) = emitted.recv() => {
+                            if send(&mut stream, &p).await.is_err() {
+                                return;
+                            }
+                        }
+                        r = &mut work => break r,
+                    }
+                }
+            }
             Err(e) => e.into(),
         };
         if send(&mut stream, &response).await.is_err() {

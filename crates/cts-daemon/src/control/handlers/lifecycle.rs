@@ -1,34 +1,89 @@
 //! `start`, `stop`, `restart`: sent to each named instance's actor, all at once; the answer lists
-//! one outcome per instance once every one is done.
+//! one outcome per instance once every one is done (or at once with `no_wait`). A restart that
+//! asked for progress streams `Progress` frames first; a failed restart's message ends with the
+//! last lines of the instance's log, where the failed worker's own output is.
 
+use super::Emit;
 use crate::Shared;
-use cts_proto::{Outcome, Outcomes, Response, Target};
+use cts_proto::{Outcome, Outcomes, Progress, Response, TargetRequest};
+use std::path::Path;
 use tokio::task::JoinSet;
 
-#[derive(Debug, Clone, Copy)]
+/// Lines of the instance log appended to a failed restart's message.
+const TAIL_LINES: usize = 10;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
     Start,
     Stop,
     Restart,
 }
 
-pub async fn handle(op: Op, target: &Target, shared: &Shared) -> Response {
+pub async fn handle(op: Op, req: &TargetRequest, shared: &Shared, emit: Emit) -> Response {
     let instances = shared.snapshot();
-    let idx = match super::resolve_target(target, &instances) {
+    let idx = match super::resolve_target(&req.target, &instances) {
         Ok(i) => i,
         Err(e) => return e.into(),
     };
     let mut set = JoinSet::new();
+    let mut forwarders = Vec::new();
     for (order, i) in idx.into_iter().enumerate() {
-        let handle = instances[i].handle.clone();
-        let key = instances[i].config.key.to_string();
+        let entry = instances[i].clone();
+        let key = entry.config.key.to_string();
+        if op == Op::Restart && req.progress && !req.no_wait {
+            let mut rx = entry.handle.progress();
+            rx.borrow_and_update();
+            let (emit, key) = (emit.clone(), key.clone());
+            forwarders.push(tokio::spawn(async move {
+                while rx.changed().await.is_ok() {
+                    let (replaced, total) = *rx.borrow_and_update();
+                    let p = Progress {
+                        instance: key.as_str().into(),
+                        replaced,
+                        total,
+                    };
+                    if emit.send(Response::Progress(p)).is_err() {
+                        break;
+                    }
+                }
+            }));
+        }
         set.spawn(async move {
             let r = match op {
-                Op::Start => handle.start().await,
-                Op::Stop => handle.stop().await,
-                Op::Restart => handle.restart().await,
+                Op::Start => entry.handle.start().await,
+                Op::Stop => entry.handle.stop().await,
+                Op::Restart => entry.handle.restart().await,
+            };
+            let r = match r {
+                Err(m) if op == Op::Restart => Err(with_log_tail(m, &entry.log_path).await),
+                r => r,
             };
             (order, key, r)
+        });
+    }
+    if req.no_wait {
+        // The operations go on without anyone waiting: their outcome is in the instance logs.
+        tokio::spawn(async move { while set.join_next().await.is_some() {} });
+        let verb = match op {
+            Op::Start => "start",
+            Op::Stop => "stop",
+            Op::Restart => "restart",
+        };
+        let results = match &req.target {
+            cts_proto::Target::All => instances.iter().map(|e| e.config.key.to_string()).collect(),
+            cts_proto::Target::Instances(names) => {
+                names.iter().map(|n| n.0.clone()).collect::<Vec<_>>()
+            }
+        };
+        return Response::Outcomes(Outcomes {
+            results: results
+                .into_iter()
+                .map(|k| Outcome {
+                    instance: k.as_str().into(),
+                    ok: true,
+                    message: format!("{verb} begun; `ctsctl status` shows its progress"),
+                })
+                .collect(),
         });
     }
     let mut results = Vec::new();
@@ -36,6 +91,9 @@ pub async fn handle(op: Op, target: &Target, shared: &Shared) -> Response {
         if let Ok(r) = joined {
             results.push(r);
         }
+    }
+    for f in forwarders {
+        f.abort();
     }
     results.sort_by_key(|(order, _, _)| *order);
     Response::Outcomes(Outcomes {
@@ -54,4 +112,41 @@ pub async fn handle(op: Op, target: &Target, shared: &Shared) -> Response {
             })
             .collect(),
     })
+}
+
+/// `message`, then the last lines of the log at `path` (read off the runtime thread, and only
+/// its last 16 KiB).
+async fn with_log_tail(message: String, path: &Path) -> String {
+    let owned = path.to_path_buf();
+    let tail = tokio::task::spawn_blocking(move || tail(&owned, TAIL_LINES))
+        .await
+        .unwrap_or_default();
+    if tail.is_empty() {
+        return message;
+    }
+    format!("{message}\nlast lines of {}:\n{tail}", path.display())
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(16 * 1024);
+    if f.seek(SeekFrom::Start(start)).is_err() {
+        return String::new();
+    }
+    let mut buf = Vec::new();
+    if f.read_to_end(&mut buf).is_err() {
+        return String::new();
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let all: Vec<&str> = text.lines().collect();
+    let skip = all.len().saturating_sub(lines);
+    all[skip..]
+        .iter()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }

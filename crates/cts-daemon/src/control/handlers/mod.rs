@@ -20,8 +20,11 @@ pub fn required_role(req: &Request) -> super::access::Role {
     }
 }
 
+/// Where a handler sends frames that precede its answer (restart progress).
+pub type Emit = tokio::sync::mpsc::UnboundedSender<Response>;
+
 /// Answers one request.
-pub async fn handle(req: Request, shared: &Shared) -> Response {
+pub async fn handle(req: Request, shared: &Shared, emit: Emit) -> Response {
     match req {
         Request::Hello(_) => ErrorReply::new(ErrorKind::Malformed, "already greeted").into(),
         Request::Version => Response::Version(Welcome {
@@ -29,9 +32,9 @@ pub async fn handle(req: Request, shared: &Shared) -> Response {
             daemon_version: crate::VERSION.to_owned(),
         }),
         Request::Status(r) => status::handle(&r.instances, shared).await,
-        Request::Start(r) => lifecycle::handle(lifecycle::Op::Start, &r.target, shared).await,
-        Request::Stop(r) => lifecycle::handle(lifecycle::Op::Stop, &r.target, shared).await,
-        Request::Restart(r) => lifecycle::handle(lifecycle::Op::Restart, &r.target, shared).await,
+        Request::Start(r) => lifecycle::handle(lifecycle::Op::Start, &r, shared, emit).await,
+        Request::Stop(r) => lifecycle::handle(lifecycle::Op::Stop, &r, shared, emit).await,
+        Request::Restart(r) => lifecycle::handle(lifecycle::Op::Restart, &r, shared, emit).await,
         Request::Scale(r) => scale::handle(&r, shared).await,
         Request::Signal(r) => signal::handle(&r, shared).await,
         Request::ReopenLogs => {
