@@ -75,6 +75,18 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Show the last lines of an instance's log, and with -f keep showing what is written
+    /// (across rotations).
+    Logs {
+        /// Instance key.
+        instance: String,
+        /// How many lines.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: u32,
+        /// Follow: keep printing new lines until interrupted.
+        #[arg(short = 'f', long)]
+        follow: bool,
+    },
     /// Reopen every instance's log files (after an external logrotate moved them).
     ReopenLogs,
     /// Stop every worker gracefully and exit ctsd.
@@ -195,6 +207,27 @@ async fn execute(command: &Command, socket: &std::path::Path) -> Result<u8, Clie
         return Ok(exit_codes::OK);
     }
     let mut client = Client::connect(socket).await?;
+    if let Command::Logs {
+        instance,
+        lines,
+        follow,
+    } = command
+    {
+        let req = Request::Logs(cts_proto::LogsRequest {
+            instance: instance.as_str().into(),
+            lines: *lines,
+            follow: *follow,
+        });
+        client
+            .stream_logs(&req, |data| {
+                let mut out = std::io::stdout().lock();
+                out.write_all(data.as_bytes())
+                    .and_then(|()| out.flush())
+                    .is_ok()
+            })
+            .await?;
+        return Ok(exit_codes::OK);
+    }
     if let Command::Reload { dry_run } = command {
         let req = Request::Reload(cts_proto::ReloadRequest { dry_run: *dry_run });
         return match client.call(&req).await? {
@@ -368,6 +401,12 @@ fn render_table(report: &StatusReport, colour: bool) -> String {
         });
         line(r, &mut out, c);
     }
+    for inst in report.instances.iter().filter(|i| i.log_dropped_bytes > 0) {
+        out.push_str(&format!(
+            "warning: {}: {} bytes of output could not be written to its log (disk full or directory not writable)\n",
+            inst.key, inst.log_dropped_bytes
+        ));
+    }
     out
 }
 
@@ -432,6 +471,7 @@ mod tests {
                     uptime_secs: 10,
                 })
                 .collect(),
+            log_dropped_bytes: 0,
         };
         let report = StatusReport {
             daemon_version: "0.1.0".into(),

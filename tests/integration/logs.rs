@@ -262,3 +262,107 @@ fn timestamped_format_prefixes_each_line_with_time_worker_and_stream() {
         "worker and stream: {line}"
     );
 }
+
+#[test]
+fn ctsctl_logs_shows_the_last_lines() {
+    let d = Daemon::start(vec![Inst::new("jordan", "Jordan", "/JO", "JOD")], "");
+    d.wait_running("jordan");
+    for i in 0..5 {
+        assert!(get(d.port("jordan"), &format!("/tail-{i}")).is_ok());
+    }
+    assert!(wait_until(WAIT, || d.log("jordan").contains("/tail-4")));
+    let out = d.ctl(&["logs", "jordan", "-n", "2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(
+        text.lines().last().unwrap_or("").contains("/tail-4"),
+        "{text}"
+    );
+    assert_eq!(d.ctl(&["logs", "jordn"]).status.code(), Some(5));
+}
+
+#[test]
+fn ctsctl_logs_follow_sees_lines_written_after_a_rotation() {
+    use std::io::BufRead;
+    let inst = Inst::new("jordan", "Jordan", "/JO", "JOD")
+        .with("workers: 1, logs: {max_size: 4KB, keep: 100}");
+    let port = inst.port;
+    let d = Daemon::start(vec![inst], "");
+    d.wait_running("jordan");
+    let mut child = std::process::Command::new(ctsctl_bin())
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["logs", "jordan", "-f", "-n", "0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("ctsctl logs -f");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Enough requests to rotate the 4 KB file many times, then a marker.
+    let mut seen = false;
+    for i in 0..400 {
+        let _ = get(port, &format!("/padding-{i}-{}", "x".repeat(50)));
+    }
+    assert!(get(port, "/after-rotations").is_ok());
+    let end = std::time::Instant::now() + WAIT;
+    while std::time::Instant::now() < end {
+        if let Ok(line) = rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            if line.contains("/after-rotations") {
+                seen = true;
+                break;
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(seen, "logs -f saw the line written after the rotations");
+    let rotated = std::fs::read_dir(d.log_dir.join("jordan"))
+        .expect("dir")
+        .count();
+    assert!(rotated > 5, "the log did rotate: {rotated} files");
+}
+
+#[test]
+fn an_unwritable_log_directory_keeps_workers_serving_and_counts_drops() {
+    let d = Daemon::start(vec![Inst::new("jordan", "Jordan", "/JO", "JOD")], "");
+    d.wait_running("jordan");
+    let dir = d.log_dir.join("jordan");
+    std::fs::remove_dir_all(&dir).expect("remove the log dir");
+    std::fs::write(&dir, b"a file where the log directory was").expect("block it");
+    assert!(d.ctl(&["reopen-logs"]).status.success());
+    for i in 0..20 {
+        assert!(
+            get(d.port("jordan"), &format!("/lost-{i}")).is_ok(),
+            "workers keep serving"
+        );
+    }
+    assert!(
+        wait_until(WAIT, || d.instance("jordan")["log_dropped_bytes"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0),
+        "status shows the dropped bytes: {}",
+        d.instance("jordan")
+    );
+    std::fs::remove_file(&dir).expect("unblock");
+    assert!(get(d.port("jordan"), "/kept").is_ok());
+    assert!(wait_until(WAIT, || d.log("jordan").contains("/kept")));
+    assert!(d
+        .log("jordan")
+        .contains("bytes of output were lost before this line"));
+}

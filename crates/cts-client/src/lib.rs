@@ -188,6 +188,37 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Sends a `logs` request and hands every piece of log to `sink` until the daemon's answer
+    /// is complete (without follow) or the connection ends (with follow), or `sink` returns
+    /// false.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::call`].
+    pub async fn stream_logs(
+        &mut self,
+        req: &Request,
+        mut sink: impl FnMut(&str) -> bool,
+    ) -> Result<(), ClientError> {
+        let follow = matches!(req, Request::Logs(r) if r.follow);
+        write_frame(&mut self.stream, req).await?;
+        loop {
+            match read_response(&mut self.stream).await {
+                Ok(Response::LogData(d)) => {
+                    if !sink(&d.data) || !follow {
+                        return Ok(());
+                    }
+                }
+                Ok(other) => return Err(unexpected(other)),
+                // The daemon stopped (or closed the follow): the end of the stream.
+                Err(ClientError::Frame(FrameError::Truncated)) if follow => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
 async fn read_response(stream: &mut UnixStream) -> Result<Response, ClientError> {
     let Some(bytes) = read_frame(stream).await? else {
         return Err(ClientError::Frame(FrameError::Truncated));

@@ -105,8 +105,8 @@ pub struct InstanceEntry {
     pub config: InstanceConfig,
     /// Its actor.
     pub handle: InstanceHandle,
-    /// Its log file, for the last lines of a failed restart.
-    pub log_path: PathBuf,
+    /// Its log: path, drop counter, followers.
+    pub log: cts_logs::LogHandle,
 }
 
 /// What control connections share.
@@ -241,7 +241,7 @@ impl Instances {
             .map(|r| InstanceEntry {
                 config: r.config.clone(),
                 handle: r.handle.clone(),
-                log_path: r.log.path().to_path_buf(),
+                log: r.log.handle(),
             })
             .collect();
         if let Ok(mut w) = shared.instances.write() {

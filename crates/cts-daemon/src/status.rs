@@ -5,7 +5,11 @@ use cts_proto as proto;
 use cts_supervisor as sup;
 
 /// The wire form of one instance's status; `None` (the actor has ended) reads as stopped.
-pub fn to_proto(cfg: &InstanceConfig, status: Option<&sup::Status>) -> proto::InstanceStatus {
+pub fn to_proto(
+    cfg: &InstanceConfig,
+    status: Option<&sup::Status>,
+    log_dropped_bytes: u64,
+) -> proto::InstanceStatus {
     let base = proto::InstanceStatus {
         key: cfg.key.as_str().into(),
         name: cfg.name.clone(),
@@ -19,6 +23,7 @@ pub fn to_proto(cfg: &InstanceConfig, status: Option<&sup::Status>) -> proto::In
         uptime_secs: None,
         last_exit: None,
         workers: Vec::new(),
+        log_dropped_bytes,
     };
     let Some(s) = status else { return base };
     proto::InstanceStatus {

@@ -46,9 +46,10 @@
 pub mod options;
 pub mod reader;
 mod rotate;
+pub mod tail;
 pub mod time;
 pub mod writer;
 
 pub use options::{LineFormat, LogOptions, Rotation};
 pub use reader::MAX_LINE;
-pub use writer::InstanceLog;
+pub use writer::{InstanceLog, LogHandle};

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 
 /// Name of the file in `<log_dir>/<instance>/` that receives the workers' output and ctsd's
 /// events about the instance.
@@ -45,6 +45,41 @@ const BATCH: usize = 256 * 1024;
 /// Where the writer reads the time: the system clock, or a fake one in tests.
 type Clock = Box<dyn Fn() -> SystemTime + Send>;
 
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            followers: broadcast::channel(FOLLOW_QUEUE).0,
+            dropped: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+        }
+    }
+}
+
+/// A cheap handle on an instance log for status and `logs -f`, usable after the
+/// [`InstanceLog`] itself has moved.
+#[derive(Debug, Clone)]
+pub struct LogHandle {
+    counters: Arc<Counters>,
+    path: PathBuf,
+}
+
+impl LogHandle {
+    /// Bytes that could not be written so far.
+    pub fn dropped_bytes(&self) -> u64 {
+        self.counters.dropped.load(Ordering::Relaxed)
+    }
+
+    /// The current log file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Everything written from now on, chunk by chunk (whole lines), across rotations.
+    pub fn follow(&self) -> broadcast::Receiver<Arc<[u8]>> {
+        self.counters.followers.subscribe()
+    }
+}
+
 /// What the writer thread is asked to do.
 enum Msg {
     /// Whole lines to append.
@@ -53,9 +88,16 @@ enum Msg {
     Reopen,
 }
 
-/// Counters shared by the writer thread and whoever reports status.
-#[derive(Debug, Default)]
+/// Chunks kept for a follower that reads slower than the log is written; beyond that it is
+/// told how many it missed.
+const FOLLOW_QUEUE: usize = 1024;
+
+/// Counters shared by the writer thread and whoever reports status, and the channel that
+/// `ctsctl logs -f` listens on.
+#[derive(Debug)]
 struct Counters {
+    /// What was written, as written, for followers; sent only while someone follows.
+    followers: broadcast::Sender<Arc<[u8]>>,
     /// Bytes that could not be written (disk full, directory gone, ...).
     dropped: AtomicU64,
     /// Bytes written.
@@ -155,6 +197,14 @@ impl InstanceLog {
     /// Bytes that could not be written so far.
     pub fn dropped_bytes(&self) -> u64 {
         self.counters.dropped.load(Ordering::Relaxed)
+    }
+
+    /// A handle for status and following.
+    pub fn handle(&self) -> LogHandle {
+        LogHandle {
+            counters: self.counters.clone(),
+            path: self.path.clone(),
+        }
     }
 
     /// Bytes written so far.
@@ -431,6 +481,9 @@ impl Writer {
                     self.counters
                         .written
                         .fetch_add(data.len() as u64, Ordering::Relaxed);
+                    if self.counters.followers.receiver_count() > 0 {
+                        let _ = self.counters.followers.send(Arc::from(data));
+                    }
                     return;
                 }
                 Err(e) => {

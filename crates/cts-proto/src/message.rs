@@ -60,6 +60,27 @@ pub enum Request {
     Shutdown,
     /// Re-read the configuration file and apply it (or only show the plan).
     Reload(ReloadRequest),
+    /// The last lines of an instance's log, and with `follow` everything written after them.
+    Logs(LogsRequest),
+}
+
+/// [`Request::Logs`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogsRequest {
+    /// The instance.
+    pub instance: InstanceName,
+    /// How many of the last lines.
+    pub lines: u32,
+    /// Keep sending what is written, across rotations, until the client hangs up.
+    #[serde(default)]
+    pub follow: bool,
+}
+
+/// [`Response::LogData`]: a piece of an instance log (whole lines; invalid UTF-8 replaced).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogData {
+    /// The text.
+    pub data: String,
 }
 
 /// [`Request::Reload`].
@@ -297,6 +318,8 @@ pub enum Response {
     Reload(ReloadReport),
     /// Sent before the final answer of a restart that asked for progress; more frames follow.
     Progress(Progress),
+    /// Answer to [`Request::Logs`]; with `follow`, more of them keep coming.
+    LogData(LogData),
     /// The request failed as a whole.
     Error(ErrorReply),
 }
@@ -409,6 +432,10 @@ pub struct InstanceStatus {
     pub last_exit: Option<String>,
     /// The live workers.
     pub workers: Vec<WorkerStatus>,
+    /// Bytes of worker output that could not be written to the instance log (disk full,
+    /// directory not writable); a line in the log marks each gap.
+    #[serde(default)]
+    pub log_dropped_bytes: u64,
 }
 
 /// One worker in an [`InstanceStatus`].
@@ -534,6 +561,7 @@ const KNOWN_REQUESTS: &[&str] = &[
     "reopen_logs",
     "shutdown",
     "reload",
+    "logs",
 ];
 
 #[cfg(test)]

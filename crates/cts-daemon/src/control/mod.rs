@@ -257,6 +257,8 @@ async fn connection(mut stream: UnixStream, shared: &Shared, cancel: &Cancellati
                 loop {
                     tokio::select! {
                         biased;
+                        // ctsd is stopping: end even a `logs -f` that would never finish.
+                        () = cancel.cancelled() => return,
                         Some(p) = emitted.recv() => {
                             if send(&mut stream, &p).await.is_err() {
                                 return;

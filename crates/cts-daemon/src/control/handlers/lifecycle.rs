@@ -55,7 +55,7 @@ pub async fn handle(op: Op, req: &TargetRequest, shared: &Shared, emit: Emit) ->
                 Op::Restart => entry.handle.restart().await,
             };
             let r = match r {
-                Err(m) if op == Op::Restart => Err(with_log_tail(m, &entry.log_path).await),
+                Err(m) if op == Op::Restart => Err(with_log_tail(m, entry.log.path()).await),
                 r => r,
             };
             (order, key, r)
@@ -114,39 +114,24 @@ pub async fn handle(op: Op, req: &TargetRequest, shared: &Shared, emit: Emit) ->
     })
 }
 
-/// `message`, then the last lines of the log at `path` (read off the runtime thread, and only
-/// its last 16 KiB).
+/// `message`, then the last lines of the log at `path` (read backwards, off the runtime
+/// thread).
 async fn with_log_tail(message: String, path: &Path) -> String {
     let owned = path.to_path_buf();
-    let tail = tokio::task::spawn_blocking(move || tail(&owned, TAIL_LINES))
+    let tail = tokio::task::spawn_blocking(move || cts_logs::tail::tail(&owned, TAIL_LINES))
         .await
+        .ok()
+        .and_then(Result::ok)
+        .map(|b| {
+            String::from_utf8_lossy(&b)
+                .lines()
+                .map(|l| format!("  {l}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
         .unwrap_or_default();
     if tail.is_empty() {
         return message;
     }
     format!("{message}\nlast lines of {}:\n{tail}", path.display())
-}
-
-fn tail(path: &Path, lines: usize) -> String {
-    use std::io::{Read, Seek, SeekFrom};
-    let Ok(mut f) = std::fs::File::open(path) else {
-        return String::new();
-    };
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let start = len.saturating_sub(16 * 1024);
-    if f.seek(SeekFrom::Start(start)).is_err() {
-        return String::new();
-    }
-    let mut buf = Vec::new();
-    if f.read_to_end(&mut buf).is_err() {
-        return String::new();
-    }
-    let text = String::from_utf8_lossy(&buf);
-    let all: Vec<&str> = text.lines().collect();
-    let skip = all.len().saturating_sub(lines);
-    all[skip..]
-        .iter()
-        .map(|l| format!("  {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
 }

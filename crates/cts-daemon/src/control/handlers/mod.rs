@@ -2,6 +2,7 @@
 
 mod daemon;
 mod lifecycle;
+mod logs;
 mod scale;
 mod signal;
 mod status;
@@ -15,7 +16,7 @@ use cts_proto::{
 pub fn required_role(req: &Request) -> super::access::Role {
     use super::access::Role;
     match req {
-        Request::Hello(_) | Request::Status(_) | Request::Version => Role::Read,
+        Request::Hello(_) | Request::Status(_) | Request::Version | Request::Logs(_) => Role::Read,
         _ => Role::Admin,
     }
 }
@@ -42,6 +43,7 @@ pub async fn handle(req: Request, shared: &Shared, emit: Emit) -> Response {
         }
         Request::Shutdown => daemon::handle(crate::signals::DaemonEvent::Shutdown, shared).await,
         Request::Reload(r) => daemon::reload(r.dry_run, shared).await,
+        Request::Logs(r) => logs::handle(&r, shared, emit).await,
         _ => ErrorReply::new(
             ErrorKind::UnknownRequest,
             "this request is not supported by this ctsd",

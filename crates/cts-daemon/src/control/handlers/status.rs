@@ -13,7 +13,11 @@ pub async fn handle(names: &[InstanceName], shared: &Shared) -> Response {
     for i in idx {
         let entry = &instances[i];
         let status = entry.handle.status().await;
-        report.push(crate::status::to_proto(&entry.config, status.as_ref()));
+        report.push(crate::status::to_proto(
+            &entry.config,
+            status.as_ref(),
+            entry.log.dropped_bytes(),
+        ));
     }
     Response::Status(StatusReport {
         daemon_version: crate::VERSION.to_owned(),
