@@ -182,7 +182,7 @@ fn close_inherited_fds_on_exec() {
 }
 
 /// ctsd's own log: stderr (the journal under systemd) and, when `ctsd.log_file` is set, that
-/// file too. The returned guard flushes the file writer when `main` returns.
+/// file too, rotated daily by tracing-appender (`ctsd.log.YYYY-MM-DD`). The returned guard flushes the file writer when `main` returns.
 fn init_tracing(
     level: tracing::Level,
     file: Option<&std::path::Path>,
@@ -208,7 +208,7 @@ fn init_tracing(
             std::fs::create_dir_all(dir)
                 .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
             let (writer, guard) =
-                tracing_appender::non_blocking(tracing_appender::rolling::never(dir, name));
+                tracing_appender::non_blocking(tracing_appender::rolling::daily(dir, name));
             builder
                 .with_ansi(false)
                 .with_writer(std::io::stderr.and(writer))

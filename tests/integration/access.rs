@@ -106,3 +106,38 @@ fn the_socket_mode_keeps_other_users_out() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn workers_run_as_the_configured_user_who_owns_the_log_directory() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("not root: cannot start workers as another user");
+        return;
+    }
+    let inst = Inst::new("jordan", "Jordan", "/JO", "JOD").with("user: nobody, group: nogroup");
+    let d = Daemon::start(vec![inst], "");
+    let pids = d.wait_running("jordan");
+    for pid in &pids {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+        let uid_line = status
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .expect("Uid line");
+        assert!(
+            uid_line.split_whitespace().skip(1).all(|u| u == "65534"),
+            "{pid}: {uid_line}"
+        );
+        let gid_line = status
+            .lines()
+            .find(|l| l.starts_with("Gid:"))
+            .expect("Gid line");
+        assert!(
+            gid_line.split_whitespace().skip(1).all(|g| g == "65534"),
+            "{pid}: {gid_line}"
+        );
+    }
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(d.log_dir.join("jordan")).expect("log dir");
+    assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
+    assert_eq!(meta.mode() & 0o777, 0o750);
+    assert!(get(d.port("jordan"), "/").is_ok());
+}

@@ -159,6 +159,7 @@ impl Instances {
         listener: OwnedFd,
     ) -> Result<InstanceHandle, DaemonError> {
         let dir = self.config.daemon.log_dir.join(inst.key.as_str());
+        prepare_log_dir(&dir, inst);
         let log = InstanceLog::open_with(
             &dir,
             &format!("log-{}", inst.key),
@@ -247,6 +248,36 @@ impl Instances {
         if let Ok(mut w) = shared.instances.write() {
             *w = entries;
         }
+    }
+}
+
+/// Creates the instance's log directory (mode 0750) and, when workers run as another user,
+/// gives it to that user, so that the application can write its own files there too. Failures
+/// are logged, never fatal: the writer reports what it cannot write.
+fn prepare_log_dir(dir: &std::path::Path, inst: &InstanceConfig) {
+    use std::os::unix::fs::DirBuilderExt;
+    if let Err(e) = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(dir)
+    {
+        tracing::warn!(instance = %inst.key, "cannot create log directory {}: {e}", dir.display());
+        return;
+    }
+    let Some(user) = &inst.pool.user else { return };
+    match nix::unistd::User::from_name(user) {
+        Ok(Some(u)) => {
+            let gid = inst
+                .pool
+                .group
+                .as_ref()
+                .and_then(|g| nix::unistd::Group::from_name(g).ok().flatten())
+                .map_or(u.gid, |g| g.gid);
+            if let Err(e) = nix::unistd::chown(dir, Some(u.uid), Some(gid)) {
+                tracing::warn!(instance = %inst.key, "cannot give {} to {user}: {e}", dir.display());
+            }
+        }
+        _ => tracing::warn!(instance = %inst.key, "no user `{user}` to own {}", dir.display()),
     }
 }
 
