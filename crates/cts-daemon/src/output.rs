@@ -3,7 +3,11 @@
 
 use cts_logs::writer::LogSender;
 use cts_supervisor::Output;
+use std::os::fd::AsRawFd;
 use tokio::process::{ChildStderr, ChildStdout};
+
+/// Capacity asked for each worker pipe.
+const PIPE_SIZE: nix::libc::c_int = 1 << 20;
 
 /// [`Output`] writing into one instance's log.
 #[derive(Debug)]
@@ -23,6 +27,17 @@ impl Output for LogOutput {
         // One reader task per pipe; each ends at EOF, after the worker (and anything it
         // started) has exited, so nothing written before a crash is lost. The tag is written
         // before each line with `logs.format: timestamped`.
+        // A 1 MiB pipe (Linux's default limit for unprivileged pipes) lets a burst of output
+        // wait in the kernel instead of blocking the worker while ctsd is scheduled.
+        for fd in [
+            stdout.as_ref().map(AsRawFd::as_raw_fd),
+            stderr.as_ref().map(AsRawFd::as_raw_fd),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
+        }
         if let Some(out) = stdout {
             let tag = format!("{slot}/{pid} out");
             tokio::spawn(cts_logs::reader::pump_tagged(out, self.log.clone(), tag));

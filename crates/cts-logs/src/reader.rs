@@ -6,6 +6,9 @@ use crate::writer::LogSender;
 use std::time::SystemTime;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+/// Bytes asked of the pipe per read: large reads mean few wake-ups under a flood.
+const READ_SIZE: usize = 256 * 1024;
+
 /// Longest line written as one piece; longer lines are cut into marked pieces.
 pub const MAX_LINE: usize = 64 * 1024;
 
@@ -41,10 +44,10 @@ pub async fn pump_tagged<R: AsyncRead + Unpin>(mut pipe: R, log: LogSender, tag:
     };
     let mut total = 0u64;
     // `buf[..]` holds bytes read but not yet sent: at most one incomplete line.
-    let mut buf: Vec<u8> = Vec::with_capacity(MAX_LINE);
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_SIZE);
     loop {
         if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(MAX_LINE);
+            buf.reserve(READ_SIZE);
         }
         let n = match pipe.read_buf(&mut buf).await {
             Ok(0) => break,

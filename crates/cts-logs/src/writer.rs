@@ -37,7 +37,7 @@ use tokio::sync::{broadcast, mpsc};
 pub const OUTPUT_FILE: &str = "output.log";
 
 /// How many chunks may wait for the writer before readers (and so workers) wait.
-const QUEUE: usize = 256;
+const QUEUE: usize = 32;
 
 /// Bytes batched into one write(2) at most.
 const BATCH: usize = 256 * 1024;
