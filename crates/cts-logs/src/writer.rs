@@ -3,12 +3,13 @@
 //!
 //! # Rotation
 //!
-//! s6-log style, rename-then-open, always *between* chunks, so a chunk (whole lines) never
-//! straddles two files. Before a chunk is appended the writer checks
+//! s6-log style, rename-then-open, always *between lines*, so no line straddles two files.
+//! Before a chunk (whole lines) is appended the writer checks
 //!
 //! - size: would the file (its length at open, from metadata, plus what was appended since)
-//!   grow beyond [`LogOptions::max_size`]? A chunk larger than the limit on its own still goes
-//!   whole into a fresh file;
+//!   grow beyond [`LogOptions::max_size`]? Then the file is filled up to the last whole line
+//!   that fits and the rest goes to the next file; only a single line longer than the limit
+//!   makes a file larger (it goes whole into a file of its own);
 //! - time: did the UTC hour or day ([`LogOptions::rotate`]) change since the file's first line?
 //!   The clock is read when data arrives, never by a timer, so a quiet instance's file rotates
 //!   at its next line rather than at midnight; an idle instance costs no wake-ups.
@@ -348,25 +349,53 @@ impl Writer {
         self.finish();
     }
 
-    /// Adds `chunk` to the batch `out`, first writing the batch and rotating if the chunk
-    /// belongs in the next file.
-    fn push(&mut self, out: &mut Vec<u8>, chunk: &[u8]) {
+    /// Adds `chunk` (whole lines) to the batch `out`, rotating where the file would pass
+    /// `max_size` (between two lines, never inside one) or the time period changed. Only a
+    /// single line longer than `max_size` makes a file larger than `max_size`.
+    fn push(&mut self, out: &mut Vec<u8>, mut chunk: &[u8]) {
         let now = (self.clock)();
         let period = self.options.rotate.period(now);
-        let filled = self.size + out.len() as u64;
-        if filled == 0 {
-            // Nothing to rotate; the file starts now.
-            self.period = period;
-        } else {
-            let max = self.options.max_size;
-            let too_big = max > 0 && filled + chunk.len() as u64 > max;
-            if too_big || period != self.period {
+        let max = self.options.max_size;
+        loop {
+            let filled = self.size + out.len() as u64;
+            if filled == 0 {
+                // Nothing to rotate; the file starts now.
+                self.period = period;
+            } else if period != self.period {
                 self.flush(out);
                 self.rotate(now);
                 self.period = period;
+                continue;
+            }
+            if max == 0 || filled + chunk.len() as u64 <= max {
+                out.extend_from_slice(chunk);
+                return;
+            }
+            // Fill this file up to the last whole line that fits, then rotate.
+            let room = max.saturating_sub(filled).min(chunk.len() as u64) as usize;
+            match chunk[..room].iter().rposition(|&b| b == b'\n') {
+                Some(i) => {
+                    out.extend_from_slice(&chunk[..=i]);
+                    chunk = &chunk[i + 1..];
+                }
+                None if filled == 0 => {
+                    // One line longer than max_size: it goes whole, alone.
+                    let end = chunk
+                        .iter()
+                        .position(|&b| b == b'\n')
+                        .map_or(chunk.len(), |i| i + 1);
+                    out.extend_from_slice(&chunk[..end]);
+                    chunk = &chunk[end..];
+                }
+                None => {}
+            }
+            self.flush(out);
+            self.rotate(now);
+            self.period = period;
+            if chunk.is_empty() {
+                return;
             }
         }
-        out.extend_from_slice(chunk);
     }
 
     /// Writes the batch `out` and empties it.

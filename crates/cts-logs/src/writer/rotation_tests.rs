@@ -135,7 +135,7 @@ async fn size_rotation_keeps_every_line_whole_and_once() {
 }
 
 #[tokio::test]
-async fn a_chunk_larger_than_max_size_goes_whole_into_one_file() {
+async fn a_chunk_larger_than_max_size_is_split_between_lines() {
     let dir = tempfile::tempdir().unwrap();
     let log = InstanceLog::open_with(
         dir.path(),
@@ -149,12 +149,24 @@ async fn a_chunk_larger_than_max_size_goes_whole_into_one_file() {
     s.send_chunk(b"before\n".to_vec()).await;
     s.send_chunk(big.clone()).await;
     s.send_chunk(b"after\n".to_vec()).await;
+    // One line longer than max_size: alone in a file of its own, whole.
+    let long = [vec![b'L'; 5000], b"\n".to_vec()].concat();
+    s.send_chunk(long.clone()).await;
     drop(s);
     log.close().await;
     let (rotated, current) = files(dir.path());
-    let contents: Vec<&[u8]> = rotated.iter().map(|(_, c)| &c[..]).collect();
-    assert_eq!(contents, vec![&b"before\n"[..], &big[..]]);
-    assert_eq!(current, b"after\n");
+    let mut all: Vec<u8> = rotated.iter().flat_map(|(_, c)| c.clone()).collect();
+    all.extend_from_slice(&current);
+    let expected = [b"before\n".to_vec(), big, b"after\n".to_vec(), long.clone()].concat();
+    assert_eq!(all, expected, "every byte once, in order");
+    for (name, c) in &rotated {
+        assert!(c.ends_with(b"\n"), "{name:?} ends on a line boundary");
+        assert!(
+            c.len() <= 4096 || c == &long,
+            "{name:?} is {} bytes",
+            c.len()
+        );
+    }
 }
 
 #[tokio::test]
