@@ -8,7 +8,7 @@ use cts_proto::{ErrorKind, ErrorReply, Outcome, Outcomes, Response};
 pub async fn handle(ev: DaemonEvent, shared: &Shared) -> Response {
     let message = match ev {
         DaemonEvent::ReopenLogs => "log files reopened",
-        DaemonEvent::Shutdown => "ctsd is stopping every worker and will exit",
+        DaemonEvent::Shutdown => "stopping every worker, then exiting",
         _ => "done",
     };
     if shared.events.send(ev).await.is_err() {
