@@ -49,17 +49,7 @@ pub async fn reload(dry_run: bool, shared: &Shared) -> Response {
                 results.sort_by_key(|(order, _, _)| *order);
                 report.results = results
                     .into_iter()
-                    .map(|(_, key, r)| {
-                        let (ok, message) = match r {
-                            Ok(m) => (true, m),
-                            Err(m) => (false, m),
-                        };
-                        Outcome {
-                            instance: key.as_str().into(),
-                            ok,
-                            message,
-                        }
-                    })
+                    .map(|(_, key, r)| super::outcome(&key, r))
                     .collect();
             }
             Response::Reload(report)

@@ -99,17 +99,7 @@ pub async fn handle(op: Op, req: &TargetRequest, shared: &Shared, emit: Emit) ->
     Response::Outcomes(Outcomes {
         results: results
             .into_iter()
-            .map(|(_, key, r)| {
-                let (ok, message) = match r {
-                    Ok(m) => (true, m),
-                    Err(m) => (false, m),
-                };
-                Outcome {
-                    instance: key.as_str().into(),
-                    ok,
-                    message,
-                }
-            })
+            .map(|(_, key, r)| super::outcome(&key, r))
             .collect(),
     })
 }

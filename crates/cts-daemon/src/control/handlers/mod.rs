@@ -21,6 +21,20 @@ pub fn required_role(req: &Request) -> super::access::Role {
     }
 }
 
+/// One instance's outcome on the wire, from the actor's `Ok(what was done)` or
+/// `Err(why not)`.
+pub(crate) fn outcome(instance: &str, r: cts_supervisor::Outcome) -> cts_proto::Outcome {
+    let (ok, message) = match r {
+        Ok(m) => (true, m),
+        Err(m) => (false, m),
+    };
+    cts_proto::Outcome {
+        instance: instance.into(),
+        ok,
+        message,
+    }
+}
+
 /// Where a handler sends frames that precede its answer (restart progress).
 pub type Emit = tokio::sync::mpsc::UnboundedSender<Response>;
 

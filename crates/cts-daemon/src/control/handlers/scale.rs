@@ -1,7 +1,7 @@
 //! `scale INSTANCE N`: the instance's actor adds or drains workers; others are untouched.
 
 use crate::Shared;
-use cts_proto::{ErrorKind, ErrorReply, Outcome, Outcomes, Response, ScaleRequest};
+use cts_proto::{ErrorKind, ErrorReply, Outcomes, Response, ScaleRequest};
 
 /// The most workers one instance may have (as in the config's validation).
 const MAX_WORKERS: u32 = 1024;
@@ -20,15 +20,8 @@ pub async fn handle(r: &ScaleRequest, shared: &Shared) -> Response {
         Err(e) => return e.into(),
     };
     let entry = &instances[idx[0]];
-    let (ok, message) = match entry.handle.scale(r.workers).await {
-        Ok(m) => (true, m),
-        Err(m) => (false, m),
-    };
+    let r = entry.handle.scale(r.workers).await;
     Response::Outcomes(Outcomes {
-        results: vec![Outcome {
-            instance: r.instance.clone(),
-            ok,
-            message,
-        }],
+        results: vec![super::outcome(entry.config.key.as_str(), r)],
     })
 }

@@ -1,7 +1,7 @@
 //! `signal INSTANCE… SIGNAL`: to every live worker's process group of each instance.
 
 use crate::Shared;
-use cts_proto::{Outcome, Outcomes, Response, SignalRequest, WorkerSignal};
+use cts_proto::{Outcomes, Response, SignalRequest, WorkerSignal};
 use nix::sys::signal::Signal;
 
 pub async fn handle(r: &SignalRequest, shared: &Shared) -> Response {
@@ -14,15 +14,8 @@ pub async fn handle(r: &SignalRequest, shared: &Shared) -> Response {
     let mut results = Vec::new();
     for i in idx {
         let entry = &instances[i];
-        let (ok, message) = match entry.handle.signal(sig).await {
-            Ok(m) => (true, m),
-            Err(m) => (false, m),
-        };
-        results.push(Outcome {
-            instance: entry.config.key.as_str().into(),
-            ok,
-            message,
-        });
+        let r = entry.handle.signal(sig).await;
+        results.push(super::outcome(entry.config.key.as_str(), r));
     }
     Response::Outcomes(Outcomes { results })
 }
