@@ -72,6 +72,13 @@ pub fn diff(old: &Config, new: &Config) -> Plan {
             },
             Some(o) => {
                 let mut fields = changed_fields(o, n);
+                if fields.contains(&"logs") {
+                    // The instance's log writer keeps the settings it was opened with.
+                    plan.not_applied.push(format!(
+                        "instances.{}.logs changed: restart ctsd to apply it",
+                        n.key
+                    ));
+                }
                 if rebind_all && !fields.contains(&"port") {
                     fields.insert(0, "bind");
                 }
@@ -229,6 +236,18 @@ mod tests {
             ]
         );
         assert!(plan.not_applied.is_empty());
+    }
+
+    #[test]
+    fn log_setting_changes_are_reported_as_not_applied() {
+        let old = cfg("  a: {currency: AAA, prefix: /A, port: 8001}\n");
+        let new = cfg("  a: {currency: AAA, prefix: /A, port: 8001, logs: {keep: 3}}\n");
+        let plan = diff(&old, &new);
+        assert_eq!(plan.changes[0].action, Action::Update);
+        assert_eq!(
+            plan.not_applied,
+            ["instances.a.logs changed: restart ctsd to apply it"]
+        );
     }
 
     #[test]
