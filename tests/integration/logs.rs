@@ -21,32 +21,10 @@ fn output_of_flooding_workers_lands_whole_in_the_instance_log() {
         wait_until(WAIT, complete),
         "the flood did not reach the log"
     );
-    let log = d.log("jordan");
-    let mut next: BTreeMap<u32, u64> = BTreeMap::new();
-    for line in log.lines() {
-        let mut parts = line.splitn(3, ' ');
-        let (Some(pid), Some(seq), Some(pad)) = (parts.next(), parts.next(), parts.next()) else {
-            continue;
-        };
-        let (Ok(pid), Ok(seq)) = (pid.parse::<u32>(), seq.parse::<u64>()) else {
-            continue;
-        };
-        if !pids.contains(&pid) {
-            continue;
-        }
-        assert_eq!(
-            line.len(),
-            99,
-            "a flood line was split or spliced: {line:?}"
-        );
-        assert!(pad.bytes().all(|b| b == b'x'), "{line:?}");
-        let want = next.entry(pid).or_insert(0);
-        assert_eq!(seq, *want, "worker {pid}: line lost or duplicated");
-        *want += 1;
-    }
     assert_eq!(
-        next.values().copied().collect::<Vec<_>>(),
-        vec![20_000, 20_000]
+        check_flood_across_rotations(&d.log_dir.join("jordan"), &pids, 20_000),
+        1,
+        "no rotation at the default size"
     );
     // Nothing of jordan's went to iraq.
     assert!(!d.log("iraq").contains(" 19999 x"));
@@ -102,41 +80,62 @@ fn a_last_line_without_newline_is_kept_when_a_worker_exits() {
 }
 
 /// Every numbered flood line of `pids` across `output.log` and its rotated (maybe gzipped)
-/// files, each exactly once and whole; returns how many files there were.
+/// files, each whole, exactly once and in order; returns how many files there were.
 fn check_flood_across_rotations(
     dir: &std::path::Path,
     pids: &std::collections::BTreeSet<u32>,
     lines: u64,
 ) -> usize {
-    let mut text = String::new();
-    let mut files = 0;
-    for entry in std::fs::read_dir(dir).expect("log dir") {
-        let path = entry.expect("entry").path();
-        let name = path
+    // Rotated files are `output.log.<UTC time>[-N][.gz]`: (time, N) is write order (plain name
+    // order is not: `…Z-1.gz` sorts before `…Z.gz`); the current file comes last.
+    let mut paths: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .expect("log dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("output.log"))
+        })
+        .collect();
+    let key = |p: &std::path::PathBuf| {
+        let name = p
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or_default()
             .to_owned();
-        if !name.starts_with("output.log") {
-            continue;
-        }
-        files += 1;
-        if name.ends_with(".gz") {
+        let rest = name.strip_prefix("output.log").unwrap_or_default();
+        let rest = rest.strip_suffix(".gz").unwrap_or(rest);
+        let (stamp, n) = rest.split_once('-').unwrap_or((rest, "0"));
+        (
+            rest.is_empty(),
+            stamp.to_owned(),
+            n.parse::<u32>().unwrap_or(0),
+        )
+    };
+    paths.sort_by_key(key);
+    let mut text = String::new();
+    for path in &paths {
+        if path.extension().is_some_and(|e| e == "gz") {
             let out = std::process::Command::new("gzip")
                 .arg("-dc")
-                .arg(&path)
+                .arg(path)
                 .output()
                 .expect("gzip -dc");
-            assert!(out.status.success(), "{name} is a valid gzip file");
+            assert!(
+                out.status.success(),
+                "{} is a valid gzip file",
+                path.display()
+            );
             text.push_str(&String::from_utf8_lossy(&out.stdout));
         } else {
-            text.push_str(&std::fs::read_to_string(&path).expect("read log"));
+            text.push_str(&std::fs::read_to_string(path).expect("read log"));
         }
     }
-    let mut seen: BTreeMap<u32, std::collections::BTreeSet<u64>> = BTreeMap::new();
+    // Each worker's lines must come exactly once and in order: 0, 1, 2, ...
+    let mut next: BTreeMap<u32, u64> = BTreeMap::new();
     for line in text.lines() {
         let mut parts = line.splitn(3, ' ');
-        let (Some(pid), Some(seq), Some(_)) = (parts.next(), parts.next(), parts.next()) else {
+        let (Some(pid), Some(seq), Some(pad)) = (parts.next(), parts.next(), parts.next()) else {
             continue;
         };
         let (Ok(pid), Ok(seq)) = (pid.parse::<u32>(), seq.parse::<u64>()) else {
@@ -150,19 +149,22 @@ fn check_flood_across_rotations(
             99,
             "a flood line was split or spliced: {line:?}"
         );
-        assert!(
-            seen.entry(pid).or_default().insert(seq),
-            "line {pid} {seq} duplicated"
+        assert!(pad.bytes().all(|b| b == b'x'), "{line:?}");
+        let want = next.entry(pid).or_insert(0);
+        assert_eq!(
+            seq, *want,
+            "worker {pid}: line lost, duplicated or out of order"
         );
+        *want += 1;
     }
     for pid in pids {
         assert_eq!(
-            seen.get(pid).map_or(0, |s| s.len() as u64),
+            next.get(pid).copied().unwrap_or(0),
             lines,
-            "worker {pid}: lines lost"
+            "worker {pid}: lines lost at the end"
         );
     }
-    files
+    paths.len()
 }
 
 fn flood_with_rotation(workers: u32, logs: &str) -> (Daemon, std::collections::BTreeSet<u32>) {
