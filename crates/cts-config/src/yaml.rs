@@ -281,34 +281,31 @@ pub(crate) fn read_list<'v>(value: &'v Value, path: &str, diag: &mut Diag) -> Op
 
 /// A duration (`30s`); a bare number gets the hint to add a unit.
 pub(crate) fn read_duration(value: &Value, path: &str, diag: &mut Diag) -> Option<Duration> {
-    let text = match value {
-        Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
-        other => {
-            diag.error(
-                path,
-                format!("expected a duration such as 30s, got {}", describe(other)),
-            );
-            return None;
-        }
-    };
-    parse_duration(&text).map_err(|e| diag.error(path, e)).ok()
+    read_with_unit(value, path, diag, "a duration such as 30s", parse_duration)
 }
 
 /// A size (`100MB`); a bare number gets the hint to add a unit.
 pub(crate) fn read_size(value: &Value, path: &str, diag: &mut Diag) -> Option<ByteSize> {
+    read_with_unit(value, path, diag, "a size such as 100MB", parse_size)
+}
+
+/// A scalar `parse` understands; numbers reach `parse` as text so that it can ask for a unit.
+fn read_with_unit<T>(
+    value: &Value,
+    path: &str,
+    diag: &mut Diag,
+    what: &str,
+    parse: fn(&str) -> Result<T, String>,
+) -> Option<T> {
     let text = match value {
         Value::String(s) => s.clone(),
         Value::Number(n) => n.to_string(),
         other => {
-            diag.error(
-                path,
-                format!("expected a size such as 100MB, got {}", describe(other)),
-            );
+            diag.error(path, format!("expected {what}, got {}", describe(other)));
             return None;
         }
     };
-    parse_size(&text).map_err(|e| diag.error(path, e)).ok()
+    parse(&text).map_err(|e| diag.error(path, e)).ok()
 }
 
 #[cfg(test)]

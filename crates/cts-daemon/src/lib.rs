@@ -148,7 +148,7 @@ pub(crate) struct Instances {
     root: CancellationToken,
     kill: CancellationToken,
     shim: PathBuf,
-    shared: Option<Arc<Shared>>,
+    shared: Arc<Shared>,
 }
 
 impl Instances {
@@ -235,7 +235,6 @@ impl Instances {
     }
 
     fn publish(&self) {
-        let Some(shared) = &self.shared else { return };
         let entries = self
             .running
             .iter()
@@ -245,7 +244,7 @@ impl Instances {
                 log: r.log.handle(),
             })
             .collect();
-        if let Ok(mut w) = shared.instances.write() {
+        if let Ok(mut w) = self.shared.instances.write() {
             *w = entries;
         }
     }
@@ -337,7 +336,7 @@ pub async fn run(
         root: CancellationToken::new(),
         kill: CancellationToken::new(),
         shim: opts.shim.clone(),
-        shared: Some(shared.clone()),
+        shared: shared.clone(),
     };
     for (inst, listener) in config.instances.iter().zip(listeners) {
         instances.launch(inst, listener)?;

@@ -7,7 +7,7 @@ use cts_proto::{ErrorKind, ErrorReply, Outcome, Outcomes, Response};
 
 pub async fn handle(ev: DaemonEvent, shared: &Shared) -> Response {
     let message = match ev {
-        DaemonEvent::ReopenLogs => "log files reopened",
+        DaemonEvent::ReopenLogs => "every log file will be reopened after the lines already queued",
         DaemonEvent::Shutdown => "stopping every worker, then exiting",
         _ => "done",
     };

@@ -27,6 +27,10 @@ pub async fn handle(op: Op, req: &TargetRequest, shared: &Shared, emit: Emit) ->
     };
     let mut set = JoinSet::new();
     let mut forwarders = Vec::new();
+    let keys: Vec<String> = idx
+        .iter()
+        .map(|&i| instances[i].config.key.to_string())
+        .collect();
     for (order, i) in idx.into_iter().enumerate() {
         let entry = instances[i].clone();
         let key = entry.config.key.to_string();
@@ -69,14 +73,8 @@ pub async fn handle(op: Op, req: &TargetRequest, shared: &Shared, emit: Emit) ->
             Op::Stop => "stop",
             Op::Restart => "restart",
         };
-        let results = match &req.target {
-            cts_proto::Target::All => instances.iter().map(|e| e.config.key.to_string()).collect(),
-            cts_proto::Target::Instances(names) => {
-                names.iter().map(|n| n.0.clone()).collect::<Vec<_>>()
-            }
-        };
         return Response::Outcomes(Outcomes {
-            results: results
+            results: keys
                 .into_iter()
                 .map(|k| Outcome {
                     instance: k.as_str().into(),
