@@ -48,6 +48,8 @@ fn main() -> ExitCode {
     if argv.nth(1).as_deref() == Some(cts_supervisor::EXEC_WORKER_ARG.as_ref()) {
         return exec_worker(argv.collect());
     }
+    // systemd's sockets (LISTEN_FDS), taken before anything else opens an fd or a thread starts.
+    let passed = cts_daemon::listeners::PassedSockets::from_env();
     let args = Args::parse();
     let load = LoadOptions {
         environment: args.env,
@@ -123,6 +125,7 @@ fn main() -> ExitCode {
             options: load,
             log_dir: args.log_dir,
         }),
+        passed,
     };
     // The current-thread runtime runs every actor on this, the main thread: workers are forked
     // from a thread that lives as long as ctsd, which their parent-death signal requires.

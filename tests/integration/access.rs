@@ -113,7 +113,9 @@ fn workers_run_as_the_configured_user_who_owns_the_log_directory() {
         eprintln!("not root: cannot start workers as another user");
         return;
     }
-    let inst = Inst::new("jordan", "Jordan", "/JO", "JOD").with("user: nobody, group: nogroup");
+    let inst = Inst::new("jordan", "Jordan", "/JO", "JOD").with(
+        "user: nobody, group: nogroup, umask: \"0027\", limits: {nofile: 4321, core: unlimited}",
+    );
     let d = Daemon::start(vec![inst], "");
     let pids = d.wait_running("jordan");
     for pid in &pids {
@@ -134,6 +136,31 @@ fn workers_run_as_the_configured_user_who_owns_the_log_directory() {
             gid_line.split_whitespace().skip(1).all(|g| g == "65534"),
             "{pid}: {gid_line}"
         );
+        // initgroups: nobody's own groups, none of root's.
+        let groups = status
+            .lines()
+            .find(|l| l.starts_with("Groups:"))
+            .expect("Groups line");
+        assert!(
+            !groups.split_whitespace().skip(1).any(|g| g == "0"),
+            "{pid}: {groups}"
+        );
+        assert!(status.contains("Umask:\t0027"), "{pid}: {status}");
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+        let nofile = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .expect("nofile line");
+        assert_eq!(
+            nofile.split_whitespace().collect::<Vec<_>>()[3..5],
+            ["4321", "4321"],
+            "{nofile}"
+        );
+        let core = limits
+            .lines()
+            .find(|l| l.starts_with("Max core file size"))
+            .expect("core line");
+        assert!(core.contains("unlimited"), "{core}");
     }
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(d.log_dir.join("jordan")).expect("log dir");

@@ -11,4 +11,5 @@ mod reload;
 mod restart;
 mod serving;
 mod shutdown;
+mod systemd;
 mod util;

@@ -34,12 +34,23 @@ pub fn worker_bin() -> &'static str {
     env!("CARGO_BIN_EXE_cts-demo-worker")
 }
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now, and that no other test of this run was given.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral port")
-        .port()
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("bind an ephemeral port")
+            .port();
+        if claim_port(port) {
+            return port;
+        }
+    }
+}
+
+/// Records `port` as handed out; false if it already was (tests run in parallel).
+pub fn claim_port(port: u16) -> bool {
+    static GIVEN: std::sync::Mutex<BTreeSet<u16>> = std::sync::Mutex::new(BTreeSet::new());
+    GIVEN.lock().map(|mut g| g.insert(port)).unwrap_or(true)
 }
 
 /// One instance of a test config.
@@ -102,6 +113,15 @@ pub struct Daemon {
     pub config: PathBuf,
     pub instances: Vec<Inst>,
     seen_pids: RefCell<BTreeSet<u32>>,
+    extra: Extra,
+}
+
+/// What a test adds to ctsd's start, as systemd would: environment variables, and listening
+/// sockets passed as fds 3.. with `LISTEN_FDS`, `LISTEN_FDNAMES` and `LISTEN_PID`.
+#[derive(Default)]
+pub struct Extra {
+    pub env: Vec<(String, String)>,
+    pub sockets: Vec<(String, OwnedFd)>,
 }
 
 /// Writes the config for `instances` with `defaults` (YAML mapping body lines, indented by the
@@ -156,9 +176,21 @@ impl Daemon {
 
     /// As [`Daemon::start`], with extra lines for the `ctsd:` section.
     pub fn start_with(instances: Vec<Inst>, ctsd: &str, defaults: &str) -> Daemon {
+        Daemon::start_extra(instances, ctsd, defaults, Extra::default())
+    }
+
+    /// As [`Daemon::start_with`], with `extra` environment and passed sockets.
+    pub fn start_extra(instances: Vec<Inst>, ctsd: &str, defaults: &str, extra: Extra) -> Daemon {
+        let mut d = Daemon::prepare(instances, ctsd, defaults, extra);
+        d.spawn_and_wait_ready();
+        d
+    }
+
+    /// The daemon's directory and configuration, not started yet.
+    pub fn prepare(instances: Vec<Inst>, ctsd: &str, defaults: &str, extra: Extra) -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = write_config_with(dir.path(), &instances, ctsd, defaults);
-        let mut d = Daemon {
+        Daemon {
             socket: dir.path().join("run/ctsd.sock"),
             log_dir: dir.path().join("log"),
             config,
@@ -166,9 +198,8 @@ impl Daemon {
             child: None,
             instances,
             seen_pids: RefCell::new(BTreeSet::new()),
-        };
-        d.spawn_and_wait_ready();
-        d
+            extra,
+        }
     }
 
     /// Starts ctsd again in the same directory with the same configuration (after it exited).
@@ -179,30 +210,7 @@ impl Daemon {
 
     fn spawn_and_wait_ready(&mut self) {
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
-        let stderr =
-            std::fs::File::create(self.dir.path().join("ctsd.stderr")).expect("stderr file");
-        let mut cmd = Command::new(ctsd_bin());
-        cmd.arg("--config")
-            .arg(&self.config)
-            .arg("--ready-fd")
-            .arg("3")
-            .env_remove("CTSD_SOCKET")
-            .env_remove("NOTIFY_SOCKET")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr);
-        let wfd = write.as_raw_fd();
-        // SAFETY: dup2 is async-signal-safe; it clears FD_CLOEXEC on fd 3 only.
-        unsafe {
-            cmd.pre_exec(move || {
-                if nix::libc::dup2(wfd, 3) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().expect("spawn ctsd");
-        drop(write);
+        let child = self.spawn(Some(write));
         self.child = Some(child);
         if !wait_readable(&read, WAIT) {
             panic!(
@@ -218,6 +226,74 @@ impl Daemon {
             "ctsd closed its readiness fd without writing: it exited?\n{}",
             self.stderr()
         );
+    }
+
+    /// Starts ctsd; with `ready`, that pipe end becomes its `--ready-fd`. Passed sockets go to
+    /// fds 3.., the readiness fd after them; `LISTEN_PID` is set by a shell that then `exec`s
+    /// ctsd, as systemd sets it in the forked child.
+    pub fn spawn(&self, ready: Option<OwnedFd>) -> Child {
+        let stderr =
+            std::fs::File::create(self.dir.path().join("ctsd.stderr")).expect("stderr file");
+        let n = self.extra.sockets.len() as i32;
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c");
+        if n > 0 {
+            cmd.arg("LISTEN_PID=$$ exec \"$0\" \"$@\"")
+                .env("LISTEN_FDS", n.to_string())
+                .env(
+                    "LISTEN_FDNAMES",
+                    self.extra
+                        .sockets
+                        .iter()
+                        .map(|(name, _)| name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(":"),
+                );
+        } else {
+            cmd.arg("exec \"$0\" \"$@\"");
+        }
+        cmd.arg(ctsd_bin()).arg("--config").arg(&self.config);
+        if ready.is_some() {
+            cmd.arg("--ready-fd").arg((3 + n).to_string());
+        }
+        cmd.env_remove("CTSD_SOCKET")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("FDSTORE")
+            .envs(self.extra.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        // Source fds first moved above every target number, so no dup2 clobbers a source.
+        let mut sources: Vec<i32> = self
+            .extra
+            .sockets
+            .iter()
+            .map(|(_, fd)| fd.as_raw_fd())
+            .collect();
+        if let Some(w) = &ready {
+            sources.push(w.as_raw_fd());
+        }
+        // SAFETY: fcntl and dup2 are async-signal-safe; the vector was built before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                let top = 3 + sources.len() as i32 + 64;
+                for (i, src) in sources.iter().enumerate() {
+                    if nix::libc::dup2(*src, top + i as i32) == -1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                for i in 0..sources.len() as i32 {
+                    // dup2 leaves the target without FD_CLOEXEC: it survives exec.
+                    if nix::libc::dup2(top + i, 3 + i) == -1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    nix::libc::close(top + i);
+                }
+                Ok(())
+            });
+        }
+        cmd.spawn().expect("spawn ctsd")
     }
 
     pub fn pid(&self) -> u32 {

@@ -119,7 +119,7 @@ pub fn diff(old: &Config, new: &Config) -> Plan {
 
 fn changed_fields(o: &InstanceConfig, n: &InstanceConfig) -> Vec<&'static str> {
     let (op, np) = (&o.pool, &n.pool);
-    let checks: [(&'static str, bool); 15] = [
+    let checks: [(&'static str, bool); 17] = [
         ("port", o.port != n.port),
         ("name", o.name != n.name),
         ("prefix", o.prefix != n.prefix),
@@ -130,6 +130,8 @@ fn changed_fields(o: &InstanceConfig, n: &InstanceConfig) -> Vec<&'static str> {
         ("env", configured_env(o) != configured_env(n)),
         ("user", op.user != np.user),
         ("group", op.group != np.group),
+        ("umask", op.umask != np.umask),
+        ("limits", op.limits != np.limits),
         ("ready", op.ready != np.ready),
         ("stop_timeout", op.stop_timeout != np.stop_timeout),
         ("restart", op.restart != np.restart),
@@ -168,9 +170,8 @@ fn action_for(fields: &[&str]) -> Action {
     let needs = |f: &str| match f {
         "port" | "bind" => Action::Rebind,
         // `name`, `prefix` and `currency` reach the workers through their environment.
-        "name" | "prefix" | "currency" | "command" | "cwd" | "env" | "user" | "group" => {
-            Action::Restart
-        }
+        "name" | "prefix" | "currency" | "command" | "cwd" | "env" | "user" | "group" | "umask"
+        | "limits" => Action::Restart,
         "workers" => Action::Scale,
         _ => Action::Update,
     };

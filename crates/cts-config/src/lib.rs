@@ -63,6 +63,7 @@
 use std::fs;
 use std::path::Path;
 
+mod accounts;
 pub mod diff;
 mod error;
 mod model;
@@ -78,8 +79,8 @@ mod yaml;
 pub use diff::{diff, Action, Change, Plan};
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
-    Admins, ByteSize, Config, CrashLoop, DaemonSettings, Environment, InstanceConfig, LogFormat,
-    LogSettings, PoolSpec, ReadySpec, RestartPolicy, Rotate,
+    Accounts, Admins, ByteSize, Config, CrashLoop, DaemonSettings, Environment, InstanceConfig,
+    Limit, Limits, LogFormat, LogSettings, PoolSpec, ReadySpec, RestartPolicy, Rotate,
 };
 pub use names::{Currency, InstanceKey, Prefix};
 pub use units::{parse_duration, parse_size};
@@ -107,7 +108,10 @@ pub struct LoadOptions {
 /// each reported with its key path.
 pub fn load(path: &Path, opts: &LoadOptions) -> Result<Config, ConfigErrors> {
     match fs::read_to_string(path) {
-        Ok(text) => parse_str(&text, path, opts),
+        Ok(text) => parse_str(&text, path, opts).and_then(|mut config| {
+            accounts::resolve(&mut config)?;
+            Ok(config)
+        }),
         Err(e) => Err(ConfigErrors(vec![ConfigError {
             file: path.to_path_buf(),
             key: String::new(),

@@ -104,6 +104,14 @@ pub struct PoolSpec {
     pub user: Option<String>,
     /// `group` to run workers as.
     pub group: Option<String>,
+    /// `user`/`group` resolved to numeric ids by [`crate::load`] (so a missing user is a
+    /// configuration error, reported by `ctsd --check`); `None` when neither is set or the
+    /// configuration came from [`crate::parse_str`], which does not consult the system.
+    pub accounts: Option<Accounts>,
+    /// `umask` for workers (e.g. `0o027`); `None` keeps ctsd's.
+    pub umask: Option<u32>,
+    /// `limits:` resource limits for workers.
+    pub limits: Limits,
     /// Readiness.
     pub ready: ReadySpec,
     /// SIGTERM, then SIGKILL after this.
@@ -116,6 +124,51 @@ pub struct PoolSpec {
     pub restart: RestartPolicy,
     /// Log settings.
     pub logs: LogSettings,
+}
+
+/// `user` and `group` as numeric ids, with the user's supplementary groups (what
+/// `initgroups` would set), looked up once when the configuration is loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accounts {
+    /// The user's id (`None`: only `group` was set).
+    pub uid: Option<u32>,
+    /// The group: `group` if set, else the user's primary group.
+    pub gid: u32,
+    /// Supplementary groups of the user (empty when only `group` was set).
+    pub groups: Vec<u32>,
+}
+
+/// `limits:` (`setrlimit`, soft and hard alike); `None` keeps what ctsd has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Limits {
+    /// `nofile`: open files (RLIMIT_NOFILE).
+    pub nofile: Option<Limit>,
+    /// `nproc`: processes of the user (RLIMIT_NPROC).
+    pub nproc: Option<Limit>,
+    /// `core`: core file size in bytes (RLIMIT_CORE).
+    pub core: Option<Limit>,
+}
+
+/// One resource limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// A number.
+    Value(u64),
+    /// `unlimited`.
+    Unlimited,
+}
+
+impl Limits {
+    /// The set limits, with their names (`nofile`, ...).
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, Limit)> {
+        [
+            ("nofile", self.nofile),
+            ("nproc", self.nproc),
+            ("core", self.core),
+        ]
+        .into_iter()
+        .filter_map(|(n, l)| l.map(|l| (n, l)))
+    }
 }
 
 /// `ready:`

@@ -15,11 +15,13 @@ use serde_yaml::Value;
 
 use crate::error::{child, index, Diag};
 use crate::model::{
-    ByteSize, CrashLoop, LogFormat, LogSettings, PoolSpec, ReadySpec, RestartPolicy, Rotate,
+    ByteSize, CrashLoop, Limit, Limits, LogFormat, LogSettings, PoolSpec, ReadySpec, RestartPolicy,
+    Rotate,
 };
 use crate::template::{Template, Vars};
 use crate::yaml::{
-    read_bool, read_duration, read_list, read_scalar, read_size, read_str, read_u32_in, Map,
+    read_bool, read_duration, read_int, read_list, read_scalar, read_size, read_str, read_u32_in,
+    Map,
 };
 
 /// The pool settings, valid in `defaults:` and in every instance.
@@ -35,6 +37,8 @@ pub(crate) const POOL_KEYS: &[&str] = &[
     "restart",
     "logs",
     "rolling",
+    "umask",
+    "limits",
 ];
 
 /// Default number of workers per instance.
@@ -100,6 +104,14 @@ pub(crate) struct RawPool {
     pub(crate) compress: Option<bool>,
     /// `logs.format`.
     pub(crate) format: Option<LogFormat>,
+    /// `umask`.
+    pub(crate) umask: Option<u32>,
+    /// `limits.nofile`.
+    pub(crate) nofile: Option<Limit>,
+    /// `limits.nproc`.
+    pub(crate) nproc: Option<Limit>,
+    /// `limits.core`.
+    pub(crate) core: Option<Limit>,
 }
 
 /// Reads the pool settings of `map` (the caller checks for unknown keys,
@@ -130,6 +142,8 @@ pub(crate) fn read_pool(map: &Map<'_>, diag: &mut Diag) -> RawPool {
             "stop_timeout" => pool.stop_timeout = read_duration(value, &path, diag),
             "restart" => read_restart(value, &path, diag, &mut pool),
             "logs" => read_logs(value, &path, diag, &mut pool),
+            "umask" => pool.umask = read_umask(value, &path, diag),
+            "limits" => read_limits(value, &path, diag, &mut pool),
             "rolling" => {
                 if let Some(map) = Map::read(value, &path, diag) {
                     map.check_keys(&["batch"], diag);
@@ -142,6 +156,51 @@ pub(crate) fn read_pool(map: &Map<'_>, diag: &mut Diag) -> RawPool {
         }
     }
     pool
+}
+
+/// `umask`: octal digits, as a string (`"0027"`) or as YAML wrote a number of them (`027`).
+fn read_umask(value: &Value, path: &str, diag: &mut Diag) -> Option<u32> {
+    let text = read_scalar(value, path, diag)?;
+    let digits = text.strip_prefix("0o").unwrap_or(&text);
+    match u32::from_str_radix(digits, 8) {
+        Ok(mask) if mask <= 0o777 && !digits.is_empty() => Some(mask),
+        _ => {
+            diag.error(
+                path,
+                format!("{text:?} is not a umask: write octal digits, e.g. \"0027\""),
+            );
+            None
+        }
+    }
+}
+
+/// `limits: {nofile, nproc, core}`: whole numbers or `unlimited`.
+fn read_limits(value: &Value, path: &str, diag: &mut Diag, pool: &mut RawPool) {
+    let Some(map) = Map::read(value, path, diag) else {
+        return;
+    };
+    map.check_keys(&["nofile", "nproc", "core"], diag);
+    for (key, slot) in [
+        ("nofile", &mut pool.nofile),
+        ("nproc", &mut pool.nproc),
+        ("core", &mut pool.core),
+    ] {
+        let Some(v) = map.get(key) else { continue };
+        let path = map.path_of(key);
+        *slot = match v {
+            Value::String(s) if s == "unlimited" || s == "infinity" => Some(Limit::Unlimited),
+            _ => read_int(v, &path, diag).and_then(|n| match u64::try_from(n) {
+                Ok(n) => Some(Limit::Value(n)),
+                Err(_) => {
+                    diag.error(
+                        &path,
+                        format!("{n} is negative: give a number or `unlimited`"),
+                    );
+                    None
+                }
+            }),
+        };
+    }
 }
 
 /// A user or group name: a non-empty string without blanks or `:`.
@@ -363,6 +422,10 @@ impl RawPool {
             keep: self.keep.or(defaults.keep),
             compress: self.compress.or(defaults.compress),
             format: self.format.or(defaults.format),
+            umask: self.umask.or(defaults.umask),
+            nofile: self.nofile.or(defaults.nofile),
+            nproc: self.nproc.or(defaults.nproc),
+            core: self.core.or(defaults.core),
         }
     }
 
@@ -406,6 +469,13 @@ impl RawPool {
             env,
             user: self.user.clone(),
             group: self.group.clone(),
+            accounts: None,
+            umask: self.umask,
+            limits: Limits {
+                nofile: self.nofile,
+                nproc: self.nproc,
+                core: self.core,
+            },
             ready: ReadySpec {
                 notify: self.notify.unwrap_or(ready.notify),
                 after: self.after.unwrap_or(ready.after),

@@ -762,3 +762,79 @@ fn yaml_anchors_and_quoted_numbers() {
     );
     assert_eq!(config.instance("jordan").unwrap().port, 8003);
 }
+
+#[test]
+fn umask_and_limits_are_read_and_checked() {
+    use cts_config::{Limit, Limits};
+    let config = parse_ok(&format!(
+        "{}  umask: \"0027\"\n  limits: {{nofile: 65536, core: unlimited}}\n{}",
+        with_command(""),
+        "instances:\n  jordan: {currency: JOD, port: 8003, prefix: /JO, umask: 077, limits: {nproc: 100}}\n  iraq: {currency: IQD, port: 8002, prefix: /IQ}\n"
+    ));
+    let iraq = &config.instance("iraq").unwrap().pool;
+    assert_eq!(iraq.umask, Some(0o027));
+    assert_eq!(
+        iraq.limits,
+        Limits {
+            nofile: Some(Limit::Value(65536)),
+            nproc: None,
+            core: Some(Limit::Unlimited),
+        }
+    );
+    let jordan = &config.instance("jordan").unwrap().pool;
+    assert_eq!(jordan.umask, Some(0o077));
+    assert_eq!(jordan.limits.nproc, Some(Limit::Value(100)));
+    assert_eq!(jordan.limits.nofile, Some(Limit::Value(65536)));
+
+    let errors = parse_err(&with_command(
+        "  umask: \"0999\"\n  limits: {nofile: -1, stack: 10}\ninstances:\n  jordan: {currency: JOD, port: 8003, prefix: /JO}\n",
+    ));
+    assert!(
+        message(&errors, "defaults.umask").contains("not a umask"),
+        "{errors}"
+    );
+    assert!(
+        message(&errors, "defaults.limits.nofile").contains("negative"),
+        "{errors}"
+    );
+    assert!(
+        keys(&errors)
+            .iter()
+            .any(|k| k.starts_with("defaults.limits")),
+        "{errors}"
+    );
+}
+
+#[test]
+fn load_resolves_users_and_names_the_missing_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ctsd.yaml");
+    fs::write(
+        &path,
+        with_command(
+            "  user: root\ninstances:\n  jordan: {currency: JOD, port: 8003, prefix: /JO}\n  iraq: {currency: IQD, port: 8002, prefix: /IQ, user: no-such-user-ctsd}\n",
+        ),
+    )
+    .unwrap();
+    let errors = load(&path, &LoadOptions::default()).unwrap_err();
+    assert_eq!(
+        message(&errors, "instances.iraq.user"),
+        "user `no-such-user-ctsd` does not exist on this system"
+    );
+    fs::write(
+        &path,
+        with_command(
+            "  user: root\ninstances:\n  jordan: {currency: JOD, port: 8003, prefix: /JO}\n",
+        ),
+    )
+    .unwrap();
+    let config = load(&path, &LoadOptions::default()).unwrap();
+    let accounts = config
+        .instance("jordan")
+        .unwrap()
+        .pool
+        .accounts
+        .clone()
+        .unwrap();
+    assert_eq!((accounts.uid, accounts.gid), (Some(0), 0));
+}

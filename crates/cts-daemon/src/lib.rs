@@ -65,6 +65,8 @@ pub struct RunOptions {
     pub signals: SignalSource,
     /// Where `reload` re-reads the configuration from; `None`: reload is refused.
     pub reload_from: Option<ReloadSource>,
+    /// Listening sockets passed by systemd (`LISTEN_FDS`), used instead of binding.
+    pub passed: listeners::PassedSockets,
 }
 
 /// How to re-read the configuration on reload, the same way `ctsd` read it at start.
@@ -122,6 +124,8 @@ pub struct Shared {
     /// Requests that act on the daemon itself (`shutdown`, `reopen-logs`, `reload`) go to its
     /// main loop.
     pub events: mpsc::Sender<DaemonEvent>,
+    /// Bumped whenever `instances` is replaced (for the systemd status line).
+    pub changed: tokio::sync::watch::Sender<u64>,
 }
 
 impl Shared {
@@ -149,6 +153,8 @@ pub(crate) struct Instances {
     kill: CancellationToken,
     shim: PathBuf,
     shared: Arc<Shared>,
+    /// Sockets systemd passed that no instance has claimed yet.
+    passed: listeners::PassedSockets,
 }
 
 impl Instances {
@@ -247,6 +253,7 @@ impl Instances {
         if let Ok(mut w) = self.shared.instances.write() {
             *w = entries;
         }
+        self.shared.changed.send_modify(|n| *n += 1);
     }
 }
 
@@ -317,7 +324,12 @@ pub async fn run(
         config.daemon.socket_group.as_deref(),
     )?;
     let remove_socket = SocketFileGuard(opts.socket.clone());
-    let listeners = listeners::bind_all(&config).map_err(DaemonError::Bind)?;
+    let mut passed = opts.passed;
+    let listeners = listeners::bind_all(&config, &mut passed).map_err(DaemonError::Bind)?;
+    passed.report_unclaimed();
+    for (inst, fd) in config.instances.iter().zip(&listeners) {
+        notify::fd_store(inst.key.as_str(), fd);
+    }
     let (events_tx, mut events) = mpsc::channel(8);
     signals::spawn(opts.signals, events_tx.clone()).map_err(|source| DaemonError::Io {
         about: "installing signal handlers".into(),
@@ -328,6 +340,7 @@ pub async fn run(
         started,
         access: control::access::Access::resolve(&config.daemon),
         events: events_tx,
+        changed: tokio::sync::watch::Sender::new(0),
     });
     let summary = config.summary();
     let mut instances = Instances {
@@ -337,6 +350,7 @@ pub async fn run(
         kill: CancellationToken::new(),
         shim: opts.shim.clone(),
         shared: shared.clone(),
+        passed,
     };
     for (inst, listener) in config.instances.iter().zip(listeners) {
         instances.launch(inst, listener)?;
@@ -357,16 +371,29 @@ pub async fn run(
             for i in &first {
                 i.handle.settled().await;
             }
-            notify::sd_notify(&format!(
-                "READY=1\nSTATUS={} instances started",
-                first.len()
-            ));
+            notify::sd_notify("READY=1");
             if let Some(fd) = ready_fd {
                 notify::ready_fd(fd);
             }
             tracing::info!("ready");
         })
     };
+
+    let status_stop = CancellationToken::new();
+    if notify::enabled() {
+        tokio::spawn(systemd_status(shared.clone(), status_stop.clone()));
+    }
+    // The one timer an idle ctsd may have, and only when systemd asks for it. It runs in this
+    // loop, after asking every actor for its status: a wedged loop or actor stops the pings.
+    let mut watchdog = notify::watchdog_interval().map(|every| {
+        tracing::info!(
+            "systemd watchdog: pinging every {}",
+            cts_supervisor::human(every)
+        );
+        let mut t = tokio::time::interval(every);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        (t, every)
+    });
 
     tokio::pin!(shutdown);
     loop {
@@ -375,6 +402,12 @@ pub async fn run(
             () = &mut shutdown => DaemonEvent::Shutdown,
             // A signal, or a control request for the daemon itself.
             Some(ev) = events.recv() => ev,
+            // systemd's watchdog is due.
+            _ = async { watchdog.as_mut().expect("guarded").0.tick().await }, if watchdog.is_some() => {
+                let every = watchdog.as_ref().map_or(Duration::ZERO, |w| w.1);
+                watchdog_ping(&instances, every / 2).await;
+                continue;
+            }
         };
         match ev {
             DaemonEvent::Shutdown => break,
@@ -409,7 +442,8 @@ pub async fn run(
     }
 
     tracing::info!("shutting down: stopping every worker");
-    notify::sd_notify("STOPPING=1");
+    notify::sd_notify("STOPPING=1\nSTATUS=stopping every worker");
+    status_stop.cancel();
     ready.abort();
     instances.root.cancel();
     let kill = instances.kill.clone();
@@ -452,6 +486,95 @@ pub async fn run(
     drop(remove_socket);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Sends `WATCHDOG=1` if every actor answers a status request within `within`; otherwise
+/// names the ones that did not and skips the ping, so that systemd restarts a wedged ctsd.
+async fn watchdog_ping(instances: &Instances, within: Duration) {
+    let mut stuck = Vec::new();
+    for r in &instances.running {
+        if tokio::time::timeout(within, r.handle.status())
+            .await
+            .is_err()
+        {
+            stuck.push(r.config.key.to_string());
+        }
+    }
+    if stuck.is_empty() {
+        notify::sd_notify("WATCHDOG=1");
+    } else {
+        tracing::error!(
+            "watchdog: no answer from instance(s) {} within {}; not telling systemd all is well",
+            stuck.join(", "),
+            cts_supervisor::human(within)
+        );
+    }
+}
+
+/// Keeps systemd's `STATUS=` line current (`3/3 instances running, 12/12 workers ready`, or
+/// what is not), woken by the actors' summaries and by reloads, never by a timer.
+async fn systemd_status(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut set = shared.changed.subscribe();
+    let mut last = String::new();
+    loop {
+        set.borrow_and_update();
+        let entries = shared.snapshot();
+        let poke = Arc::new(tokio::sync::Notify::new());
+        let mut watchers = tokio::task::JoinSet::new();
+        let mut summaries = Vec::new();
+        for e in &entries {
+            let mut rx = e.handle.summary();
+            summaries.push((e.config.key.to_string(), rx.clone()));
+            let poke = poke.clone();
+            watchers.spawn(async move {
+                while rx.changed().await.is_ok() {
+                    poke.notify_one();
+                }
+            });
+        }
+        loop {
+            let line = status_line(summaries.iter().map(|(k, rx)| (k.as_str(), *rx.borrow())));
+            if line != last {
+                notify::sd_notify(&format!("STATUS={line}"));
+                last = line;
+            }
+            tokio::select! {
+                () = poke.notified() => {}
+                r = set.changed() => if r.is_ok() { break } else { return },
+                () = stop.cancelled() => return,
+            }
+        }
+    }
+}
+
+/// `3/3 instances running, 12/12 workers ready`, followed by the instances that are not
+/// running (`; jordan failing, iraq starting`).
+fn status_line<'a>(summaries: impl Iterator<Item = (&'a str, cts_supervisor::Summary)>) -> String {
+    use cts_supervisor::InstanceState as S;
+    let (mut running, mut total, mut ready, mut desired) = (0, 0, 0, 0);
+    let mut others = Vec::new();
+    for (key, s) in summaries {
+        total += 1;
+        ready += s.ready;
+        desired += s.desired;
+        let state = match s.state {
+            S::Running => {
+                running += 1;
+                continue;
+            }
+            S::Starting => "starting",
+            S::Stopping => "stopping",
+            S::Stopped => "stopped",
+            S::Failing => "failing",
+        };
+        others.push(format!("{key} {state}"));
+    }
+    let mut line = format!("{running}/{total} instances running, {ready}/{desired} workers ready");
+    if !others.is_empty() {
+        line.push_str("; ");
+        line.push_str(&others.join(", "));
+    }
+    line
 }
 
 /// Re-reads the configuration and, unless `dry_run`, applies the plan. Returns the report and

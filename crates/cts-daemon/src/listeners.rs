@@ -7,7 +7,7 @@ use nix::sys::socket::{
 };
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 /// Pending connections the kernel keeps per port while no worker accepts (gunicorn's default).
 const BACKLOG: i32 = 2048;
@@ -25,24 +25,175 @@ pub struct BindError {
     pub source: io::Error,
 }
 
-/// Binds every instance's port (`ctsd.bind`:`port`), in configuration order; reports every
-/// port that failed, not just the first.
+/// A listening socket ctsd's parent passed (systemd socket activation, or its fd store).
+#[derive(Debug)]
+pub struct Passed {
+    /// `LISTEN_FDNAMES` entry: an instance key when the socket unit says
+    /// `FileDescriptorName=<key>` (or the fd store kept it under that name).
+    pub name: String,
+    /// The fd number it arrived as, for messages.
+    pub number: RawFd,
+    /// The socket.
+    pub fd: OwnedFd,
+}
+
+/// The sockets passed with `LISTEN_FDS`, until instances claim them. Those no instance claims
+/// at start stay here for a reload that adds their instance.
+#[derive(Debug, Default)]
+pub struct PassedSockets(Vec<Passed>);
+
+impl PassedSockets {
+    /// Takes over the fds that `LISTEN_FDS`/`LISTEN_FDNAMES` describe when `LISTEN_PID` is this
+    /// process, marks them close-on-exec and removes the variables (sd_listen_fds with
+    /// `unset_environment`). Call it first thing in `main`, before threads exist.
+    pub fn from_env() -> PassedSockets {
+        let pid = std::env::var("LISTEN_PID").ok();
+        let count = std::env::var("LISTEN_FDS").ok();
+        let names = std::env::var("LISTEN_FDNAMES").unwrap_or_default();
+        for var in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+            std::env::remove_var(var);
+        }
+        if pid.and_then(|p| p.parse::<u32>().ok()) != Some(std::process::id()) {
+            return PassedSockets::default();
+        }
+        let count: RawFd = count.and_then(|c| c.parse().ok()).unwrap_or(0);
+        let mut names = names.split(':');
+        let mut passed = Vec::new();
+        for number in 3..3 + count.max(0) {
+            let name = names.next().unwrap_or("unknown").to_owned();
+            // Open and ours (systemd guarantees both); CLOEXEC so no worker inherits it by
+            // accident: a worker gets its instance's socket as fd 3, dup'ed explicitly.
+            if nix::fcntl::fcntl(
+                number,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+            )
+            .is_err()
+            {
+                tracing::warn!("LISTEN_FDS names fd {number}, which is not open; ignored");
+                continue;
+            }
+            // SAFETY: the fd is open (checked above) and handed to this process alone.
+            let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(number) };
+            passed.push(Passed { name, number, fd });
+        }
+        PassedSockets(passed)
+    }
+
+    /// Sockets not claimed by an instance.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether every passed socket has been claimed.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The passed socket for `instance` at `addr`: the one named after the instance, checked
+    /// to be a listening stream socket on `addr`; else one listening on `addr` under another
+    /// name. `None` when there is none: the caller binds.
+    fn take(&mut self, instance: &str, addr: SocketAddr) -> Option<Result<OwnedFd, BindError>> {
+        let fail = |p: &Passed, why: String| BindError {
+            instance: instance.to_owned(),
+            addr,
+            source: io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "the socket passed by systemd as `{}` (fd {}) {why}",
+                    p.name, p.number
+                ),
+            ),
+        };
+        if let Some(i) = self.0.iter().position(|p| p.name == instance) {
+            let p = self.0.remove(i);
+            return Some(match listening_addr(&p.fd) {
+                Ok(found) if found == addr => Ok(p.fd),
+                Ok(found) => Err(fail(
+                    &p,
+                    format!("listens on {found}, but the configuration says {addr}"),
+                )),
+                Err(why) => Err(fail(&p, why)),
+            });
+        }
+        let i = self
+            .0
+            .iter()
+            .position(|p| listening_addr(&p.fd).is_ok_and(|a| a == addr))?;
+        Some(Ok(self.0.remove(i).fd))
+    }
+
+    /// Logs the sockets no instance claimed (they stay open for a later reload).
+    pub fn report_unclaimed(&self) {
+        for p in &self.0 {
+            let at = listening_addr(&p.fd).map_or_else(|e| e, |a| a.to_string());
+            tracing::warn!(
+                "the socket passed by systemd as `{}` (fd {}, {at}) matches no instance; \
+                 kept open for a reload that adds one",
+                p.name,
+                p.number
+            );
+        }
+    }
+}
+
+/// The address a passed fd listens on, or why it cannot serve an instance.
+fn listening_addr(fd: &OwnedFd) -> Result<SocketAddr, String> {
+    let kind =
+        socket::getsockopt(fd, sockopt::SockType).map_err(|e| format!("is not a socket ({e})"))?;
+    if kind != SockType::Stream {
+        return Err(format!("is a {kind:?} socket, not a stream (TCP) socket"));
+    }
+    if !socket::getsockopt(fd, sockopt::AcceptConn).unwrap_or(false) {
+        return Err("is not listening (Accept=no and ListenStream= are needed)".into());
+    }
+    let local: SockaddrStorage =
+        socket::getsockname(fd.as_raw_fd()).map_err(|e| format!("has no address ({e})"))?;
+    if let Some(v4) = local.as_sockaddr_in() {
+        Ok(SocketAddr::from((v4.ip(), v4.port())))
+    } else if let Some(v6) = local.as_sockaddr_in6() {
+        Ok(SocketAddr::from((v6.ip(), v6.port())))
+    } else {
+        Err("is not a TCP socket (it has no IP address)".into())
+    }
+}
+
+/// The listening socket for `instance` at `addr`: the one systemd passed, or a new one.
 ///
 /// # Errors
 ///
-/// One [`BindError`] per port that could not be bound.
-pub fn bind_all(config: &Config) -> Result<Vec<OwnedFd>, Vec<BindError>> {
+/// A passed socket that does not fit, or a port that cannot be bound.
+pub fn obtain(
+    passed: &mut PassedSockets,
+    instance: &str,
+    addr: SocketAddr,
+) -> Result<OwnedFd, BindError> {
+    match passed.take(instance, addr) {
+        Some(r) => r,
+        None => bind(addr).map_err(|source| BindError {
+            instance: instance.to_owned(),
+            addr,
+            source,
+        }),
+    }
+}
+
+/// Every instance's listening socket (`ctsd.bind`:`port`), in configuration order: passed by
+/// systemd or bound here. Reports every port that failed, not just the first.
+///
+/// # Errors
+///
+/// One [`BindError`] per port that could not be had.
+pub fn bind_all(
+    config: &Config,
+    passed: &mut PassedSockets,
+) -> Result<Vec<OwnedFd>, Vec<BindError>> {
     let mut fds = Vec::new();
     let mut errors = Vec::new();
     for inst in &config.instances {
         let addr = SocketAddr::new(config.daemon.bind, inst.port);
-        match bind(addr) {
+        match obtain(passed, inst.key.as_str(), addr) {
             Ok(fd) => fds.push(fd),
-            Err(source) => errors.push(BindError {
-                instance: inst.key.to_string(),
-                addr,
-                source,
-            }),
+            Err(e) => errors.push(e),
         }
     }
     if errors.is_empty() {

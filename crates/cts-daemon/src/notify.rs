@@ -1,30 +1,104 @@
-//! Telling whoever started ctsd that it is ready: systemd's `NOTIFY_SOCKET` (sd_notify) and the
-//! `--ready-fd` byte (the s6 notification-fd idea, used by tests and scripts).
+//! Talking to whoever started ctsd: systemd's `NOTIFY_SOCKET` (sd_notify: readiness, status,
+//! reload, stop, watchdog, fd store) and the `--ready-fd` byte (the s6 notification-fd idea,
+//! used by tests and scripts).
 
-use std::io::Write;
-use std::os::fd::OwnedFd;
+use nix::sys::socket::{self, ControlMessage, MsgFlags, UnixAddr};
+use std::io::{IoSlice, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+/// The notify socket's address, if systemd gave one.
+fn notify_addr() -> Option<std::io::Result<UnixAddr>> {
+    let path = std::env::var_os("NOTIFY_SOCKET").filter(|p| !p.is_empty())?;
+    let bytes = path.as_encoded_bytes();
+    Some(
+        match bytes.strip_prefix(b"@") {
+            Some(name) => UnixAddr::new_abstract(name),
+            None => UnixAddr::new(bytes),
+        }
+        .map_err(std::io::Error::from),
+    )
+}
+
+/// Whether `NOTIFY_SOCKET` is set (ctsd runs under systemd's `Type=notify`).
+pub fn enabled() -> bool {
+    notify_addr().is_some()
+}
 
 /// Sends `state` (e.g. `READY=1\nSTATUS=...`) to `$NOTIFY_SOCKET` if set. Errors are logged,
 /// never fatal: ctsd works without systemd.
 pub fn sd_notify(state: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+    send(state, &[]);
+}
+
+/// Sends `state` with `fds` attached (`FDSTORE=1`).
+fn send(state: &str, fds: &[RawFd]) {
+    let Some(addr) = notify_addr() else {
         return;
     };
-    let r = (|| -> std::io::Result<()> {
-        let sock = std::os::unix::net::UnixDatagram::unbound()?;
-        let bytes = path.as_encoded_bytes();
-        if let Some(name) = bytes.strip_prefix(b"@") {
-            use std::os::linux::net::SocketAddrExt;
-            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
-            sock.send_to_addr(state.as_bytes(), &addr)?;
-        } else {
-            sock.send_to(state.as_bytes(), &path)?;
-        }
+    let r = addr.and_then(|addr| {
+        let sock = socket::socket(
+            socket::AddressFamily::Unix,
+            socket::SockType::Datagram,
+            socket::SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        let iov = [IoSlice::new(state.as_bytes())];
+        let cmsgs = [ControlMessage::ScmRights(fds)];
+        let cmsgs = if fds.is_empty() { &[][..] } else { &cmsgs[..] };
+        socket::sendmsg(
+            sock.as_raw_fd(),
+            &iov,
+            cmsgs,
+            MsgFlags::empty(),
+            Some(&addr),
+        )?;
         Ok(())
-    })();
+    });
     if let Err(e) = r {
-        tracing::warn!("cannot notify systemd ({}): {e}", path.to_string_lossy());
+        tracing::warn!("cannot notify systemd: {e}");
     }
+}
+
+/// Whether systemd keeps fds for ctsd (`FileDescriptorStoreMax=` > 0: systemd 254 and later
+/// set `$FDSTORE` to it; on older versions put `Environment=FDSTORE=N` in the unit).
+pub fn fd_store_enabled() -> bool {
+    enabled()
+        && std::env::var("FDSTORE")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+            .is_some_and(|n| n > 0)
+}
+
+/// Hands the instance `name`'s listening socket to systemd's fd store, replacing whatever was
+/// stored under that name, so that the port stays open while ctsd restarts.
+pub fn fd_store(name: &str, fd: &OwnedFd) {
+    if fd_store_enabled() {
+        send(&format!("FDSTOREREMOVE=1\nFDNAME={name}"), &[]);
+        send(&format!("FDSTORE=1\nFDNAME={name}"), &[fd.as_raw_fd()]);
+    }
+}
+
+/// Drops the instance `name`'s socket from systemd's fd store (the instance was removed).
+pub fn fd_store_remove(name: &str) {
+    if fd_store_enabled() {
+        send(&format!("FDSTOREREMOVE=1\nFDNAME={name}"), &[]);
+    }
+}
+
+/// How often to send `WATCHDOG=1`: half of `$WATCHDOG_USEC`, when it is set for this process
+/// (`$WATCHDOG_PID` absent or ctsd's pid).
+pub fn watchdog_interval() -> Option<Duration> {
+    if !enabled() {
+        return None;
+    }
+    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
+        if pid.parse::<u32>().ok() != Some(std::process::id()) {
+            return None;
+        }
+    }
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    (usec > 0).then(|| Duration::from_micros(usec / 2))
 }
 
 /// Writes one newline to the readiness fd and closes it.

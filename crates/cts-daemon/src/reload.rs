@@ -59,11 +59,11 @@ pub(crate) fn apply(
                 continue;
             };
             let addr = SocketAddr::new(new.daemon.bind, inst.port);
-            match listeners::bind(addr) {
+            match listeners::obtain(&mut instances.passed, &c.key, addr) {
                 Ok(fd) => {
                     sockets.insert(c.key.clone(), fd);
                 }
-                Err(e) => errors.push(format!("instance {}: cannot listen on {addr}: {e}", c.key)),
+                Err(e) => errors.push(e.to_string()),
             }
         }
     }
@@ -76,6 +76,7 @@ pub(crate) fn apply(
         match c.action {
             Action::None => {}
             Action::Stop => {
+                crate::notify::fd_store_remove(&key);
                 if let Some(job) = instances.retire(&key) {
                     pending.spawn(async move {
                         job.await;
@@ -87,6 +88,7 @@ pub(crate) fn apply(
                 let (Some(inst), Some(fd)) = (new.instance(&key), sockets.remove(&key)) else {
                     continue;
                 };
+                crate::notify::fd_store(&key, &fd);
                 match instances.launch(inst, fd) {
                     Ok(handle) => {
                         pending.spawn(async move { (order, key, handle.start().await) });
@@ -104,6 +106,9 @@ pub(crate) fn apply(
                     continue;
                 };
                 let listener = sockets.remove(&key).map(Arc::new);
+                if let Some(fd) = &listener {
+                    crate::notify::fd_store(&key, fd);
+                }
                 let roll = matches!(c.action, Action::Restart | Action::Rebind);
                 instances.set_config(inst.clone());
                 pending.spawn(async move {

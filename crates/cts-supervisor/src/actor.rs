@@ -2,9 +2,9 @@
 
 use crate::backoff::{restart_delay, CrashWindow, Jitter};
 use crate::handle::{
-    Control, InstanceHandle, InstanceState, Outcome, Status, WorkerInfo, WorkerState,
+    Control, InstanceHandle, InstanceState, Outcome, Status, Summary, WorkerInfo, WorkerState,
 };
-use crate::spawn::{self, SpawnSpec};
+use crate::spawn::{self, Credentials, SpawnSpec};
 use cts_config::InstanceConfig;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -54,6 +54,11 @@ pub fn launch(
     let (tx, rx) = mpsc::channel(32);
     let (settled_tx, settled_rx) = watch::channel(false);
     let (progress_tx, progress_rx) = watch::channel((0, 0));
+    let (summary_tx, summary_rx) = watch::channel(Summary {
+        state: InstanceState::Starting,
+        ready: 0,
+        desired: instance.config.pool.workers,
+    });
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let key = instance.config.key.to_string();
     let spec = spawn_spec(&instance.config, &instance.shim);
@@ -83,6 +88,7 @@ pub fn launch(
         stop_waiters: Vec::new(),
         settled: settled_tx,
         progress: progress_tx,
+        summary: summary_tx,
         jitter: Jitter::new(),
     };
     let join = tokio::spawn(actor.run(rx, events_rx, shutdown, kill));
@@ -91,38 +97,75 @@ pub fn launch(
             tx,
             settled: settled_rx,
             progress: progress_rx,
+            summary: summary_rx,
         },
         join,
     )
 }
 
-/// Builds the spawn spec once: user and group names are resolved here, not per spawn.
+/// Builds the spawn spec once, checking up front what the child would otherwise fail at with
+/// a bare OS error: switching users without being root, raising a limit past the hard one.
 fn spawn_spec(config: &InstanceConfig, shim: &std::path::Path) -> Result<SpawnSpec, String> {
     let pool = &config.pool;
-    let mut uid = None;
-    let mut gid = None;
-    if let Some(name) = &pool.user {
-        let user = nix::unistd::User::from_name(name)
-            .map_err(|e| format!("cannot look up user `{name}`: {e}"))?
-            .ok_or_else(|| format!("user `{name}` does not exist"))?;
-        let me = nix::unistd::geteuid();
-        if user.uid != me && !me.is_root() {
-            return Err(format!(
-                "ctsd runs as uid {me} and cannot start workers as user `{name}`: run ctsd as root or remove `user`"
-            ));
+    let accounts = match (&pool.accounts, pool.user.is_some() || pool.group.is_some()) {
+        (Some(a), _) => Some(a.clone()),
+        // A configuration not made by `cts_config::load` (tests): look the names up now.
+        (None, true) => Some(cts_config::Accounts::lookup(
+            pool.user.as_deref(),
+            pool.group.as_deref(),
+        )?),
+        (None, false) => None,
+    };
+    let root = nix::unistd::geteuid().is_root();
+    let credentials = match accounts {
+        Some(a) if root => Some(Credentials {
+            uid: a.uid,
+            gid: a.gid,
+            groups: a.groups,
+        }),
+        Some(a) => {
+            let (me, my_gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
+            if a.uid.is_some_and(|u| u != me.as_raw()) || a.gid != my_gid.as_raw() {
+                let who = [pool.user.as_deref(), pool.group.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(":");
+                return Err(format!(
+                    "ctsd runs as uid {me} gid {my_gid} and cannot start workers as `{who}`: \
+                     run ctsd as root or remove `user`/`group`"
+                ));
+            }
+            None
         }
-        if user.uid != me {
-            uid = Some(user.uid.as_raw());
-            gid = Some(user.gid.as_raw());
+        None => None,
+    };
+    let mut limits = Vec::new();
+    for (name, limit) in pool.limits.iter() {
+        let resource = match name {
+            "nofile" => nix::sys::resource::Resource::RLIMIT_NOFILE,
+            "nproc" => nix::sys::resource::Resource::RLIMIT_NPROC,
+            _ => nix::sys::resource::Resource::RLIMIT_CORE,
+        };
+        let value = match limit {
+            cts_config::Limit::Value(v) => v,
+            cts_config::Limit::Unlimited => nix::libc::RLIM_INFINITY,
+        };
+        if !root {
+            let (_, hard) = nix::sys::resource::getrlimit(resource)
+                .map_err(|e| format!("cannot read limit {name}: {e}"))?;
+            if value > hard {
+                return Err(format!(
+                    "limits.{name} {} is above ctsd's hard limit {hard}, which only root may raise",
+                    if value == nix::libc::RLIM_INFINITY {
+                        "unlimited".to_owned()
+                    } else {
+                        value.to_string()
+                    }
+                ));
+            }
         }
-    }
-    if let Some(name) = &pool.group {
-        let group = nix::unistd::Group::from_name(name)
-            .map_err(|e| format!("cannot look up group `{name}`: {e}"))?
-            .ok_or_else(|| format!("group `{name}` does not exist"))?;
-        if group.gid != nix::unistd::getegid() || uid.is_some() {
-            gid = Some(group.gid.as_raw());
-        }
+        limits.push((resource as nix::libc::__rlimit_resource_t, value));
     }
     Ok(SpawnSpec {
         shim: shim.to_path_buf(),
@@ -134,8 +177,9 @@ fn spawn_spec(config: &InstanceConfig, shim: &std::path::Path) -> Result<SpawnSp
             .collect(),
         fd_name: config.key.to_string(),
         cwd: pool.cwd.clone(),
-        uid,
-        gid,
+        credentials,
+        umask: pool.umask,
+        limits,
     })
 }
 
@@ -234,6 +278,8 @@ struct Actor {
     settled: watch::Sender<bool>,
     /// Rolling restart progress: (replaced, total), for `ctsctl restart` on a terminal.
     progress: watch::Sender<(u32, u32)>,
+    /// State and ready count for the daemon's `STATUS=` line.
+    summary: watch::Sender<Summary>,
     jitter: Jitter,
 }
 
@@ -298,8 +344,24 @@ impl Actor {
                 }
             }
             self.reconcile(Instant::now());
+            self.publish_summary();
         }
+        self.publish_summary();
         self.note("all workers stopped");
+    }
+
+    /// Publishes state and ready count if they changed (receivers wake only then).
+    fn publish_summary(&self) {
+        let now = Summary {
+            state: self.state(),
+            ready: self.ready_count(),
+            desired: self.desired(),
+        };
+        self.summary.send_if_modified(|s| {
+            let changed = *s != now;
+            *s = now;
+            changed
+        });
     }
 
     fn note(&self, text: &str) {
@@ -309,6 +371,13 @@ impl Actor {
 
     fn index(&self, id: u64) -> Option<usize> {
         self.workers.iter().position(|w| w.id == id)
+    }
+
+    fn ready_count(&self) -> u32 {
+        self.workers
+            .iter()
+            .filter(|w| w.state == WorkerState::Ready)
+            .count() as u32
     }
 
     fn desired(&self) -> u32 {
@@ -922,11 +991,7 @@ impl Actor {
         Status {
             state: self.state(),
             desired: self.desired(),
-            ready: self
-                .workers
-                .iter()
-                .filter(|w| w.state == WorkerState::Ready)
-                .count() as u32,
+            ready: self.ready_count(),
             restarts: self.restarts,
             running_since: self.running_since,
             last_exit: self.last_exit.clone(),

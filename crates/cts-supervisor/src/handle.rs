@@ -50,6 +50,8 @@ pub struct InstanceHandle {
     pub(crate) settled: watch::Receiver<bool>,
     /// Progress of the rolling restart in progress: (replaced, total).
     pub(crate) progress: watch::Receiver<(u32, u32)>,
+    /// State and ready count, as they change.
+    pub(crate) summary: watch::Receiver<Summary>,
 }
 
 /// State of an instance (the names of the `status --json` contract).
@@ -76,6 +78,17 @@ pub enum WorkerState {
     Ready,
     /// Asked to stop.
     Stopping,
+}
+
+/// The gist of an instance's status, published on every change (for systemd's `STATUS=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    /// The instance's state.
+    pub state: InstanceState,
+    /// Ready workers.
+    pub ready: u32,
+    /// Workers the pool should have.
+    pub desired: u32,
 }
 
 /// A snapshot of an instance, for `status`.
@@ -166,6 +179,11 @@ impl InstanceHandle {
     /// A status snapshot; `None` once the actor has ended (ctsd is shutting down).
     pub async fn status(&self) -> Option<Status> {
         self.ask(Control::Status).await
+    }
+
+    /// State and ready count, changed whenever they change (for systemd's `STATUS=`).
+    pub fn summary(&self) -> watch::Receiver<Summary> {
+        self.summary.clone()
     }
 
     /// Progress of rolling restarts: `(replaced, total)`, changed at each replacement.

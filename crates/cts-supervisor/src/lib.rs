@@ -37,6 +37,6 @@ pub mod spawn;
 
 pub use actor::{human, launch, Instance, Output};
 pub use handle::{
-    Control, InstanceHandle, InstanceState, Outcome, Status, WorkerInfo, WorkerState,
+    Control, InstanceHandle, InstanceState, Outcome, Status, Summary, WorkerInfo, WorkerState,
 };
 pub use spawn::{exec_worker, EXEC_WORKER_ARG};

@@ -44,10 +44,24 @@ pub struct SpawnSpec {
     pub fd_name: String,
     /// Working directory.
     pub cwd: Option<PathBuf>,
-    /// Numeric user to run as.
+    /// Credentials to switch to in the child; `None`: keep ctsd's.
+    pub credentials: Option<Credentials>,
+    /// `umask` for the worker; `None`: ctsd's.
+    pub umask: Option<u32>,
+    /// Resource limits set in the child (soft and hard), before dropping privileges.
+    pub limits: Vec<(nix::libc::__rlimit_resource_t, nix::libc::rlim_t)>,
+}
+
+/// What the child switches to before exec: supplementary groups, then group, then user
+/// (the order `initgroups`, `setgid`, `setuid` that a privileged parent must follow).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// `setuid`; `None` when only the group changes.
     pub uid: Option<u32>,
-    /// Numeric group to run as.
-    pub gid: Option<u32>,
+    /// `setgid`.
+    pub gid: u32,
+    /// `setgroups`: the user's groups as `initgroups` would list them.
+    pub groups: Vec<u32>,
 }
 
 /// Starts a worker with the listening socket `listener` as fd 3, in its own process group,
@@ -74,28 +88,79 @@ pub fn spawn(spec: &SpawnSpec, listener: RawFd, notify_socket: Option<&str>) -> 
     if let Some(cwd) = &spec.cwd {
         cmd.current_dir(cwd);
     }
-    if let Some(gid) = spec.gid {
-        cmd.gid(gid);
-    }
-    if let Some(uid) = spec.uid {
-        cmd.uid(uid);
-    }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(false);
-    let parent = std::process::id() as nix::libc::pid_t;
+    let setup = ChildSetup {
+        listener,
+        parent: std::process::id() as nix::libc::pid_t,
+        credentials: spec.credentials.clone(),
+        umask: spec.umask,
+        limits: spec.limits.clone(),
+    };
     // SAFETY: the closure runs between fork and exec and only makes async-signal-safe system
-    // calls (fcntl, dup2, prctl, getppid) on values captured by copy; it neither allocates nor
-    // locks.
+    // calls (fcntl, dup2, prctl, getppid, umask, setrlimit, setgroups, setgid, setuid) on
+    // values prepared before the fork; it neither allocates nor locks.
     unsafe {
-        cmd.pre_exec(move || child_setup(listener, parent));
+        cmd.pre_exec(move || setup.run());
     }
     cmd.spawn()
 }
 
-/// Runs in the child between fork and exec: only async-signal-safe calls.
+/// Everything the child does between fork and exec, prepared before the fork.
+struct ChildSetup {
+    listener: RawFd,
+    parent: nix::libc::pid_t,
+    credentials: Option<Credentials>,
+    umask: Option<u32>,
+    limits: Vec<(nix::libc::__rlimit_resource_t, nix::libc::rlim_t)>,
+}
+
+impl ChildSetup {
+    /// Runs in the child between fork and exec: only async-signal-safe calls.
+    fn run(&self) -> io::Result<()> {
+        use nix::libc;
+        // No allocation here (not even for an error message): the plain OS error it is.
+        let fail = |_what: &'static str| io::Error::last_os_error();
+        // SAFETY: plain system calls on integers and on a slice allocated before the fork.
+        unsafe {
+            if let Some(mask) = self.umask {
+                libc::umask(mask as libc::mode_t);
+            }
+            // Limits first: raising a hard limit needs the privileges dropped below.
+            for &(resource, value) in &self.limits {
+                let lim = libc::rlimit {
+                    rlim_cur: value,
+                    rlim_max: value,
+                };
+                if libc::setrlimit(resource, &lim) == -1 {
+                    return Err(fail("setrlimit"));
+                }
+            }
+            if let Some(c) = &self.credentials {
+                if c.uid.is_some() && libc::setgroups(c.groups.len(), c.groups.as_ptr()) == -1 {
+                    return Err(fail("setgroups"));
+                }
+                if c.uid.is_none() && libc::setgroups(0, std::ptr::null()) == -1 {
+                    return Err(fail("setgroups"));
+                }
+                if libc::setgid(c.gid) == -1 {
+                    return Err(fail("setgid"));
+                }
+                if let Some(uid) = c.uid {
+                    if libc::setuid(uid) == -1 {
+                        return Err(fail("setuid"));
+                    }
+                }
+            }
+        }
+        child_setup(self.listener, self.parent)
+    }
+}
+
+/// The socket and the parent-death signal: only async-signal-safe calls.
 fn child_setup(listener: RawFd, parent: nix::libc::pid_t) -> io::Result<()> {
     use nix::libc;
     // SAFETY: plain system calls on integers.

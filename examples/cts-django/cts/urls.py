@@ -1,0 +1,9 @@
+from django.urls import path
+
+from cts.counter import views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("api/", views.api, name="api"),
+    path("hits/", views.hits, name="hits"),
+]
