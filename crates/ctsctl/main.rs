@@ -2,8 +2,12 @@
 //! `cts_client`, output as a table or JSON, and the documented exit codes of
 //! `cts_proto::exit_codes`.
 
-use clap::CommandFactory;
-use clap::{Args, Parser, Subcommand};
+mod cli;
+mod nginx;
+mod run;
+
+use clap::{CommandFactory, Parser};
+use cli::{Cli, Command, TargetArgs};
 use cts_client::{Client, ClientError};
 use cts_proto::{
     exit_codes, ErrorKind, InstanceStatus, Request, ScaleRequest, SignalRequest, StatusReport,
@@ -12,106 +16,6 @@ use cts_proto::{
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-
-/// Control the CTS supervisor: status, start, stop and rolling restarts of country instances.
-#[derive(Debug, Parser)]
-#[command(name = "ctsctl", version, after_help = EXIT_CODES)]
-struct Cli {
-    /// Control socket (default: $CTSD_SOCKET, then the socket of --config, then
-    /// /run/ctsd/ctsd.sock).
-    #[arg(long, global = true, value_name = "PATH")]
-    socket: Option<PathBuf>,
-    /// Find the control socket in this ctsd configuration file.
-    #[arg(long, short = 'c', global = true, value_name = "FILE")]
-    config: Option<PathBuf>,
-    #[command(subcommand)]
-    command: Command,
-}
-
-const EXIT_CODES: &str = "Exit status: 0 ok, 1 failed, 2 usage, 3 ctsd not reachable, \
-4 permission denied, 5 unknown instance, 6 protocol mismatch.";
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Show each instance: state, port, prefix, workers, pids, uptime, restarts, last exit.
-    Status {
-        /// Only these instances.
-        instances: Vec<String>,
-        /// Print one JSON document instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Start stopped instances; waits until their workers are ready.
-    Start(TargetArgs),
-    /// Stop instances' workers gracefully (SIGTERM, then SIGKILL after stop_timeout).
-    Stop(TargetArgs),
-    /// Rolling restart: each worker is replaced by a new one that is ready before the old one
-    /// stops, so the instance answers every request throughout.
-    Restart(TargetArgs),
-    /// Change an instance's number of workers; other workers are untouched. Waits until the
-    /// pool runs at the new size.
-    Scale {
-        /// Instance key.
-        instance: String,
-        /// New number of workers (1-1024).
-        workers: u32,
-    },
-    /// Send a signal to every worker of instances: `ctsctl signal jordan USR1`,
-    /// `ctsctl signal --all HUP`. Signals: HUP, INT, QUIT, TERM, KILL, USR1, USR2, TTIN, TTOU,
-    /// WINCH (the SIG prefix is optional).
-    Signal {
-        /// Instance keys (none with --all), then the signal.
-        #[arg(required = true, value_name = "INSTANCE… SIGNAL")]
-        args: Vec<String>,
-        /// Every instance.
-        #[arg(long)]
-        all: bool,
-    },
-    /// Re-read ctsd's configuration file and apply it: new instances start, removed ones stop,
-    /// changed ones are scaled, updated or rolled, unchanged ones are not touched. An invalid
-    /// file changes nothing. Prints the plan, then what each instance got.
-    Reload {
-        /// Print the plan without applying it.
-        #[arg(long)]
-        dry_run: bool,
-    },
-    /// Show the last lines of an instance's log, and with -f keep showing what is written
-    /// (across rotations).
-    Logs {
-        /// Instance key.
-        instance: String,
-        /// How many lines.
-        #[arg(short = 'n', long, default_value_t = 20)]
-        lines: u32,
-        /// Follow: keep printing new lines until interrupted.
-        #[arg(short = 'f', long)]
-        follow: bool,
-    },
-    /// Reopen every instance's log files (after an external logrotate moved them).
-    ReopenLogs,
-    /// Stop every worker gracefully and exit ctsd.
-    Shutdown,
-    /// Versions of ctsctl, ctsd and their protocol.
-    Version,
-    /// Print a shell completion script: `ctsctl completions bash > /etc/bash_completion.d/ctsctl`.
-    Completions {
-        /// bash, zsh, fish, elvish or powershell.
-        shell: clap_complete::Shell,
-    },
-}
-
-#[derive(Debug, Args)]
-struct TargetArgs {
-    /// Instance keys (e.g. jordan).
-    #[arg(required_unless_present = "all")]
-    instances: Vec<String>,
-    /// Every instance.
-    #[arg(long, conflicts_with = "instances")]
-    all: bool,
-    /// Return as soon as the operation has begun.
-    #[arg(long)]
-    no_wait: bool,
-}
 
 impl TargetArgs {
     fn target(&self) -> Target {
@@ -134,6 +38,27 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
+    if let Command::NginxConfig {
+        server_name,
+        listen,
+        locations_only,
+    } = &cli.command
+    {
+        let config = match read_config(&cli, None, true) {
+            Ok(c) => c,
+            Err(code) => return code,
+        };
+        let text = nginx::render(
+            &config,
+            &nginx::Options {
+                server_name: server_name.as_deref(),
+                listen,
+                locations_only: *locations_only,
+            },
+        );
+        print!("{text}");
+        return ExitCode::SUCCESS;
+    }
     let socket = match socket_path(&cli) {
         Ok(p) => p,
         Err(msg) => {
@@ -141,6 +66,18 @@ fn main() -> ExitCode {
             return ExitCode::from(exit_codes::USAGE);
         }
     };
+    if let Command::Run {
+        instance,
+        env,
+        command,
+    } = &cli.command
+    {
+        let config = match read_config(&cli, env.as_deref(), false) {
+            Ok(c) => c,
+            Err(code) => return code,
+        };
+        return run::run(&config, instance, command, &socket);
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -160,6 +97,28 @@ fn main() -> ExitCode {
     }
 }
 
+/// The configuration file of `--config` (default `/etc/cts/ctsd.yaml`), with `env` as `ctsd
+/// --env`; users and groups looked up unless `skip_accounts`. Errors are printed.
+fn read_config(
+    cli: &Cli,
+    env: Option<&str>,
+    skip_accounts: bool,
+) -> Result<cts_config::Config, ExitCode> {
+    let path = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/etc/cts/ctsd.yaml"));
+    let opts = cts_config::LoadOptions {
+        environment: env.and_then(|e| e.parse().ok()),
+        skip_accounts,
+    };
+    cts_config::load(&path, &opts).map_err(|errors| {
+        eprintln!("{errors}");
+        eprintln!("ctsctl: {} is not valid", path.display());
+        ExitCode::from(exit_codes::USAGE)
+    })
+}
+
 /// `--socket` > `$CTSD_SOCKET` > the socket of `--config` > the default.
 fn socket_path(cli: &Cli) -> Result<PathBuf, String> {
     if let Some(s) = &cli.socket {
@@ -169,7 +128,11 @@ fn socket_path(cli: &Cli) -> Result<PathBuf, String> {
         return Ok(s.into());
     }
     if let Some(path) = &cli.config {
-        let config = cts_config::load(path, &cts_config::LoadOptions::default())
+        let only_read = cts_config::LoadOptions {
+            skip_accounts: true,
+            ..cts_config::LoadOptions::default()
+        };
+        let config = cts_config::load(path, &only_read)
             .map_err(|e| format!("cannot read the socket path from {}:\n{e}", path.display()))?;
         if let Some(s) = config.daemon.socket {
             return Ok(s);

@@ -1,47 +1,16 @@
 //! `ctsd`: the CTS supervisor daemon. A thin main: arguments, logging, the runtime, then
 //! `cts_daemon::run`; every decision lives in the libraries.
 
+mod cli;
+
 use clap::Parser;
-use cts_config::{Environment, LoadOptions};
+use cli::Args;
+use cts_config::LoadOptions;
 use cts_daemon::{signals::SignalSource, ReloadSource, RunOptions};
 use std::ffi::OsString;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::process::ExitCode;
-
-/// Supervisor of the CTS country instances: one pre-fork worker pool per instance, on the
-/// instance's own port, with per-instance logs and a control socket for `ctsctl`.
-#[derive(Debug, Parser)]
-#[command(name = "ctsd", version)]
-struct Args {
-    /// The configuration file.
-    #[arg(
-        long,
-        short = 'c',
-        value_name = "FILE",
-        default_value = "/etc/cts/ctsd.yaml"
-    )]
-    config: PathBuf,
-    /// Control socket path (default: $CTSD_SOCKET, then the config's `ctsd.socket`, then
-    /// /run/ctsd/ctsd.sock).
-    #[arg(long, value_name = "PATH")]
-    socket: Option<PathBuf>,
-    /// Directory for the instances' logs, overriding `ctsd.log_dir`.
-    #[arg(long, value_name = "DIR")]
-    log_dir: Option<PathBuf>,
-    /// Environment, overriding `ctsd.environment`: dev, staging or production.
-    #[arg(long, value_name = "ENV")]
-    env: Option<Environment>,
-    /// Validate the configuration, print what would run, and exit.
-    #[arg(long)]
-    check: bool,
-    /// Write a newline to this inherited fd once every instance has started, then close it.
-    #[arg(long, value_name = "FD")]
-    ready_fd: Option<RawFd>,
-    /// Log level of ctsd's own messages: error, warn, info, debug or trace.
-    #[arg(long, value_name = "LEVEL", default_value = "info")]
-    log_level: tracing::Level,
-}
 
 fn main() -> ExitCode {
     let mut argv = std::env::args_os();
@@ -52,7 +21,8 @@ fn main() -> ExitCode {
     let passed = cts_daemon::listeners::PassedSockets::from_env();
     let args = Args::parse();
     let load = LoadOptions {
-        environment: args.env,
+        environment: args.env.as_deref().and_then(|e| e.parse().ok()),
+        skip_accounts: false,
     };
     let mut config = match cts_config::load(&args.config, &load) {
         Ok(c) => c,
@@ -83,7 +53,10 @@ fn main() -> ExitCode {
         println!("{}: ok: {}", args.config.display(), config.summary());
         return ExitCode::SUCCESS;
     }
-    let _log_guard = match init_tracing(args.log_level, config.daemon.log_file.as_deref()) {
+    let _log_guard = match init_tracing(
+        args.log_level.parse().unwrap_or(tracing::Level::INFO),
+        config.daemon.log_file.as_deref(),
+    ) {
         Ok(g) => g,
         Err(e) => {
             eprintln!("ctsd: {e:#}");

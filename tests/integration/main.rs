@@ -12,4 +12,5 @@ mod restart;
 mod serving;
 mod shutdown;
 mod systemd;
+mod tools;
 mod util;

@@ -97,6 +97,9 @@ pub struct LoadOptions {
     /// `ctsd --env`: replaces `ctsd.environment` when set. With `dev` and no
     /// instances declared, the configuration gets the instance `local`.
     pub environment: Option<Environment>,
+    /// Leave `user`/`group` unresolved ([`PoolSpec::accounts`] stays `None`): for readers
+    /// that do not start processes (`ctsctl` finding the socket, `ctsctl nginx-config`).
+    pub skip_accounts: bool,
 }
 
 /// Reads, parses and validates the configuration file at `path`.
@@ -109,7 +112,9 @@ pub struct LoadOptions {
 pub fn load(path: &Path, opts: &LoadOptions) -> Result<Config, ConfigErrors> {
     match fs::read_to_string(path) {
         Ok(text) => parse_str(&text, path, opts).and_then(|mut config| {
-            accounts::resolve(&mut config)?;
+            if !opts.skip_accounts {
+                accounts::resolve(&mut config)?;
+            }
             Ok(config)
         }),
         Err(e) => Err(ConfigErrors(vec![ConfigError {

@@ -457,6 +457,7 @@ fn the_env_option_overrides_the_file() {
 
     let dev = LoadOptions {
         environment: Some(Environment::Dev),
+        ..LoadOptions::default()
     };
     let config = parse_str(text, Path::new(SOURCE), &dev).unwrap();
     assert_eq!(config.daemon.environment, Environment::Dev);
@@ -464,6 +465,7 @@ fn the_env_option_overrides_the_file() {
 
     let staging = LoadOptions {
         environment: Some("staging".parse().unwrap()),
+        ..LoadOptions::default()
     };
     let config = parse_str(&with_command(SEED_INSTANCES), Path::new(SOURCE), &staging).unwrap();
     assert_eq!(config.daemon.environment, Environment::Staging);

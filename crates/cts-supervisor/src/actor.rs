@@ -4,7 +4,7 @@ use crate::backoff::{restart_delay, CrashWindow, Jitter};
 use crate::handle::{
     Control, InstanceHandle, InstanceState, Outcome, Status, Summary, WorkerInfo, WorkerState,
 };
-use crate::spawn::{self, Credentials, SpawnSpec};
+use crate::spawn::{self, Privileges, SpawnSpec};
 use cts_config::InstanceConfig;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -103,70 +103,10 @@ pub fn launch(
     )
 }
 
-/// Builds the spawn spec once, checking up front what the child would otherwise fail at with
-/// a bare OS error: switching users without being root, raising a limit past the hard one.
+/// Builds the spawn spec once: names, privileges and limits are checked here, not per spawn.
 fn spawn_spec(config: &InstanceConfig, shim: &std::path::Path) -> Result<SpawnSpec, String> {
     let pool = &config.pool;
-    let accounts = match (&pool.accounts, pool.user.is_some() || pool.group.is_some()) {
-        (Some(a), _) => Some(a.clone()),
-        // A configuration not made by `cts_config::load` (tests): look the names up now.
-        (None, true) => Some(cts_config::Accounts::lookup(
-            pool.user.as_deref(),
-            pool.group.as_deref(),
-        )?),
-        (None, false) => None,
-    };
-    let root = nix::unistd::geteuid().is_root();
-    let credentials = match accounts {
-        Some(a) if root => Some(Credentials {
-            uid: a.uid,
-            gid: a.gid,
-            groups: a.groups,
-        }),
-        Some(a) => {
-            let (me, my_gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
-            if a.uid.is_some_and(|u| u != me.as_raw()) || a.gid != my_gid.as_raw() {
-                let who = [pool.user.as_deref(), pool.group.as_deref()]
-                    .into_iter()
-                    .flatten()
-                    .collect::<Vec<_>>()
-                    .join(":");
-                return Err(format!(
-                    "ctsd runs as uid {me} gid {my_gid} and cannot start workers as `{who}`: \
-                     run ctsd as root or remove `user`/`group`"
-                ));
-            }
-            None
-        }
-        None => None,
-    };
-    let mut limits = Vec::new();
-    for (name, limit) in pool.limits.iter() {
-        let resource = match name {
-            "nofile" => nix::sys::resource::Resource::RLIMIT_NOFILE,
-            "nproc" => nix::sys::resource::Resource::RLIMIT_NPROC,
-            _ => nix::sys::resource::Resource::RLIMIT_CORE,
-        };
-        let value = match limit {
-            cts_config::Limit::Value(v) => v,
-            cts_config::Limit::Unlimited => nix::libc::RLIM_INFINITY,
-        };
-        if !root {
-            let (_, hard) = nix::sys::resource::getrlimit(resource)
-                .map_err(|e| format!("cannot read limit {name}: {e}"))?;
-            if value > hard {
-                return Err(format!(
-                    "limits.{name} {} is above ctsd's hard limit {hard}, which only root may raise",
-                    if value == nix::libc::RLIM_INFINITY {
-                        "unlimited".to_owned()
-                    } else {
-                        value.to_string()
-                    }
-                ));
-            }
-        }
-        limits.push((resource as nix::libc::__rlimit_resource_t, value));
-    }
+    let privileges = Privileges::for_pool(pool)?;
     Ok(SpawnSpec {
         shim: shim.to_path_buf(),
         argv: pool.command.clone(),
@@ -177,9 +117,7 @@ fn spawn_spec(config: &InstanceConfig, shim: &std::path::Path) -> Result<SpawnSp
             .collect(),
         fd_name: config.key.to_string(),
         cwd: pool.cwd.clone(),
-        credentials,
-        umask: pool.umask,
-        limits,
+        privileges,
     })
 }
 

@@ -39,4 +39,4 @@ pub use actor::{human, launch, Instance, Output};
 pub use handle::{
     Control, InstanceHandle, InstanceState, Outcome, Status, Summary, WorkerInfo, WorkerState,
 };
-pub use spawn::{exec_worker, EXEC_WORKER_ARG};
+pub use spawn::{exec_worker, Privileges, EXEC_WORKER_ARG, INHERITED_VARS_TO_DROP};

@@ -21,7 +21,7 @@ pub const LISTEN_FD: RawFd = 3;
 
 /// Variables ctsd may have received from its own parent (systemd) that must not leak into a
 /// worker, where they would describe ctsd's sockets and watchdog, not the worker's.
-const INHERITED_VARS_TO_DROP: &[&str] = &[
+pub const INHERITED_VARS_TO_DROP: &[&str] = &[
     "LISTEN_PID",
     "LISTEN_FDS",
     "LISTEN_FDNAMES",
@@ -44,12 +44,140 @@ pub struct SpawnSpec {
     pub fd_name: String,
     /// Working directory.
     pub cwd: Option<PathBuf>,
-    /// Credentials to switch to in the child; `None`: keep ctsd's.
+    /// User, groups, umask and limits the worker gets.
+    pub privileges: Privileges,
+}
+
+/// What a worker (or `ctsctl run`) is switched to before exec: resource limits, umask, then
+/// supplementary groups, group and user.
+#[derive(Debug, Clone, Default)]
+pub struct Privileges {
+    /// Credentials to switch to; `None`: keep the current ones.
     pub credentials: Option<Credentials>,
-    /// `umask` for the worker; `None`: ctsd's.
+    /// `umask`; `None`: keep the current one.
     pub umask: Option<u32>,
-    /// Resource limits set in the child (soft and hard), before dropping privileges.
+    /// Resource limits (soft and hard), set before dropping privileges.
     pub limits: Vec<(nix::libc::__rlimit_resource_t, nix::libc::rlim_t)>,
+}
+
+impl Privileges {
+    /// The pool's `user`, `group`, `umask` and `limits`, checked up front for what the child
+    /// would otherwise fail at with a bare OS error: switching users without being root,
+    /// raising a limit past the hard one.
+    ///
+    /// # Errors
+    ///
+    /// A sentence saying which setting cannot be applied by this process, and why.
+    pub fn for_pool(pool: &cts_config::PoolSpec) -> Result<Privileges, String> {
+        let accounts = match (&pool.accounts, pool.user.is_some() || pool.group.is_some()) {
+            (Some(a), _) => Some(a.clone()),
+            // A configuration not made by `cts_config::load` (tests): look the names up now.
+            (None, true) => Some(cts_config::Accounts::lookup(
+                pool.user.as_deref(),
+                pool.group.as_deref(),
+            )?),
+            (None, false) => None,
+        };
+        let root = nix::unistd::geteuid().is_root();
+        let credentials = match accounts {
+            Some(a) if root => Some(Credentials {
+                uid: a.uid,
+                gid: a.gid,
+                groups: a.groups,
+            }),
+            Some(a) => {
+                let (me, my_gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
+                if a.uid.is_some_and(|u| u != me.as_raw()) || a.gid != my_gid.as_raw() {
+                    let who = [pool.user.as_deref(), pool.group.as_deref()]
+                        .into_iter()
+                        .flatten()
+                        .collect::<Vec<_>>()
+                        .join(":");
+                    return Err(format!(
+                        "this process runs as uid {me} gid {my_gid} and cannot switch to `{who}`: \
+                         run it as root or remove `user`/`group`"
+                    ));
+                }
+                None
+            }
+            None => None,
+        };
+        let mut limits = Vec::new();
+        for (name, limit) in pool.limits.iter() {
+            use nix::sys::resource::Resource;
+            let resource = match name {
+                "nofile" => Resource::RLIMIT_NOFILE,
+                "nproc" => Resource::RLIMIT_NPROC,
+                _ => Resource::RLIMIT_CORE,
+            };
+            let value = match limit {
+                cts_config::Limit::Value(v) => v,
+                cts_config::Limit::Unlimited => nix::libc::RLIM_INFINITY,
+            };
+            if !root {
+                let (_, hard) = nix::sys::resource::getrlimit(resource)
+                    .map_err(|e| format!("cannot read limit {name}: {e}"))?;
+                if value > hard {
+                    let shown = if value == nix::libc::RLIM_INFINITY {
+                        "unlimited".to_owned()
+                    } else {
+                        value.to_string()
+                    };
+                    return Err(format!(
+                        "limits.{name} {shown} is above the hard limit {hard}, which only root may raise"
+                    ));
+                }
+            }
+            limits.push((resource as nix::libc::__rlimit_resource_t, value));
+        }
+        Ok(Privileges {
+            credentials,
+            umask: pool.umask,
+            limits,
+        })
+    }
+
+    /// Applies them to this process. Only async-signal-safe system calls on data prepared
+    /// beforehand, and no allocation: safe between fork and exec.
+    ///
+    /// # Errors
+    ///
+    /// The OS error of the first call that failed.
+    pub fn apply(&self) -> io::Result<()> {
+        use nix::libc;
+        // SAFETY: plain system calls on integers and on a slice allocated before the fork.
+        unsafe {
+            if let Some(mask) = self.umask {
+                libc::umask(mask as libc::mode_t);
+            }
+            // Limits first: raising a hard limit needs the privileges dropped below.
+            for &(resource, value) in &self.limits {
+                let lim = libc::rlimit {
+                    rlim_cur: value,
+                    rlim_max: value,
+                };
+                if libc::setrlimit(resource, &lim) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            if let Some(c) = &self.credentials {
+                let (n, list) = if c.uid.is_some() {
+                    (c.groups.len(), c.groups.as_ptr())
+                } else {
+                    (0, std::ptr::null())
+                };
+                if libc::setgroups(n, list) == -1 || libc::setgid(c.gid) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+                if let Some(uid) = c.uid {
+                    if libc::setuid(uid) == -1 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What the child switches to before exec: supplementary groups, then group, then user
@@ -96,9 +224,7 @@ pub fn spawn(spec: &SpawnSpec, listener: RawFd, notify_socket: Option<&str>) -> 
     let setup = ChildSetup {
         listener,
         parent: std::process::id() as nix::libc::pid_t,
-        credentials: spec.credentials.clone(),
-        umask: spec.umask,
-        limits: spec.limits.clone(),
+        privileges: spec.privileges.clone(),
     };
     // SAFETY: the closure runs between fork and exec and only makes async-signal-safe system
     // calls (fcntl, dup2, prctl, getppid, umask, setrlimit, setgroups, setgid, setuid) on
@@ -113,49 +239,13 @@ pub fn spawn(spec: &SpawnSpec, listener: RawFd, notify_socket: Option<&str>) -> 
 struct ChildSetup {
     listener: RawFd,
     parent: nix::libc::pid_t,
-    credentials: Option<Credentials>,
-    umask: Option<u32>,
-    limits: Vec<(nix::libc::__rlimit_resource_t, nix::libc::rlim_t)>,
+    privileges: Privileges,
 }
 
 impl ChildSetup {
     /// Runs in the child between fork and exec: only async-signal-safe calls.
     fn run(&self) -> io::Result<()> {
-        use nix::libc;
-        // No allocation here (not even for an error message): the plain OS error it is.
-        let fail = |_what: &'static str| io::Error::last_os_error();
-        // SAFETY: plain system calls on integers and on a slice allocated before the fork.
-        unsafe {
-            if let Some(mask) = self.umask {
-                libc::umask(mask as libc::mode_t);
-            }
-            // Limits first: raising a hard limit needs the privileges dropped below.
-            for &(resource, value) in &self.limits {
-                let lim = libc::rlimit {
-                    rlim_cur: value,
-                    rlim_max: value,
-                };
-                if libc::setrlimit(resource, &lim) == -1 {
-                    return Err(fail("setrlimit"));
-                }
-            }
-            if let Some(c) = &self.credentials {
-                if c.uid.is_some() && libc::setgroups(c.groups.len(), c.groups.as_ptr()) == -1 {
-                    return Err(fail("setgroups"));
-                }
-                if c.uid.is_none() && libc::setgroups(0, std::ptr::null()) == -1 {
-                    return Err(fail("setgroups"));
-                }
-                if libc::setgid(c.gid) == -1 {
-                    return Err(fail("setgid"));
-                }
-                if let Some(uid) = c.uid {
-                    if libc::setuid(uid) == -1 {
-                        return Err(fail("setuid"));
-                    }
-                }
-            }
-        }
+        self.privileges.apply()?;
         child_setup(self.listener, self.parent)
     }
 }

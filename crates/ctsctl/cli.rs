@@ -1,0 +1,137 @@
+//! The command line of `ctsctl`: clap definitions only, also read by the build script that
+//! generates the man page and shell completions.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Control the CTS supervisor: status, start, stop and rolling restarts of country instances.
+#[derive(Debug, Parser)]
+#[command(name = "ctsctl", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Control socket (default: $CTSD_SOCKET, then the socket of --config, then
+    /// /run/ctsd/ctsd.sock).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Find the control socket in this ctsd configuration file.
+    #[arg(long, short = 'c', global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+pub const EXIT_CODES: &str = "Exit status: 0 ok, 1 failed, 2 usage, 3 ctsd not reachable, \
+4 permission denied, 5 unknown instance, 6 protocol mismatch.";
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show each instance: state, port, prefix, workers, pids, uptime, restarts, last exit.
+    Status {
+        /// Only these instances.
+        instances: Vec<String>,
+        /// Print one JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start stopped instances; waits until their workers are ready.
+    Start(TargetArgs),
+    /// Stop instances' workers gracefully (SIGTERM, then SIGKILL after stop_timeout).
+    Stop(TargetArgs),
+    /// Rolling restart: each worker is replaced by a new one that is ready before the old one
+    /// stops, so the instance answers every request throughout.
+    Restart(TargetArgs),
+    /// Change an instance's number of workers; other workers are untouched. Waits until the
+    /// pool runs at the new size.
+    Scale {
+        /// Instance key.
+        instance: String,
+        /// New number of workers (1-1024).
+        workers: u32,
+    },
+    /// Send a signal to every worker of instances: `ctsctl signal jordan USR1`,
+    /// `ctsctl signal --all HUP`. Signals: HUP, INT, QUIT, TERM, KILL, USR1, USR2, TTIN, TTOU,
+    /// WINCH (the SIG prefix is optional).
+    Signal {
+        /// Instance keys (none with --all), then the signal.
+        #[arg(required = true, value_name = "INSTANCE… SIGNAL")]
+        args: Vec<String>,
+        /// Every instance.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Re-read ctsd's configuration file and apply it: new instances start, removed ones stop,
+    /// changed ones are scaled, updated or rolled, unchanged ones are not touched. An invalid
+    /// file changes nothing. Prints the plan, then what each instance got.
+    Reload {
+        /// Print the plan without applying it.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Show the last lines of an instance's log, and with -f keep showing what is written
+    /// (across rotations).
+    Logs {
+        /// Instance key.
+        instance: String,
+        /// How many lines.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: u32,
+        /// Follow: keep printing new lines until interrupted.
+        #[arg(short = 'f', long)]
+        follow: bool,
+    },
+    /// Reopen every instance's log files (after an external logrotate moved them).
+    ReopenLogs,
+    /// Stop every worker gracefully and exit ctsd.
+    Shutdown,
+    /// Versions of ctsctl, ctsd and their protocol.
+    Version,
+    /// Print the nginx routing of every instance's prefix to its port.
+    ///
+    /// A `server` block generated from the configuration file (--config, default
+    /// /etc/cts/ctsd.yaml): one `location /JO/` per instance proxying to its port with the
+    /// headers Django needs, and `/JO` redirected to `/JO/`.
+    NginxConfig {
+        /// `server_name` (default `_`, any).
+        #[arg(long, value_name = "NAME")]
+        server_name: Option<String>,
+        /// `listen`: a port or ADDR:PORT.
+        #[arg(long, value_name = "ADDR:PORT", default_value = "80")]
+        listen: String,
+        /// Print only the `location` blocks, to `include` inside an existing `server`.
+        #[arg(long)]
+        locations_only: bool,
+    },
+    /// Run a one-off command as an instance's workers run: `run iraq -- python manage.py migrate`.
+    ///
+    /// The command gets the environment, working directory, user, umask and limits of the
+    /// instance's workers, is attached to this terminal, and its exit status is ctsctl's.
+    /// Reads the configuration file (--config, default /etc/cts/ctsd.yaml); starts from
+    /// ctsd's environment when ctsd runs and it may be read, else from this shell's.
+    Run {
+        /// Instance key.
+        instance: String,
+        /// Environment, as `ctsd --env` (dev, staging or production).
+        #[arg(long, value_name = "ENV", value_parser = ["dev", "staging", "production"])]
+        env: Option<String>,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<std::ffi::OsString>,
+    },
+    /// Print a shell completion script: `ctsctl completions bash > /etc/bash_completion.d/ctsctl`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// Instance keys (e.g. jordan).
+    #[arg(required_unless_present = "all")]
+    pub instances: Vec<String>,
+    /// Every instance.
+    #[arg(long, conflicts_with = "instances")]
+    pub all: bool,
+    /// Return as soon as the operation has begun.
+    #[arg(long)]
+    pub no_wait: bool,
+}

@@ -1,0 +1,101 @@
+//! `ctsctl run INSTANCE -- COMMAND…`: a one-off command (`manage.py migrate`, `manage.py
+//! shell`) with the environment, working directory, user, umask and limits the instance's
+//! workers get, attached to the terminal: ctsctl replaces itself with the command, so the
+//! exit status is the command's.
+
+use cts_config::{Config, InstanceConfig};
+use cts_proto::exit_codes;
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::ExitCode;
+
+/// Runs `argv` as a worker of `instance` would run; returns only on failure.
+pub fn run(config: &Config, instance: &str, argv: &[OsString], socket: &Path) -> ExitCode {
+    let Some(inst) = config.instance(instance) else {
+        let known: Vec<&str> = config.instances.iter().map(|i| i.key.as_str()).collect();
+        eprintln!(
+            "ctsctl: unknown instance `{instance}` in {} (instances: {})",
+            config.source.display(),
+            known.join(", ")
+        );
+        return ExitCode::from(exit_codes::UNKNOWN_INSTANCE);
+    };
+    let privileges = match cts_supervisor::Privileges::for_pool(&inst.pool) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("ctsctl: cannot run as the workers of {instance} do: {e}");
+            return ExitCode::from(exit_codes::PERMISSION_DENIED);
+        }
+    };
+    let Some((program, args)) = argv.split_first() else {
+        eprintln!("ctsctl: give the command after `--`, e.g. ctsctl run {instance} -- python manage.py migrate");
+        return ExitCode::from(exit_codes::USAGE);
+    };
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args).env_clear().envs(environment(inst, socket));
+    if let Some(cwd) = &inst.pool.cwd {
+        cmd.current_dir(cwd);
+    }
+    // SAFETY: `apply` makes only async-signal-safe system calls on data prepared here; in this
+    // single-threaded process it runs right before exec, after the chdir.
+    unsafe {
+        cmd.pre_exec(move || privileges.apply());
+    }
+    let err = cmd.exec();
+    eprintln!(
+        "ctsctl: cannot run `{}` for {instance}{}: {err}",
+        program.to_string_lossy(),
+        inst.pool
+            .cwd
+            .as_ref()
+            .map(|c| format!(" in {}", c.display()))
+            .unwrap_or_default()
+    );
+    ExitCode::from(if err.kind() == std::io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    })
+}
+
+/// ctsd's own environment when it runs and can be read (the workers inherit it), else this
+/// process's; without the variables ctsd removes for workers; then the instance's variables.
+fn environment(inst: &InstanceConfig, socket: &Path) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = match daemon_environment(socket) {
+        Some(env) => env,
+        None => std::env::vars_os().collect(),
+    };
+    env.retain(|(k, _)| {
+        !cts_supervisor::INHERITED_VARS_TO_DROP
+            .iter()
+            .any(|v| k.as_os_str() == *v)
+    });
+    for (k, v) in &inst.pool.env {
+        env.retain(|(name, _)| name.as_os_str() != k.as_str());
+        env.push((k.into(), v.into()));
+    }
+    env
+}
+
+/// The environment of the ctsd listening on `socket` (found by its peer credentials), if
+/// this user may read it.
+fn daemon_environment(socket: &Path) -> Option<Vec<(OsString, OsString)>> {
+    use std::os::unix::ffi::OsStrExt;
+    let stream = std::os::unix::net::UnixStream::connect(socket).ok()?;
+    let cred =
+        nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials).ok()?;
+    drop(stream);
+    let raw = std::fs::read(format!("/proc/{}/environ", cred.pid())).ok()?;
+    Some(
+        raw.split(|b| *b == 0)
+            .filter_map(|entry| {
+                let eq = entry.iter().position(|b| *b == b'=')?;
+                Some((
+                    std::ffi::OsStr::from_bytes(&entry[..eq]).to_owned(),
+                    std::ffi::OsStr::from_bytes(&entry[eq + 1..]).to_owned(),
+                ))
+            })
+            .collect(),
+    )
+}

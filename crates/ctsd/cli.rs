@@ -1,0 +1,41 @@
+//! The command line of `ctsd`: clap definitions only, also read by the build script that
+//! generates the man page.
+
+use clap::Parser;
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+
+/// Supervisor of the CTS country instances: one pre-fork worker pool per instance, on the
+/// instance's own port, with per-instance logs and a control socket for `ctsctl`.
+#[derive(Debug, Parser)]
+#[command(name = "ctsd", version)]
+pub struct Args {
+    /// The configuration file.
+    #[arg(
+        long,
+        short = 'c',
+        value_name = "FILE",
+        default_value = "/etc/cts/ctsd.yaml"
+    )]
+    pub config: PathBuf,
+    /// Control socket path (default: $CTSD_SOCKET, then the config's `ctsd.socket`, then
+    /// /run/ctsd/ctsd.sock).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Directory for the instances' logs, overriding `ctsd.log_dir`.
+    #[arg(long, value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
+    /// Environment, overriding `ctsd.environment`: dev, staging or production.
+    #[arg(long, value_name = "ENV", value_parser = ["dev", "staging", "production"])]
+    pub env: Option<String>,
+    /// Validate the configuration, print what would run, and exit.
+    #[arg(long)]
+    pub check: bool,
+    /// Write a newline to this inherited fd once every instance has started, then close it.
+    #[arg(long, value_name = "FD")]
+    pub ready_fd: Option<RawFd>,
+    /// Log level of ctsd's own messages: error, warn, info, debug or trace.
+    #[arg(long, value_name = "LEVEL", default_value = "info",
+          value_parser = ["error", "warn", "info", "debug", "trace"])]
+    pub log_level: String,
+}

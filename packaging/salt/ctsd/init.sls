@@ -1,0 +1,72 @@
+{#- ctsd, the CTS supervisor: the package, /etc/cts/ctsd.yaml rendered from the pillar, and the
+    service, reloaded (never restarted) when the file changes.
+    Pillar: `instances`, as the CTS deploy keeps it (conf/pillar/project.sls), and optionally
+    `ctsd` (defaults in map.jinja, example in ../pillar.example.sls). -#}
+{%- from "ctsd/map.jinja" import ctsd with context %}
+
+{%- if ctsd.source == 'deb' %}
+{%-   if not ctsd.deb %}{{ raise('ctsd: pillar ctsd:source is deb but ctsd:deb names no .deb') }}{% endif %}
+ctsd-package:
+  pkg.installed:
+    - sources:
+      - {{ ctsd.package }}: {{ ctsd.deb|tojson }}
+{%- elif ctsd.source == 'repo' %}
+{%-   if ctsd.repo %}
+ctsd-repo:
+  pkgrepo.managed:
+{%-     for key, value in ctsd.repo.items() %}
+    - {{ key }}: {{ value|tojson }}
+{%-     endfor %}
+    - require_in:
+      - pkg: ctsd-package
+{%-   endif %}
+ctsd-package:
+  pkg.installed:
+    - name: {{ ctsd.package }}
+{%-   if ctsd.version %}
+    - version: {{ ctsd.version|tojson }}
+{%-   endif %}
+{%- else %}
+{{ raise('ctsd: pillar ctsd:source must be repo or deb, not ' ~ ctsd.source) }}
+{%- endif %}
+{#- No watch on the package: its postinst restarts ctsd on an upgrade (the ports stay open
+    through systemd's fd store); a reload would keep running the old binary. #}
+
+ctsd-config-dir:
+  file.directory:
+    - name: /etc/cts
+    - user: root
+    - group: root
+    - mode: '0755'
+
+ctsd-config:
+  file.managed:
+    - name: /etc/cts/ctsd.yaml
+    - source: salt://ctsd/files/ctsd.yaml.jinja
+    - template: jinja
+    - user: root
+    - group: cts
+    # Not world-readable: `env` may carry secrets.
+    - mode: '0640'
+    # Salt writes the new contents to a temporary file in /etc/cts (so that relative paths
+    # resolve as they will) and puts it in place only if this exits 0. The installed ctsd
+    # checks everything, including that `user`/`group` exist: hence after the package, which
+    # creates user cts.
+    - check_cmd: /usr/bin/ctsd --check --config
+    - tmp_dir: /etc/cts
+    - tmp_ext: .yaml
+    - require:
+      - pkg: ctsd-package
+      - file: ctsd-config-dir
+
+ctsd-service:
+  service.running:
+    - name: ctsd
+    - enable: True
+    # A changed file is applied with `systemctl reload ctsd` (ExecReload: ctsctl reload):
+    # only the instances that changed are touched, and an error fails this state.
+    - reload: True
+    - require:
+      - pkg: ctsd-package
+    - watch:
+      - file: ctsd-config

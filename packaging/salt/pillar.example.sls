@@ -1,0 +1,28 @@
+# Example pillar for the ctsd state (packaging/salt/ctsd). `instances` is the CTS deploy's own
+# key (conf/pillar/project.sls), used as it is: ctsd takes name, prefix, currency, port and any
+# of its pool settings (workers, command, ...) from each entry and ignores the other keys.
+instances:
+  turkey: {name: Turkey, prefix: /TR, currency: TRY, port: 8001}
+  iraq:   {name: Iraq,   prefix: /IQ, currency: IQD, port: 8002, workers: 8}
+  jordan: {name: Jordan, prefix: /JO, currency: JOD, port: 8003}
+
+# Optional: every key has a default in ctsd/map.jinja; dicts are merged over the defaults.
+ctsd:
+  # From a .deb (salt://, https:// or a path on the minion) ...
+  source: deb
+  deb: salt://ctsd/files/ctsd_0.1.0-1_amd64.deb
+  # ... or from an apt repository (pkgrepo.managed arguments; leave `repo` out when the
+  # minion's sources already have the package):
+  # source: repo
+  # version: 0.1.0-1
+  # repo:
+  #   name: deb [signed-by=/usr/share/keyrings/cts.gpg] https://apt.example.org/cts bookworm main
+  #   file: /etc/apt/sources.list.d/cts.list
+  config:
+    defaults:
+      command: [/var/www/cts/venv/bin/gunicorn, --bind, "fd://3", --workers, "1", "cts.wsgi:application"]
+      cwd: /var/www/cts/current
+      env: {CTS_MEDIA_ROOT: "/var/www/cts/media/{instance}"}
+  # Pool settings per instance, over config.defaults.
+  instances:
+    jordan: {stop_timeout: 45s}
