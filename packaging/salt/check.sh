@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Checks the ctsd Salt state the way a minion would run it, with Salt itself (salt-call --local)
-# and the example pillar, against the ctsd built in target/:
+# Checks the ctsd Salt state with Salt itself (salt-call --local), the example pillar and the
+# ctsd built in target/, without touching the system (everything goes under target/salt-check/):
 #   1. the state renders and compiles (state.show_sls ctsd);
-#   2. the rendered /etc/cts/ctsd.yaml passes `ctsd --check`, as the state's check_cmd runs it
-#      (the workers' user/group swapped for nobody/nogroup when this machine has no user cts,
-#      which the package creates);
-#   3. a pillar with two instances on one port is rejected by that same check.
-# Salt comes from PyPI into a virtualenv under target/salt-check/ (once; a few minutes), or
-# from $SALT_VENV, a virtualenv that has it.
+#   2. the /etc/cts/ctsd.yaml it renders passes `ctsd --check`;
+#   3. its file.managed state, run for real into target/ (the path and binary swapped), passes
+#      check_cmd and writes the file;
+#   4. the same with a pillar that puts two instances on one port fails in check_cmd and
+#      leaves the file as it was.
+# When this machine has no user/group cts (the package creates them), the workers' user and
+# group are swapped for nobody/nogroup: by sed in 2, by a pillar override in 3 and 4.
+# Salt comes from PyPI into a virtualenv under target/salt-check/ (once), or from $SALT_VENV.
 # Usage, from anywhere: bash packaging/salt/check.sh [CTSD]   (default: target/debug/ctsd)
 set -euo pipefail
 
@@ -21,26 +23,34 @@ say() { printf 'salt check: %s\n' "$*"; }
 die() { printf 'salt check: error: %s\n' "$*" >&2; exit 1; }
 
 [ -x "$ctsd" ] || die "no ctsd binary at $ctsd (cargo build first, or pass its path)"
-
 if [ ! -x "$venv/bin/salt-call" ]; then
     say "installing salt into $venv"
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q salt
 fi
 
-# A minion configuration of our own: local files, the repository's state tree, a pillar
-# tree per case, everything Salt writes kept under $work.
-# make_root NAME PILLAR_FILE: a config dir for salt-call -c.
+swap_user=
+if ! getent passwd cts >/dev/null || ! getent group cts >/dev/null; then
+    swap_user=1
+fi
+
+# make_root NAME PILLAR [SWAP]: a minion config dir (salt-call -c) with local files, the
+# repository's state tree plus NAME/states, and the pillar file PILLAR, plus the nobody override
+# when SWAP (default: $swap_user) is not empty.
 make_root() {
-    local root=$work/$1
+    local root=$work/$1 swap=${3-$swap_user}
     rm -rf "$root"
-    mkdir -p "$root/pillar"
+    mkdir -p "$root/pillar" "$root/states"
     cp "$2" "$root/pillar/example.sls"
     printf "base:\n  '*':\n    - example\n" >"$root/pillar/top.sls"
+    if [ -n "$swap" ]; then
+        printf 'ctsd:\n  config:\n    defaults: {user: nobody, group: nogroup}\n' >"$root/pillar/nobody.sls"
+        printf '    - nobody\n' >>"$root/pillar/top.sls"
+    fi
     cat >"$root/minion" <<EOF
 file_client: local
 root_dir: $root/run
-file_roots: {base: [$here]}
+file_roots: {base: [$here, $root/states]}
 pillar_roots: {base: [$root/pillar]}
 log_file: $root/minion.log
 log_level_logfile: warning
@@ -51,29 +61,38 @@ EOF
 salt_call() {
     local root=$1
     shift
-    "$venv/bin/salt-call" --local -c "$root" --retcode-passthrough --log-level=error "$@"
+    "$venv/bin/salt-call" --local -c "$root" --retcode-passthrough --log-level=quiet "$@"
 }
 
-# render ROOT OUT: the config file as file.managed renders it (same template, pillar, salt).
-render() {
-    salt_call "$1" --out=quiet cp.get_template salt://ctsd/files/ctsd.yaml.jinja "$2"
-    [ -s "$2" ] || die "rendering produced no file ($1/minion.log)"
-}
-
-# check FILE: what check_cmd runs, on a copy in the same directory (like Salt's tmp_dir).
-check() {
-    local file=$1 checked=$1.check.yaml
-    cp "$file" "$checked"
-    if ! getent passwd cts >/dev/null || ! getent group cts >/dev/null; then
-        say "no user/group cts here: checking with user nobody, group nogroup"
-        sed -i -e 's/^  user: "cts"$/  user: "nobody"/' -e 's/^  group: "cts"$/  group: "nogroup"/' "$checked"
-        grep -q '^  user: "nobody"$' "$checked" || die "found no 'user: \"cts\"' line to swap in $file"
-    fi
-    "$ctsd" --check --config "$checked"
+# config_state ROOT DEST: the state ctsd-config of `state.show_sls ctsd` as ROOT/states/
+# config_check.sls, writing DEST and checking with $ctsd instead of /etc/cts/ctsd.yaml and
+# /usr/bin/ctsd, without owner (group cts) or requisites (the package).
+config_state() {
+    salt_call "$1" --out=json state.show_sls ctsd >"$1/show_sls.json"
+    python3 - "$1/show_sls.json" "$2" "$ctsd" >"$1/states/config_check.sls" <<'EOF'
+import json, os, sys
+show, dest, ctsd = sys.argv[1:]
+states = json.load(open(show))["local"]
+if isinstance(states, list):  # rendering errors
+    sys.exit("\n".join(states))
+args = states["ctsd-config"]["file"]
+fun = next(a for a in args if isinstance(a, str))
+opts = {k: v for a in args if isinstance(a, dict) for k, v in a.items()}
+for k in ("user", "group", "require", "order"):
+    opts.pop(k, None)
+assert opts["name"] == "/etc/cts/ctsd.yaml" and opts["tmp_dir"] == "/etc/cts", opts
+assert opts["check_cmd"].startswith("/usr/bin/ctsd "), opts
+opts.update(name=dest, tmp_dir=os.path.dirname(dest),
+            check_cmd=ctsd + opts["check_cmd"][len("/usr/bin/ctsd"):])
+print("ctsd-config:\n  file." + fun + ":")
+for k, v in opts.items():
+    print("    - " + json.dumps({k: v}))
+EOF
 }
 
 say "salt: $("$venv/bin/salt-call" --version)"
 say "ctsd: $ctsd"
+[ -z "$swap_user" ] || say "no user/group cts here: workers' user/group swapped for nobody/nogroup"
 
 good=$(make_root good "$here/pillar.example.sls")
 say "1. state.show_sls ctsd"
@@ -90,24 +109,42 @@ for sid, body in states.items():
             continue
         fun = next(a for a in args if isinstance(a, str))
         opts = {k: v for a in args if isinstance(a, dict) for k, v in a.items()}
-        keep = {k: opts[k] for k in ("name", "sources", "check_cmd", "reload", "watch", "require") if k in opts}
-        rows.append((opts.get("order", 0), f"  {sid}: {mod}.{fun} {json.dumps(keep)}"))
+        keep = ("name", "sources", "check_cmd", "tmp_dir", "reload", "watch", "require")
+        shown = {k: opts[k] for k in keep if k in opts}
+        rows.append((opts.get("order", 0), f"  {sid}: {mod}.{fun} {json.dumps(shown)}"))
 for _, row in sorted(rows):
     print(row)
 EOF
 
-say "2. render /etc/cts/ctsd.yaml from the example pillar, then ctsd --check"
-render "$good" "$good/ctsd.yaml"
-sed 's/^/  | /' "$good/ctsd.yaml"
-check "$good/ctsd.yaml"
+say "2. /etc/cts/ctsd.yaml as rendered from the example pillar, through ctsd --check"
+exact=$(make_root exact "$here/pillar.example.sls" "")
+salt_call "$exact" --out=json cp.get_template salt://ctsd/files/ctsd.yaml.jinja "$exact/ctsd.yaml" >/dev/null
+[ -s "$exact/ctsd.yaml" ] || die "rendering produced no file (see $exact/minion.log)"
+sed 's/^/  | /' "$exact/ctsd.yaml"
+cp "$exact/ctsd.yaml" "$exact/checked.yaml"
+if [ -n "$swap_user" ]; then
+    sed -i -e 's/^  user: "cts"$/  user: "nobody"/' -e 's/^  group: "cts"$/  group: "nogroup"/' "$exact/checked.yaml"
+    grep -q '^  user: "nobody"$' "$exact/checked.yaml" || die "no 'user: \"cts\"' line to swap"
+fi
+"$ctsd" --check --config "$exact/checked.yaml"
 
-say "3. a pillar with jordan on iraq's port must be rejected"
+say "3. the state ctsd-config, run for real into $work/real"
+rm -rf "$work/real"
+mkdir -p "$work/real"
+config_state "$good" "$work/real/ctsd.yaml"
+sed 's/^/  | /' "$good/states/config_check.sls"
+salt_call "$good" state.sls config_check
+[ -s "$work/real/ctsd.yaml" ] || die "the state wrote no file"
+before=$(md5sum <"$work/real/ctsd.yaml")
+
+say "4. the same with jordan on iraq's port: check_cmd must fail, the file must stay"
 sed 's/port: 8003}/port: 8002}/' "$here/pillar.example.sls" >"$work/clash.sls"
 grep -q 'port: 8002}$' "$work/clash.sls" || die "could not make the clashing pillar"
 bad=$(make_root bad "$work/clash.sls")
-render "$bad" "$bad/ctsd.yaml"
-if check "$bad/ctsd.yaml"; then
-    die "ctsd --check accepted a configuration with a duplicate port"
+config_state "$bad" "$work/real/ctsd.yaml"
+if salt_call "$bad" state.sls config_check; then
+    die "the state accepted a configuration with a duplicate port"
 fi
-say "rejected, as check_cmd would: the file would not have been put in place"
+[ "$(md5sum <"$work/real/ctsd.yaml")" = "$before" ] || die "the rejected file replaced the good one"
+say "rejected by check_cmd; $work/real/ctsd.yaml unchanged"
 say "ok"

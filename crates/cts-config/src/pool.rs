@@ -241,7 +241,43 @@ fn read_command(value: &Value, path: &str, diag: &mut Diag) -> Option<Vec<Templa
             _ => argv = None,
         }
     }
+    check_gunicorn_bind(&items, path, diag);
     argv
+}
+
+/// gunicorn takes fd 3 from `LISTEN_FDS`/`LISTEN_PID` by itself; `--bind fd://3` on top makes
+/// it set up the same fd twice and every worker dies with EBADF (gunicorn 20 to 27). Said here
+/// rather than as a crash loop.
+fn check_gunicorn_bind(items: &[Value], path: &str, diag: &mut Diag) {
+    let text: Vec<&str> = items.iter().map(|v| v.as_str().unwrap_or("")).collect();
+    let is_gunicorn = |arg: &str| {
+        Path::new(arg)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("gunicorn"))
+    };
+    let Some(start) = text.iter().position(|a| is_gunicorn(a)) else {
+        return;
+    };
+    for (i, arg) in text.iter().enumerate().skip(start + 1) {
+        let value = match *arg {
+            "--bind" | "-b" => text.get(i + 1).copied().unwrap_or(""),
+            a => a
+                .strip_prefix("--bind=")
+                .or_else(|| a.strip_prefix("-b"))
+                .unwrap_or(""),
+        };
+        if value.starts_with("fd://") {
+            diag.error(
+                &index(path, i),
+                format!(
+                    "gunicorn takes ctsd's socket from LISTEN_FDS by itself; `--bind {value}` \
+                     makes it use fd 3 twice and every worker fails with EBADF: remove it"
+                ),
+            );
+            return;
+        }
+    }
 }
 
 /// `env`: variable names to value templates.

@@ -192,7 +192,7 @@ fn check_missing_command(
             source,
             "defaults.command",
             "missing: give the workers' argv here (or per instance), \
-             e.g. [gunicorn, --bind, \"fd://3\", \"cts.wsgi:application\"]",
+             e.g. [gunicorn, --workers, \"1\", \"cts.wsgi:application\"]",
         );
         return;
     }

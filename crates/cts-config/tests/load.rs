@@ -26,7 +26,7 @@ ctsd:
   bind: 127.0.0.1
 defaults:
   workers: 4
-  command: [gunicorn, --bind, "fd://3", --workers, "1", "cts.wsgi:application"]
+  command: [gunicorn, --workers, "1", "cts.wsgi:application"]
   cwd: /var/www/cts/current
   env: {DJANGO_SETTINGS_MODULE: "cts.settings.{instance}"}
   user: cts
@@ -112,14 +112,7 @@ fn contract_example() {
     assert_eq!(pool.workers, 4);
     assert_eq!(
         pool.command,
-        [
-            "gunicorn",
-            "--bind",
-            "fd://3",
-            "--workers",
-            "1",
-            "cts.wsgi:application"
-        ]
+        ["gunicorn", "--workers", "1", "cts.wsgi:application"]
     );
     assert_eq!(pool.cwd, Some(PathBuf::from("/var/www/cts/current")));
     assert_eq!(pool.user.as_deref(), Some("cts"));
@@ -839,4 +832,28 @@ fn load_resolves_users_and_names_the_missing_ones() {
         .clone()
         .unwrap();
     assert_eq!((accounts.uid, accounts.gid), (Some(0), 0));
+}
+
+#[test]
+fn gunicorn_with_an_fd_bind_is_refused_with_the_reason() {
+    for cmd in [
+        r#"[gunicorn, --bind, "fd://3", app]"#,
+        r#"[/venv/bin/gunicorn, "--bind=fd://3", app]"#,
+        r#"[python, -m, gunicorn, -b, "fd://3", app]"#,
+    ] {
+        let errors = parse_err(&format!(
+            "defaults:\n  command: {cmd}\ninstances:\n  jordan: {{currency: JOD, port: 8003, prefix: /JO}}\n"
+        ));
+        let e = errors
+            .iter()
+            .find(|e| e.key.starts_with("defaults.command["))
+            .unwrap();
+        assert!(
+            e.message.contains("takes ctsd's socket from LISTEN_FDS"),
+            "{cmd}: {errors}"
+        );
+    }
+    parse_ok(&with_command(
+        "instances:\n  jordan: {currency: JOD, port: 8003, prefix: /JO, command: [gunicorn, --bind, \"127.0.0.1:9\", app]}\n",
+    ));
 }
