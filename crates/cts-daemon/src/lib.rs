@@ -359,10 +359,19 @@ pub async fn run(
     // instances stopping; it is cancelled once they are all gone.
     let server_stop = CancellationToken::new();
     let server = tokio::spawn(control::serve(control, shared.clone(), server_stop.clone()));
-    tracing::info!(
-        "ctsd {VERSION} running {summary} (control socket {})",
-        opts.socket.display()
-    );
+    let configured = config
+        .daemon
+        .socket
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(cts_config::DEFAULT_SOCKET));
+    if configured == opts.socket {
+        tracing::info!("ctsd {VERSION} running {summary}");
+    } else {
+        tracing::info!(
+            "ctsd {VERSION} running {summary}; the control socket is {} instead (--socket or $CTSD_SOCKET)",
+            opts.socket.display()
+        );
+    }
 
     let ready = {
         let first = shared.snapshot();
