@@ -220,3 +220,54 @@ fn a_passed_socket_that_does_not_match_the_config_is_a_clear_error() {
     let err = d.stderr();
     assert!(err.contains("not a stream (TCP) socket"), "{err}");
 }
+
+#[test]
+fn with_the_fd_store_a_stale_stored_socket_is_replaced_and_passed_ones_are_not_stored_again() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (mut n, path) = Notifications::bind(dir.path());
+    let (stale, stale_port) = listening();
+    let (iraq_fd, iraq_port) = listening();
+    let mut insts = two();
+    insts[0].port = iraq_port;
+    let jordan_port = insts[1].port;
+    let extra = Extra {
+        env: vec![
+            ("NOTIFY_SOCKET".into(), path),
+            ("FDSTORE".into(), "8".into()),
+        ],
+        // As after `systemctl restart ctsd` with jordan's port changed in the config meanwhile.
+        sockets: vec![("jordan".into(), stale), ("iraq".into(), iraq_fd)],
+    };
+    let d = Daemon::start_extra(insts, "", "", extra);
+    n.until("READY=1", |m| m == "READY=1");
+    assert!(
+        get(jordan_port, "/").is_ok(),
+        "jordan bound its configured port"
+    );
+    assert!(
+        get(iraq_port, "/").is_ok(),
+        "iraq serves on the passed socket"
+    );
+    assert!(
+        n.seen.iter().any(|m| m == "FDSTOREREMOVE=1\nFDNAME=jordan"),
+        "{:#?}",
+        n.seen
+    );
+    assert!(
+        n.seen.iter().any(|m| m == "FDSTORE=1\nFDNAME=jordan"),
+        "{:#?}",
+        n.seen
+    );
+    assert!(
+        !n.seen.iter().any(|m| m == "FDSTORE=1\nFDNAME=iraq"),
+        "a passed socket stored again: {:#?}",
+        n.seen
+    );
+    assert!(
+        d.stderr().contains(&format!(
+            "listens on 127.0.0.1:{stale_port}, but the configuration says 127.0.0.1:{jordan_port}"
+        )),
+        "{}",
+        d.stderr()
+    );
+}

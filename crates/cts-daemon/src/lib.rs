@@ -327,8 +327,11 @@ pub async fn run(
     let mut passed = opts.passed;
     let listeners = listeners::bind_all(&config, &mut passed).map_err(DaemonError::Bind)?;
     passed.report_unclaimed();
-    for (inst, fd) in config.instances.iter().zip(&listeners) {
-        notify::fd_store(inst.key.as_str(), fd);
+    // Only what ctsd bound itself: systemd keeps what it passed (socket units, or the store).
+    for (inst, l) in config.instances.iter().zip(&listeners) {
+        if l.fresh {
+            notify::fd_store(inst.key.as_str(), &l.fd);
+        }
     }
     let (events_tx, mut events) = mpsc::channel(8);
     signals::spawn(opts.signals, events_tx.clone()).map_err(|source| DaemonError::Io {
@@ -353,7 +356,7 @@ pub async fn run(
         passed,
     };
     for (inst, listener) in config.instances.iter().zip(listeners) {
-        instances.launch(inst, listener)?;
+        instances.launch(inst, listener.fd)?;
     }
     // The control server outlives the actors' shutdown, so that `ctsctl status` shows the
     // instances stopping; it is cancelled once they are all gone.

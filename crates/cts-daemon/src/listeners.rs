@@ -106,24 +106,63 @@ impl PassedSockets {
         };
         if let Some(i) = self.0.iter().position(|p| p.name == instance) {
             let p = self.0.remove(i);
-            return Some(match listening_addr(&p.fd) {
-                Ok(found) if found == addr => Ok(p.fd),
-                Ok(found) => Err(fail(
-                    &p,
-                    format!("listens on {found}, but the configuration says {addr}"),
-                )),
-                Err(why) => Err(fail(&p, why)),
-            });
+            let why = match listening_addr(&p.fd) {
+                Ok(found) if found == addr => {
+                    tracing::info!(
+                        instance,
+                        "using the socket passed by systemd as `{}` (fd {}, {addr})",
+                        p.name,
+                        p.number
+                    );
+                    return Some(Ok(p.fd));
+                }
+                Ok(found) => format!("listens on {found}, but the configuration says {addr}"),
+                Err(why) => why,
+            };
+            if crate::notify::fd_store_enabled() {
+                // Most likely ctsd's own fd store, holding the port of an older configuration:
+                // drop it there too, and bind the configured one.
+                tracing::warn!(
+                    instance,
+                    "the socket passed by systemd as `{}` (fd {}) {why}; closing it and \
+                     removing it from the fd store",
+                    p.name,
+                    p.number
+                );
+                crate::notify::fd_store_remove(&p.name);
+                return None;
+            }
+            return Some(Err(fail(&p, why)));
         }
         let i = self
             .0
             .iter()
             .position(|p| listening_addr(&p.fd).is_ok_and(|a| a == addr))?;
-        Some(Ok(self.0.remove(i).fd))
+        let p = self.0.remove(i);
+        tracing::info!(
+            instance,
+            "using the socket passed by systemd as `{}` (fd {}, {addr}): same address",
+            p.name,
+            p.number
+        );
+        Some(Ok(p.fd))
     }
 
-    /// Logs the sockets no instance claimed (they stay open for a later reload).
-    pub fn report_unclaimed(&self) {
+    /// Logs the sockets no instance claimed; they stay open for a later reload, except those
+    /// of ctsd's fd store, which belonged to instances no longer configured and are dropped.
+    pub fn report_unclaimed(&mut self) {
+        if crate::notify::fd_store_enabled() {
+            for p in self.0.drain(..) {
+                tracing::info!(
+                    "the socket passed by systemd as `{}` (fd {}) matches no instance; closing it \
+                     and removing it from the fd store",
+                    p.name,
+                    p.number
+                );
+                crate::notify::fd_store_remove(&p.name);
+            }
+            return;
+        }
         for p in &self.0 {
             let at = listening_addr(&p.fd).map_or_else(|e| e, |a| a.to_string());
             tracing::warn!(
@@ -157,6 +196,15 @@ fn listening_addr(fd: &OwnedFd) -> Result<SocketAddr, String> {
     }
 }
 
+/// An instance's listening socket.
+#[derive(Debug)]
+pub struct Obtained {
+    /// The socket.
+    pub fd: OwnedFd,
+    /// Bound by ctsd just now (not passed by systemd): the one to put in the fd store.
+    pub fresh: bool,
+}
+
 /// The listening socket for `instance` at `addr`: the one systemd passed, or a new one.
 ///
 /// # Errors
@@ -166,14 +214,16 @@ pub fn obtain(
     passed: &mut PassedSockets,
     instance: &str,
     addr: SocketAddr,
-) -> Result<OwnedFd, BindError> {
+) -> Result<Obtained, BindError> {
     match passed.take(instance, addr) {
-        Some(r) => r,
-        None => bind(addr).map_err(|source| BindError {
-            instance: instance.to_owned(),
-            addr,
-            source,
-        }),
+        Some(r) => r.map(|fd| Obtained { fd, fresh: false }),
+        None => bind(addr)
+            .map(|fd| Obtained { fd, fresh: true })
+            .map_err(|source| BindError {
+                instance: instance.to_owned(),
+                addr,
+                source,
+            }),
     }
 }
 
@@ -186,7 +236,7 @@ pub fn obtain(
 pub fn bind_all(
     config: &Config,
     passed: &mut PassedSockets,
-) -> Result<Vec<OwnedFd>, Vec<BindError>> {
+) -> Result<Vec<Obtained>, Vec<BindError>> {
     let mut fds = Vec::new();
     let mut errors = Vec::new();
     for inst in &config.instances {

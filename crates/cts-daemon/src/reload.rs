@@ -85,10 +85,13 @@ pub(crate) fn apply(
                 }
             }
             Action::Start => {
-                let (Some(inst), Some(fd)) = (new.instance(&key), sockets.remove(&key)) else {
+                let (Some(inst), Some(got)) = (new.instance(&key), sockets.remove(&key)) else {
                     continue;
                 };
-                crate::notify::fd_store(&key, &fd);
+                if got.fresh {
+                    crate::notify::fd_store(&key, &got.fd);
+                }
+                let fd = got.fd;
                 match instances.launch(inst, fd) {
                     Ok(handle) => {
                         pending.spawn(async move { (order, key, handle.start().await) });
@@ -105,10 +108,12 @@ pub(crate) fn apply(
                 let Some(handle) = instances.handle(&key) else {
                     continue;
                 };
-                let listener = sockets.remove(&key).map(Arc::new);
-                if let Some(fd) = &listener {
-                    crate::notify::fd_store(&key, fd);
-                }
+                let listener = sockets.remove(&key).map(|got| {
+                    if got.fresh {
+                        crate::notify::fd_store(&key, &got.fd);
+                    }
+                    Arc::new(got.fd)
+                });
                 let roll = matches!(c.action, Action::Restart | Action::Rebind);
                 instances.set_config(inst.clone());
                 pending.spawn(async move {

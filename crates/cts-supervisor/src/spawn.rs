@@ -28,6 +28,8 @@ pub const INHERITED_VARS_TO_DROP: &[&str] = &[
     "NOTIFY_SOCKET",
     "WATCHDOG_USEC",
     "WATCHDOG_PID",
+    "FDSTORE",
+    "JOURNAL_STREAM",
     "CTSD_SOCKET",
 ];
 
