@@ -241,7 +241,7 @@ fn read_command(value: &Value, path: &str, diag: &mut Diag) -> Option<Vec<Templa
             _ => argv = None,
         }
     }
-    check_gunicorn_bind(&items, path, diag);
+    check_gunicorn_bind(items, path, diag);
     argv
 }
 
