@@ -31,16 +31,18 @@ pub async fn pump<R: AsyncRead + Unpin>(pipe: R, log: LogSender) -> u64 {
 /// [`pump`], prefixing every line as the log's [`LineFormat`] says, with `tag` (e.g. `stdout`,
 /// or a worker's id) after the time. With [`LineFormat::Raw`] the tag is not used.
 ///
-/// The prefix is added here, on the reader task, so that the writer thread only copies bytes.
-/// Every piece of a cut long line is a line of the file and gets its own prefix.
+/// The prefix (the time of the read and the tag) travels with the chunk and is inserted by the
+/// writer thread while it copies the lines into its buffer, so that the runtime thread only
+/// looks for line ends. Every piece of a cut long line is a line of the file and gets its own
+/// prefix.
 pub async fn pump_tagged<R: AsyncRead + Unpin>(mut pipe: R, log: LogSender, tag: String) -> u64 {
     let format = log.line_format();
     let send = |chunk: Vec<u8>| {
-        let chunk = match format {
-            LineFormat::Raw => chunk,
-            LineFormat::Timestamped => prefixed(&chunk, &line_prefix(SystemTime::now(), &tag)),
+        let prefix = match format {
+            LineFormat::Raw => None,
+            LineFormat::Timestamped => Some(line_prefix(SystemTime::now(), &tag)),
         };
-        log.send_chunk(chunk)
+        log.send_lines(chunk, prefix)
     };
     let mut total = 0u64;
     // `buf[..]` holds bytes read but not yet sent: at most one incomplete line.
@@ -77,15 +79,30 @@ fn line_prefix(now: SystemTime, tag: &str) -> Vec<u8> {
     }
 }
 
-/// `chunk` (whole lines) with `prefix` before each line.
-fn prefixed(chunk: &[u8], prefix: &[u8]) -> Vec<u8> {
-    let lines = chunk.iter().filter(|&&c| c == b'\n').count();
-    let mut out = Vec::with_capacity(chunk.len() + lines * prefix.len());
-    for line in chunk.split_inclusive(|&c| c == b'\n') {
+/// Appends `chunk` (whole lines) to `out` with `prefix` before each line.
+pub(crate) fn prefix_into(out: &mut Vec<u8>, chunk: &[u8], prefix: &[u8]) {
+    // Room for lines of 64 bytes on average; `extend_from_slice` grows it if they are shorter.
+    out.reserve(chunk.len() + chunk.len() / 64 * prefix.len());
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', chunk) {
         out.extend_from_slice(prefix);
-        out.extend_from_slice(line);
+        out.extend_from_slice(&chunk[start..=end]);
+        start = end + 1;
     }
-    out
+    if start < chunk.len() {
+        out.extend_from_slice(prefix);
+        out.extend_from_slice(&chunk[start..]);
+    }
+}
+
+/// The length of [`prefix_into`]'s output.
+#[cfg(test)]
+fn prefixed_len(chunk: &[u8], prefix: &[u8]) -> usize {
+    let mut lines = memchr::memchr_iter(b'\n', chunk).count();
+    if chunk.last().is_some_and(|&c| c != b'\n') {
+        lines += 1;
+    }
+    chunk.len() + lines * prefix.len()
 }
 
 /// Splits the complete lines off the front of `buf`, cutting lines longer than [`MAX_LINE`] into
@@ -98,16 +115,19 @@ fn take_lines(buf: &mut Vec<u8>) -> Option<Vec<u8>> {
     let mut emitted = 0; // buf[..emitted] is already in `out`
     let mut pos = 0; // start of the line being looked at
     loop {
-        let rest = &buf[pos..];
-        match rest.iter().position(|&c| c == b'\n') {
-            Some(p) if p <= MAX_LINE => pos += p + 1,
-            _ if rest.len() > MAX_LINE => {
+        // A newline among the next MAX_LINE + 1 bytes ends a line short enough, and so does
+        // every newline before it: jump to the last one. Searching backwards, a flood of short
+        // lines costs one short search per window, not one per line.
+        let window = &buf[pos..buf.len().min(pos + MAX_LINE + 1)];
+        match memchr::memrchr(b'\n', window) {
+            Some(p) => pos += p + 1,
+            None if buf.len() - pos > MAX_LINE => {
                 out.extend_from_slice(&buf[emitted..pos + MAX_LINE]);
                 out.extend_from_slice(CUT_MARKER);
                 pos += MAX_LINE;
                 emitted = pos;
             }
-            _ => break,
+            None => break,
         }
     }
     if pos == 0 {
@@ -128,9 +148,17 @@ mod tests {
     use crate::options::LogOptions;
     use crate::writer::{InstanceLog, OUTPUT_FILE};
 
+    fn prefixed(chunk: &[u8], prefix: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        prefix_into(&mut out, chunk, prefix);
+        assert_eq!(out.len(), prefixed_len(chunk, prefix));
+        out
+    }
+
     #[test]
     fn prefixes_every_line() {
         assert_eq!(prefixed(b"a\nbc\n", b"> "), b"> a\n> bc\n");
+        assert_eq!(prefixed(b"a\nb", b"> "), b"> a\n> b");
         assert_eq!(prefixed(b"", b"> "), b"");
         let t = std::time::UNIX_EPOCH;
         assert_eq!(

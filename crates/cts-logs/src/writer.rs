@@ -83,8 +83,8 @@ impl LogHandle {
 
 /// What the writer thread is asked to do.
 enum Msg {
-    /// Whole lines to append.
-    Chunk(Vec<u8>),
+    /// Whole lines to append, each after `prefix` when there is one.
+    Chunk(Vec<u8>, Option<Vec<u8>>),
     /// Close the file and open it again by name (after an external logrotate moved it).
     Reopen,
 }
@@ -131,7 +131,7 @@ pub struct LogSender {
 impl std::fmt::Debug for Msg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Msg::Chunk(c) => write!(f, "Chunk({} bytes)", c.len()),
+            Msg::Chunk(c, _) => write!(f, "Chunk({} bytes)", c.len()),
             Msg::Reopen => f.write_str("Reopen"),
         }
     }
@@ -245,14 +245,20 @@ impl LogSender {
 
     /// Queues a chunk of whole lines, waiting while the queue is full (backpressure).
     pub async fn send_chunk(&self, chunk: Vec<u8>) {
-        let _ = self.tx.send(Msg::Chunk(chunk)).await;
+        let _ = self.tx.send(Msg::Chunk(chunk, None)).await;
+    }
+
+    /// Queues a chunk of whole lines to be written each after `prefix` (inserted by the writer
+    /// thread as it copies them), waiting while the queue is full.
+    pub async fn send_lines(&self, chunk: Vec<u8>, prefix: Option<Vec<u8>>) {
+        let _ = self.tx.send(Msg::Chunk(chunk, prefix)).await;
     }
 
     /// Queues one of ctsd's own lines about the instance, timestamped. Never blocks: when the
     /// queue is full the line is handed to a task that waits for room.
     pub fn event(&self, text: &str) {
         let line = format!("{} ctsd: {text}\n", rfc3339_millis(SystemTime::now())).into_bytes();
-        match self.tx.try_send(Msg::Chunk(line)) {
+        match self.tx.try_send(Msg::Chunk(line, None)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(msg)) => {
                 let tx = self.tx.clone();
@@ -287,6 +293,8 @@ struct Writer {
     clock: Clock,
     /// Gzips rotated files; started at the first rotation with `options.compress`.
     compressor: Option<Compressor>,
+    /// Reused for prefixed lines that must be split across a rotation.
+    scratch: Vec<u8>,
     counters: Arc<Counters>,
     /// Bytes lost since the last successful write, reported in a marker line once writing works
     /// again.
@@ -321,6 +329,7 @@ impl Writer {
             size: 0,
             clock,
             compressor: None,
+            scratch: Vec::new(),
             counters,
             lost_since: 0,
             last_error: None,
@@ -337,7 +346,8 @@ impl Writer {
             let mut next = Some(msg);
             while let Some(msg) = next.take() {
                 match msg {
-                    Msg::Chunk(c) => self.push(&mut out, &c),
+                    Msg::Chunk(c, None) => self.push(&mut out, &c),
+                    Msg::Chunk(c, Some(prefix)) => self.push_prefixed(&mut out, &c, &prefix),
                     Msg::Reopen => self.reopen(&mut out),
                 }
                 if out.len() < BATCH {
@@ -347,6 +357,27 @@ impl Writer {
             self.flush(&mut out);
         }
         self.finish();
+    }
+
+    /// [`Writer::push`] of `chunk` with `prefix` before each line. The common case (no
+    /// rotation due) prefixes straight into the batch, a single copy.
+    fn push_prefixed(&mut self, out: &mut Vec<u8>, chunk: &[u8], prefix: &[u8]) {
+        let before = out.len();
+        let filled = self.size + before as u64;
+        if filled > 0 && self.options.rotate.period((self.clock)()) == self.period {
+            crate::reader::prefix_into(out, chunk, prefix);
+            let max = self.options.max_size;
+            if max == 0 || self.size + out.len() as u64 <= max {
+                return;
+            }
+            // It does not fit: undo, and let `push` split it at a line boundary.
+            out.truncate(before);
+        }
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        crate::reader::prefix_into(&mut scratch, chunk, prefix);
+        self.push(out, &scratch);
+        self.scratch = scratch;
     }
 
     /// Adds `chunk` (whole lines) to the batch `out`, rotating where the file would pass
