@@ -77,6 +77,14 @@ pub enum Command {
         /// Follow: keep printing new lines until interrupted.
         #[arg(short = 'f', long)]
         follow: bool,
+        /// Instead of the last lines, everything since TIME: a duration ago (`10m`, `2h`,
+        /// `1d`) or a UTC time (`2026-11-24T17:00`, `2026-11-24 17:00:05`, `2026-11-24`),
+        /// across rotated and compressed files.
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// The instance's stderr.log (with `logs.stderr: separate`) instead of output.log.
+        #[arg(long)]
+        stderr: bool,
     },
     /// Reopen every instance's log files (after an external logrotate moved them).
     ReopenLogs,

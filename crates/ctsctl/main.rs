@@ -174,12 +174,21 @@ async fn execute(command: &Command, socket: &std::path::Path) -> Result<u8, Clie
         instance,
         lines,
         follow,
+        since,
+        stderr,
     } = command
     {
+        let since_ms = since
+            .as_deref()
+            .map(since_millis)
+            .transpose()
+            .map_err(ClientError::Usage)?;
         let req = Request::Logs(cts_proto::LogsRequest {
             instance: instance.as_str().into(),
             lines: *lines,
             follow: *follow,
+            since_ms,
+            stderr: *stderr,
         });
         client
             .stream_logs(&req, |data| {
@@ -258,6 +267,24 @@ async fn execute(command: &Command, socket: &std::path::Path) -> Result<u8, Clie
         eprintln!();
     }
     Ok(report(outcomes?, verb))
+}
+
+/// `--since`: a duration ago (`10m`) or a UTC time, as milliseconds since the epoch.
+fn since_millis(text: &str) -> Result<u64, String> {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let t = match cts_config::parse_duration(text) {
+        Ok(ago) => SystemTime::now()
+            .checked_sub(ago)
+            .ok_or_else(|| format!("--since {text}: too long ago"))?,
+        Err(_) => cts_logs::time::parse_utc(text).ok_or_else(|| {
+            format!(
+                "--since {text:?}: give a duration ago (10m, 2h, 1d) or a UTC time \
+                 (2026-11-24T17:00, 2026-11-24 17:00:05, 2026-11-24)"
+            )
+        })?,
+    };
+    Ok(t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64))
 }
 
 /// The plan (`jordan: rolling restart (command, env)`), then each instance's outcome.

@@ -367,3 +367,181 @@ fn an_unwritable_log_directory_keeps_workers_serving_and_counts_drops() {
         .log("jordan")
         .contains("bytes of output were lost before this line"));
 }
+
+/// `2026-11-24T17:28:09.123Z` for now, as `--since` takes it.
+fn utc_now() -> String {
+    cts_logs::time::rfc3339_millis(std::time::SystemTime::now())
+}
+
+#[test]
+fn logs_since_reads_from_a_time_across_rotated_and_gzipped_files() {
+    let inst = Inst::new("jordan", "Jordan", "/JO", "JOD")
+        .with("workers: 1, logs: {format: timestamped, max_size: 4KB, keep: 1000, compress: true}");
+    let port = inst.port;
+    let d = Daemon::start(vec![inst], "");
+    d.wait_running("jordan");
+    for i in 0..100 {
+        assert!(get(port, &format!("/before-{i}")).is_ok());
+    }
+    assert!(wait_until(WAIT, || d.log("jordan").contains("/before-99 ")));
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let since = utc_now();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    for i in 0..100 {
+        assert!(get(port, &format!("/after-{i}")).is_ok());
+    }
+    assert!(wait_until(WAIT, || d.log("jordan").contains("/after-99 ")));
+    let out = d.ctl(&["logs", "jordan", "--since", &since]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("/before-"), "{text}");
+    let after: Vec<&str> = text.lines().filter(|l| l.contains("GET /after-")).collect();
+    assert_eq!(
+        after.len(),
+        100,
+        "since {since}: {text}\n{:?}",
+        std::fs::read_dir(d.log_dir.join("jordan"))
+            .map(|r| r.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+    );
+    let gz = std::fs::read_dir(d.log_dir.join("jordan"))
+        .expect("dir")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "gz"))
+        })
+        .count();
+    assert!(gz >= 2, "the log rotated into gzipped files: {gz}");
+
+    // Everything, from long ago: the earliest lines come out of the oldest .gz.
+    let out = d.ctl(&["logs", "jordan", "--since", "1d"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.matches("GET /before-").count(), 100, "{out:?}");
+    assert_eq!(
+        d.ctl(&["logs", "jordan", "--since", "last tuesday"])
+            .status
+            .code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn stderr_can_have_its_own_file() {
+    let inst = Inst::new("jordan", "Jordan", "/JO", "JOD").with(&format!(
+        "workers: 1, command: {}, logs: {{stderr: separate}}",
+        demo(&["--flood", "2000", "--flood-stderr"])
+    ));
+    let port = inst.port;
+    let d = Daemon::start(vec![inst, Inst::new("iraq", "Iraq", "/IQ", "IQD")], "");
+    let pid = *d.wait_running("jordan").iter().next().expect("pid");
+    assert!(get(port, "/on-stdout").is_ok());
+    let dir = d.log_dir.join("jordan");
+    assert!(wait_until(WAIT, || {
+        std::fs::read_to_string(dir.join("stderr.log"))
+            .is_ok_and(|t| t.contains(&format!("{pid} 19 ")))
+    }));
+    assert!(wait_until(WAIT, || d.log("jordan").contains("/on-stdout")));
+    assert!(
+        !d.log("jordan").contains(&format!("{pid} 0 ")),
+        "stderr stayed apart"
+    );
+    let out = d.ctl(&["logs", "jordan", "--stderr", "-n", "1"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{pid} 19 ")));
+    let out = d.ctl(&["logs", "iraq", "--stderr"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("logs.stderr: merged"));
+}
+
+#[test]
+fn a_reload_applies_changed_log_settings_to_running_workers() {
+    let inst = Inst::new("jordan", "Jordan", "/JO", "JOD").with("workers: 1");
+    let port = inst.port;
+    let d = Daemon::start(vec![inst.clone()], "");
+    let pids = d.wait_running("jordan");
+    assert!(get(port, "/plain").is_ok());
+    assert!(wait_until(WAIT, || d.log("jordan").contains("/plain")));
+    let changed = inst.with("workers: 1, logs: {format: timestamped, max_size: 1MB}");
+    write_config(d.dir.path(), &[changed], "");
+    let out = d.ctl(&["reload"]);
+    assert!(out.status.success(), "{out:?}");
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(plan.contains("jordan: update (logs)"), "{plan}");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("restart ctsd"));
+    assert!(get(port, "/stamped-after-reload").is_ok());
+    assert!(wait_until(WAIT, || d
+        .log("jordan")
+        .contains("/stamped-after-reload")));
+    assert_eq!(d.pids("jordan"), pids, "the worker was not replaced");
+    let log = d.log("jordan");
+    let line = log
+        .lines()
+        .find(|l| l.contains("/stamped-after-reload"))
+        .expect("line");
+    let pid = pids.iter().next().expect("pid");
+    assert!(line.contains(&format!("Z 0/{pid} out ")), "{line}");
+}
+
+/// A tmpfs mounted over a directory for the length of a test, unmounted also on failure.
+struct Tmpfs(std::path::PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_keeps_workers_serving_and_counts_drops() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("not root: cannot mount a tmpfs; the unwritable directory test covers drops");
+        return;
+    }
+    let d = Daemon::start(vec![Inst::new("jordan", "Jordan", "/JO", "JOD")], "");
+    d.wait_running("jordan");
+    let dir = d.log_dir.join("jordan");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16k", "ctsd-test"])
+        .arg(&dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!(
+            "mount -t tmpfs is not permitted here; the unwritable directory test covers drops"
+        );
+        return;
+    }
+    let _guard = Tmpfs(dir.clone());
+    assert!(d.ctl(&["reopen-logs"]).status.success());
+    let pad = "x".repeat(500);
+    for i in 0..100 {
+        assert!(
+            get(d.port("jordan"), &format!("/full-{i}-{pad}")).is_ok(),
+            "workers keep serving on a full disk"
+        );
+    }
+    assert!(
+        wait_until(WAIT, || d.instance("jordan")["log_dropped_bytes"]
+            .as_u64()
+            .unwrap_or(0)
+            > 10_000),
+        "status shows the dropped bytes: {}",
+        d.instance("jordan")
+    );
+    let table = d.ctl(&["status"]);
+    assert!(
+        String::from_utf8_lossy(&table.stdout).contains("could not be written"),
+        "{table:?}"
+    );
+    // Room again: the next line gets through, after a marker for the gap.
+    std::fs::remove_file(dir.join("output.log")).expect("free the tmpfs");
+    assert!(d.ctl(&["reopen-logs"]).status.success());
+    assert!(get(d.port("jordan"), "/room-again").is_ok());
+    assert!(wait_until(WAIT, || d.log("jordan").contains("/room-again")));
+    assert!(d
+        .log("jordan")
+        .contains("bytes of output were lost before this line"));
+    assert!(d.instance("jordan")["state"] == "running");
+}

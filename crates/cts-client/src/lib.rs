@@ -206,7 +206,7 @@ impl Client {
         loop {
             match read_response(&mut self.stream).await {
                 Ok(Response::LogData(d)) => {
-                    if !sink(&d.data) || !follow {
+                    if !sink(&d.data) || !(follow || d.more) {
                         return Ok(());
                     }
                 }

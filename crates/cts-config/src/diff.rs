@@ -72,13 +72,6 @@ pub fn diff(old: &Config, new: &Config) -> Plan {
             },
             Some(o) => {
                 let mut fields = changed_fields(o, n);
-                if fields.contains(&"logs") {
-                    // The instance's log writer keeps the settings it was opened with.
-                    plan.not_applied.push(format!(
-                        "instances.{}.logs changed: restart ctsd to apply it",
-                        n.key
-                    ));
-                }
                 if rebind_all && !fields.contains(&"port") {
                     fields.insert(0, "bind");
                 }
@@ -119,7 +112,7 @@ pub fn diff(old: &Config, new: &Config) -> Plan {
 
 fn changed_fields(o: &InstanceConfig, n: &InstanceConfig) -> Vec<&'static str> {
     let (op, np) = (&o.pool, &n.pool);
-    let checks: [(&'static str, bool); 17] = [
+    let checks: [(&'static str, bool); 18] = [
         ("port", o.port != n.port),
         ("name", o.name != n.name),
         ("prefix", o.prefix != n.prefix),
@@ -135,7 +128,15 @@ fn changed_fields(o: &InstanceConfig, n: &InstanceConfig) -> Vec<&'static str> {
         ("ready", op.ready != np.ready),
         ("stop_timeout", op.stop_timeout != np.stop_timeout),
         ("restart", op.restart != np.restart),
-        ("logs", op.logs != np.logs),
+        (
+            "logs",
+            crate::LogSettings {
+                stderr: np.logs.stderr,
+                ..op.logs
+            } != np.logs,
+        ),
+        // Where stderr goes is decided when a worker starts: new workers apply it.
+        ("logs.stderr", op.logs.stderr != np.logs.stderr),
         ("rolling", op.rolling_batch != np.rolling_batch),
     ];
     checks
@@ -171,7 +172,7 @@ fn action_for(fields: &[&str]) -> Action {
         "port" | "bind" => Action::Rebind,
         // `name`, `prefix` and `currency` reach the workers through their environment.
         "name" | "prefix" | "currency" | "command" | "cwd" | "env" | "user" | "group" | "umask"
-        | "limits" => Action::Restart,
+        | "limits" | "logs.stderr" => Action::Restart,
         "workers" => Action::Scale,
         _ => Action::Update,
     };
@@ -240,15 +241,17 @@ mod tests {
     }
 
     #[test]
-    fn log_setting_changes_are_reported_as_not_applied() {
+    fn log_settings_are_updated_in_place_but_stderr_routing_rolls_the_workers() {
         let old = cfg("  a: {currency: AAA, prefix: /A, port: 8001}\n");
         let new = cfg("  a: {currency: AAA, prefix: /A, port: 8001, logs: {keep: 3}}\n");
         let plan = diff(&old, &new);
         assert_eq!(plan.changes[0].action, Action::Update);
-        assert_eq!(
-            plan.not_applied,
-            ["instances.a.logs changed: restart ctsd to apply it"]
-        );
+        assert_eq!(plan.changes[0].fields, ["logs"]);
+        assert!(plan.not_applied.is_empty());
+        let new = cfg("  a: {currency: AAA, prefix: /A, port: 8001, logs: {stderr: separate}}\n");
+        let plan = diff(&old, &new);
+        assert_eq!(plan.changes[0].action, Action::Restart);
+        assert_eq!(plan.changes[0].fields, ["logs.stderr"]);
     }
 
     #[test]

@@ -213,10 +213,38 @@ pub struct LogSettings {
     pub max_size: ByteSize,
     /// Rotated files kept.
     pub keep: u32,
+    /// Rotated files older than this are deleted too.
+    pub max_age: Option<Duration>,
     /// gzip rotated files.
     pub compress: bool,
     /// Lines as written, or prefixed with a timestamp and the worker.
     pub format: LogFormat,
+    /// Where the workers' stderr goes.
+    pub stderr: StderrLog,
+}
+
+/// `logs.stderr`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum StderrLog {
+    /// Into `output.log` with stdout, interleaved line by line in the order they were read.
+    #[default]
+    Merged,
+    /// Into its own `stderr.log`, rotated and kept by the same settings.
+    Separate,
+}
+
+impl std::str::FromStr for StderrLog {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "merged" => Ok(StderrLog::Merged),
+            "separate" => Ok(StderrLog::Separate),
+            other => Err(format!(
+                "`{other}` is not a choice for stderr; use merged or separate"
+            )),
+        }
+    }
 }
 
 /// `logs.format`.
@@ -418,8 +446,10 @@ impl Default for LogSettings {
             rotate: Rotate::Daily,
             max_size: ByteSize(100 << 20),
             keep: 14,
+            max_age: None,
             compress: false,
             format: LogFormat::Raw,
+            stderr: StderrLog::Merged,
         }
     }
 }

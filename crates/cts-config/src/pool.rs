@@ -16,7 +16,7 @@ use serde_yaml::Value;
 use crate::error::{child, index, Diag};
 use crate::model::{
     ByteSize, CrashLoop, Limit, Limits, LogFormat, LogSettings, PoolSpec, ReadySpec, RestartPolicy,
-    Rotate,
+    Rotate, StderrLog,
 };
 use crate::template::{Template, Vars};
 use crate::yaml::{
@@ -104,6 +104,10 @@ pub(crate) struct RawPool {
     pub(crate) compress: Option<bool>,
     /// `logs.format`.
     pub(crate) format: Option<LogFormat>,
+    /// `logs.max_age`.
+    pub(crate) max_age: Option<Duration>,
+    /// `logs.stderr`.
+    pub(crate) stderr: Option<StderrLog>,
     /// `umask`.
     pub(crate) umask: Option<u32>,
     /// `limits.nofile`.
@@ -395,7 +399,23 @@ fn read_logs(value: &Value, path: &str, diag: &mut Diag, pool: &mut RawPool) {
     let Some(map) = Map::read(value, path, diag) else {
         return;
     };
-    map.check_keys(&["rotate", "max_size", "keep", "compress", "format"], diag);
+    map.check_keys(
+        &[
+            "rotate", "max_size", "keep", "max_age", "compress", "format", "stderr",
+        ],
+        diag,
+    );
+    if let Some(v) = map.get("max_age") {
+        pool.max_age = read_positive_duration(v, &map.path_of("max_age"), diag);
+    }
+    if let Some(v) = map.get("stderr") {
+        let path = map.path_of("stderr");
+        pool.stderr = read_str(v, &path, diag).and_then(|text| {
+            text.parse::<StderrLog>()
+                .map_err(|e| diag.error(&path, e))
+                .ok()
+        });
+    }
     if let Some(v) = map.get("compress") {
         pool.compress = read_bool(v, &map.path_of("compress"), diag);
     }
@@ -458,6 +478,8 @@ impl RawPool {
             keep: self.keep.or(defaults.keep),
             compress: self.compress.or(defaults.compress),
             format: self.format.or(defaults.format),
+            max_age: self.max_age.or(defaults.max_age),
+            stderr: self.stderr.or(defaults.stderr),
             umask: self.umask.or(defaults.umask),
             nofile: self.nofile.or(defaults.nofile),
             nproc: self.nproc.or(defaults.nproc),
@@ -526,6 +548,8 @@ impl RawPool {
                 keep: self.keep.unwrap_or(logs.keep),
                 compress: self.compress.unwrap_or(logs.compress),
                 format: self.format.unwrap_or(logs.format),
+                max_age: self.max_age.or(logs.max_age),
+                stderr: self.stderr.unwrap_or(logs.stderr),
             },
         })
     }

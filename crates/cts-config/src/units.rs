@@ -17,6 +17,7 @@ const DURATION_UNITS: &[(&str, u128)] = &[
     ("s", 1_000_000_000),
     ("m", 60 * 1_000_000_000),
     ("h", 3600 * 1_000_000_000),
+    ("d", 86_400 * 1_000_000_000),
 ];
 
 /// Bytes per size unit (matched case-insensitively; powers of 1024).
@@ -43,12 +44,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = split_number(text)?;
     if unit.is_empty() {
         return Err(format!(
-            "{text:?} has no unit: write {number}s (units: ms, s, m, h)"
+            "{text:?} has no unit: write {number}s (units: ms, s, m, h, d)"
         ));
     }
     let Some(&(_, scale)) = DURATION_UNITS.iter().find(|(name, _)| *name == unit) else {
         return Err(format!(
-            "{text:?} has an unknown unit {unit:?}: use ms, s, m or h (e.g. 30s)"
+            "{text:?} has an unknown unit {unit:?}: use ms, s, m, h or d (e.g. 30s)"
         ));
     };
     let nanos = scaled(number, scale).ok_or_else(|| format!("{text:?} is too long"))?;
@@ -168,8 +169,9 @@ mod tests {
         assert!(err.contains("write 30s"), "{err}");
         let err = parse_duration("1.5").unwrap_err();
         assert!(err.contains("write 1.5s"), "{err}");
-        let err = parse_duration("5d").unwrap_err();
-        assert!(err.contains("unknown unit \"d\""), "{err}");
+        let err = parse_duration("5w").unwrap_err();
+        assert!(err.contains("unknown unit \"w\""), "{err}");
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
         assert!(parse_duration("5S").is_err());
         for bad in [
             "",

@@ -389,7 +389,7 @@ mod tests {
             lines,
             [
                 "c.yaml: defaults.workers: expected a whole number, got \"four\"",
-                "c.yaml: d: \"30\" has no unit: write 30s (units: ms, s, m, h)",
+                "c.yaml: d: \"30\" has no unit: write 30s (units: ms, s, m, h, d)",
                 "c.yaml: b: expected true or false, got \"yes\"",
                 "c.yaml: w: 0 is too small: must be at least 1",
             ]

@@ -109,6 +109,15 @@ pub struct InstanceEntry {
     pub handle: InstanceHandle,
     /// Its log: path, drop counter, followers.
     pub log: cts_logs::LogHandle,
+    /// Its `stderr.log`, with `logs.stderr: separate`.
+    pub err_log: Option<cts_logs::LogHandle>,
+}
+
+impl InstanceEntry {
+    /// Bytes its logs could not write.
+    pub fn dropped_bytes(&self) -> u64 {
+        self.log.dropped_bytes() + self.err_log.as_ref().map_or(0, |l| l.dropped_bytes())
+    }
 }
 
 /// What control connections share.
@@ -143,6 +152,17 @@ struct Running {
     token: CancellationToken,
     join: JoinHandle<()>,
     log: InstanceLog,
+    /// `stderr.log`, with `logs.stderr: separate`.
+    err_log: Option<InstanceLog>,
+    /// Where new workers' output goes.
+    output: Arc<output::LogOutput>,
+}
+
+impl Running {
+    /// Both logs, to close.
+    fn logs(self) -> impl Iterator<Item = InstanceLog> {
+        std::iter::once(self.log).chain(self.err_log)
+    }
 }
 
 /// The daemon's instances: owned by the main loop, published to the control handlers.
@@ -175,14 +195,18 @@ impl Instances {
             about: format!("starting the log writer of {}", inst.key),
             source,
         })?;
-        let output = Arc::new(output::LogOutput { log: log.sender() });
+        let err_log = open_err_log(&dir, inst)?;
+        let output = Arc::new(output::LogOutput {
+            log: log.sender(),
+            err: std::sync::Mutex::new(err_log.as_ref().map(InstanceLog::sender)),
+        });
         let token = self.root.child_token();
         let (handle, join) = cts_supervisor::launch(
             cts_supervisor::Instance {
                 config: inst.clone(),
                 listener: Arc::new(listener),
                 shim: self.shim.clone(),
-                output,
+                output: output.clone(),
             },
             token.clone(),
             self.kill.clone(),
@@ -193,6 +217,8 @@ impl Instances {
             token,
             join,
             log,
+            err_log,
+            output,
         });
         self.publish();
         Ok(handle)
@@ -209,8 +235,14 @@ impl Instances {
         self.publish();
         r.token.cancel();
         Some(async move {
-            let _ = r.join.await;
-            r.log.close().await;
+            let Running {
+                join, log, err_log, ..
+            } = r;
+            let _ = join.await;
+            log.close().await;
+            if let Some(l) = err_log {
+                l.close().await;
+            }
         })
     }
 
@@ -224,6 +256,37 @@ impl Instances {
     fn set_config(&mut self, inst: InstanceConfig) {
         if let Some(r) = self.running.iter_mut().find(|r| r.config.key == inst.key) {
             r.config = inst;
+        }
+    }
+
+    /// Applies `inst`'s `logs:` settings to the running instance's writers: rotation, retention
+    /// and format at once; a change of `logs.stderr` opens or retires `stderr.log` for the
+    /// workers started from now on (the reload rolls them).
+    fn apply_log_settings(&mut self, inst: &InstanceConfig) {
+        let log_dir = self.config.daemon.log_dir.clone();
+        let Some(r) = self.running.iter_mut().find(|r| r.config.key == inst.key) else {
+            return;
+        };
+        let options = log_options(&inst.pool.logs);
+        r.log.reconfigure(options.clone());
+        let separate = inst.pool.logs.stderr == cts_config::StderrLog::Separate;
+        match (separate, r.err_log.take()) {
+            (true, Some(l)) => {
+                l.reconfigure(options);
+                r.err_log = Some(l);
+            }
+            (true, None) => match open_err_log(&log_dir.join(inst.key.as_str()), inst) {
+                Ok(l) => r.err_log = l,
+                Err(e) => tracing::warn!(instance = %inst.key, "{e}"),
+            },
+            // Running workers keep writing through their readers' senders until they exit.
+            (false, Some(l)) => {
+                tokio::spawn(l.close());
+            }
+            (false, None) => {}
+        }
+        if let Ok(mut err) = r.output.err.lock() {
+            *err = r.err_log.as_ref().map(InstanceLog::sender);
         }
     }
 
@@ -248,6 +311,7 @@ impl Instances {
                 config: r.config.clone(),
                 handle: r.handle.clone(),
                 log: r.log.handle(),
+                err_log: r.err_log.as_ref().map(InstanceLog::handle),
             })
             .collect();
         if let Ok(mut w) = self.shared.instances.write() {
@@ -287,6 +351,27 @@ fn prepare_log_dir(dir: &std::path::Path, inst: &InstanceConfig) {
     }
 }
 
+/// The instance's `stderr.log` writer when `logs.stderr` is `separate`.
+fn open_err_log(
+    dir: &std::path::Path,
+    inst: &InstanceConfig,
+) -> Result<Option<InstanceLog>, DaemonError> {
+    if inst.pool.logs.stderr != cts_config::StderrLog::Separate {
+        return Ok(None);
+    }
+    InstanceLog::open_file(
+        dir,
+        cts_logs::writer::STDERR_FILE,
+        &format!("err-{}", inst.key),
+        log_options(&inst.pool.logs),
+    )
+    .map(Some)
+    .map_err(|source| DaemonError::Io {
+        about: format!("starting the stderr log writer of {}", inst.key),
+        source,
+    })
+}
+
 /// The log writer's options from the instance's `logs:` settings.
 fn log_options(l: &cts_config::LogSettings) -> cts_logs::LogOptions {
     cts_logs::LogOptions {
@@ -297,6 +382,7 @@ fn log_options(l: &cts_config::LogSettings) -> cts_logs::LogOptions {
             cts_config::Rotate::Daily => cts_logs::Rotation::Daily,
         },
         keep: l.keep,
+        max_age: l.max_age,
         compress: l.compress,
         format: match l.format {
             cts_config::LogFormat::Raw => cts_logs::LineFormat::Raw,
@@ -426,6 +512,9 @@ pub async fn run(
             DaemonEvent::ReopenLogs => {
                 for r in &instances.running {
                     r.log.reopen();
+                    if let Some(l) = &r.err_log {
+                        l.reopen();
+                    }
                 }
                 tracing::info!("log files reopened");
             }
@@ -462,9 +551,9 @@ pub async fn run(
     let running = std::mem::take(&mut instances.running);
     let all_stopped = async {
         let mut logs = Vec::new();
-        for r in running {
-            let _ = r.join.await;
-            logs.push(r.log);
+        for mut r in running {
+            let _ = (&mut r.join).await;
+            logs.extend(r.logs());
         }
         logs
     };

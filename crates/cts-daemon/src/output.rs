@@ -12,8 +12,11 @@ const PIPE_SIZE: nix::libc::c_int = 1 << 20;
 /// [`Output`] writing into one instance's log.
 #[derive(Debug)]
 pub struct LogOutput {
-    /// The instance log's sender.
+    /// The instance log's sender: stdout, ctsd's events, and stderr unless `err` is set.
     pub log: LogSender,
+    /// The instance's `stderr.log` (`logs.stderr: separate`); read when a worker starts, so a
+    /// reload that changes it applies to the workers started afterwards.
+    pub err: std::sync::Mutex<Option<LogSender>>,
 }
 
 impl Output for LogOutput {
@@ -44,7 +47,13 @@ impl Output for LogOutput {
         }
         if let Some(err) = stderr {
             let tag = format!("{slot}/{pid} err");
-            tokio::spawn(cts_logs::reader::pump_tagged(err, self.log.clone(), tag));
+            let log = self
+                .err
+                .lock()
+                .ok()
+                .and_then(|e| e.clone())
+                .unwrap_or_else(|| self.log.clone());
+            tokio::spawn(cts_logs::reader::pump_tagged(err, log, tag));
         }
     }
 

@@ -116,6 +116,9 @@ pub(crate) fn apply(
                 });
                 let roll = matches!(c.action, Action::Restart | Action::Rebind);
                 instances.set_config(inst.clone());
+                if c.fields.iter().any(|f| f.starts_with("logs")) {
+                    instances.apply_log_settings(&inst);
+                }
                 pending.spawn(async move {
                     (order, key, handle.reconfigure(inst, listener, roll).await)
                 });

@@ -2,13 +2,14 @@
 //!
 //! # Layout
 //!
-//! - [`reader`]: one task per worker pipe, cutting the byte stream into runs of whole lines and,
-//!   with [`LineFormat::Timestamped`], prefixing each line.
+//! - [`reader`]: one task per worker pipe, cutting the byte stream into runs of whole lines
+//!   and, with [`LineFormat::Timestamped`], stamping each run with the prefix its lines get.
 //! - [`writer`]: one thread per instance, appending those runs to the instance's file and
 //!   deciding when to rotate it.
 //! - `rotate` (private): the directory side of rotation: names of rotated files, retention,
 //!   gzip on a helper thread.
 //! - [`options`]: [`LogOptions`] (size, time, retention, compression, line format).
+//! - [`tail`] and [`since`]: reading a log back, from its end or from a point in time.
 //! - [`time`]: UTC timestamps for ctsd's own event lines, without a calendar crate.
 //!
 //! # Theory of operation
@@ -19,8 +20,9 @@
 //! consists of whole lines of one worker, and since the writer appends chunks one at a time,
 //! lines of different workers can interleave only at line boundaries. A line longer than
 //! [`MAX_LINE`] is cut into pieces, each marked, never merged with another line; a last line
-//! without a newline is kept when the pipe closes. Line prefixes (time and tag) are added by
-//! the reader, so the writer thread stays a copy into its buffer.
+//! without a newline is kept when the pipe closes. Line prefixes (time of the read and the
+//! worker's tag) travel with the chunk and are inserted by the writer thread as it copies the
+//! lines into its batch: the runtime thread, shared by every instance, only finds line ends.
 //!
 //! The writer is a plain thread (file I/O never runs on the async runtime) fed through a bounded
 //! channel: a slow disk makes readers wait, which makes workers' writes to their pipes wait,
@@ -31,12 +33,13 @@
 //! never straddles two files: when the next chunk would push `output.log` over
 //! [`LogOptions::max_size`] (a single larger chunk still goes whole into one file), or when the
 //! UTC hour or day ([`LogOptions::rotate`]) changed since the file was started, the writer
-//! renames `output.log` to `output.log.<UTC stamp>` (e.g. `output.log.20261124T172809.123Z`,
-//! `-N` appended if taken) and opens a new `output.log`. The size counts from the file's length
+//! renames `output.log` to `output.log.<UTC stamp>` (e.g. `output.log.20261124T172809.123456Z`;
+//! never below the newest stamp already there, so names sort in write order) and opens a new
+//! `output.log`. The size counts from the file's length
 //! at open, so a restarted ctsd continues where the last one stopped. There is no timer: the
 //! clock is read when data arrives, so a quiet instance's file rotates at its next line, and
 //! an idle instance costs nothing. After a rotation the oldest rotated files beyond
-//! [`LogOptions::keep`] are deleted; with [`LogOptions::compress`] a helper thread gzips the
+//! [`LogOptions::keep`], and those older than [`LogOptions::max_age`], are deleted; with [`LogOptions::compress`] a helper thread gzips the
 //! rotated file (`.gz`, counted by retention like the plain form) and applies retention
 //! afterwards, off the writer's path. [`InstanceLog::reopen`] still serves an external
 //! logrotate that moved the file away.
@@ -46,6 +49,7 @@
 pub mod options;
 pub mod reader;
 mod rotate;
+pub mod since;
 pub mod tail;
 pub mod time;
 pub mod writer;

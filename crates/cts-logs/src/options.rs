@@ -18,6 +18,9 @@ pub struct LogOptions {
     /// Rotated files kept (compressed or not); older ones are deleted after each rotation.
     /// `0` keeps none.
     pub keep: u32,
+    /// Rotated files older than this are deleted too (checked when ctsd starts, at each
+    /// rotation and on reconfiguration; there is no timer). `None`: no age limit.
+    pub max_age: Option<std::time::Duration>,
     /// Gzip rotated files (`output.log.<stamp>.gz`), on a helper thread.
     pub compress: bool,
     /// What is written before each line of a worker's output.
@@ -32,6 +35,7 @@ impl Default for LogOptions {
             max_size: 100 << 20,
             rotate: Rotation::Daily,
             keep: 14,
+            max_age: None,
             compress: false,
             format: LineFormat::Raw,
         }

@@ -36,9 +36,9 @@ pub async fn pump<R: AsyncRead + Unpin>(pipe: R, log: LogSender) -> u64 {
 /// looks for line ends. Every piece of a cut long line is a line of the file and gets its own
 /// prefix.
 pub async fn pump_tagged<R: AsyncRead + Unpin>(mut pipe: R, log: LogSender, tag: String) -> u64 {
-    let format = log.line_format();
     let send = |chunk: Vec<u8>| {
-        let prefix = match format {
+        // Read per chunk: a reload may change the format while the worker runs.
+        let prefix = match log.line_format() {
             LineFormat::Raw => None,
             LineFormat::Timestamped => Some(line_prefix(SystemTime::now(), &tag)),
         };

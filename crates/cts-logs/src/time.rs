@@ -17,8 +17,81 @@ pub fn rfc3339_millis(t: SystemTime) -> String {
     )
 }
 
+/// Parses `2026-11-24T17:03:09.123Z` (what [`rfc3339_millis`] writes).
+pub fn parse_rfc3339_millis(s: &str) -> Option<SystemTime> {
+    let b = s.as_bytes();
+    if b.len() != 24
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'.'
+        || b[23] != b'Z'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u64> {
+        let t = &s[r];
+        t.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| t.parse().ok())?
+    };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec, ms) = (num(11..13)?, num(14..16)?, num(17..19)?, num(20..23)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let days = u64::try_from(days_from_civil(y as i64, mo as u32, d as u32)).ok()?;
+    let secs = days * 86_400 + h * 3600 + mi * 60 + sec;
+    Some(UNIX_EPOCH + std::time::Duration::from_millis(secs * 1000 + ms))
+}
+
+/// Parses a UTC time as an operator types it: `2026-11-24`, `2026-11-24T17:03`,
+/// `2026-11-24 17:03:09`, `2026-11-24T17:03:09.123Z` (a trailing `Z` is optional; the time is
+/// UTC either way, like every stamp ctsd writes).
+pub fn parse_utc(s: &str) -> Option<SystemTime> {
+    let s = s.trim().trim_end_matches('Z');
+    let (date, time) = match s.split_once(['T', ' ']) {
+        Some((d, t)) => (d, t),
+        None => (s, "00:00"),
+    };
+    let mut d = date.split('-').map(|p| p.parse::<u32>().ok());
+    let (y, mo, dd) = (d.next()??, d.next()??, d.next()??);
+    if d.next().is_some() || !(1..=12).contains(&mo) || !(1..=31).contains(&dd) || y < 1970 {
+        return None;
+    }
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let mut t = hms.split(':').map(|p| p.parse::<u64>().ok());
+    let (h, mi) = (t.next()??, t.next()??);
+    let sec = t.next().map_or(Some(0), |v| v)?;
+    if t.next().is_some() || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let ms = if frac.is_empty() {
+        0
+    } else {
+        let digits: String = frac.chars().chain("000".chars()).take(3).collect();
+        digits.parse::<u64>().ok()?
+    };
+    let days = u64::try_from(days_from_civil(i64::from(y), mo, dd)).ok()?;
+    let secs = days * 86_400 + h * 3600 + mi * 60 + sec;
+    Some(UNIX_EPOCH + std::time::Duration::from_millis(secs * 1000 + ms))
+}
+
+/// (year, month, day) to days since 1970-01-01, Howard Hinnant's algorithm.
+pub(crate) fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = y - i64::from(m <= 2);
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Days since 1970-01-01 to (year, month, day), Howard Hinnant's algorithm.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -43,5 +116,31 @@ mod tests {
         assert_eq!(rfc3339_millis(t), "2026-11-24T17:03:09.123Z");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
         assert_eq!(rfc3339_millis(leap), "2000-02-29T00:00:00.000Z");
+        assert_eq!(parse_rfc3339_millis("2026-11-24T17:03:09.123Z"), Some(t));
+        assert_eq!(parse_rfc3339_millis("2026-11-24T17:03:09.123"), None);
+        assert_eq!(parse_utc("2026-11-24T17:03:09.123Z"), Some(t));
+        assert_eq!(parse_utc("2026-11-24 17:03:09.123"), Some(t));
+        assert_eq!(
+            parse_utc("2026-11-24T17:03"),
+            Some(t - Duration::from_millis(9_123))
+        );
+        assert_eq!(
+            parse_utc("2026-11-24"),
+            Some(UNIX_EPOCH + Duration::from_secs(1_795_478_400))
+        );
+        for bad in [
+            "",
+            "2026-11",
+            "2026-11-24T25:00",
+            "yesterday",
+            "2026-11-24T17",
+        ] {
+            assert_eq!(parse_utc(bad), None, "{bad}");
+        }
+        assert_eq!(parse_rfc3339_millis("2026-13-24T17:03:09.123Z"), None);
+        for days in [0, 11_016, 20_416, -1, 60_000] {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
     }
 }

@@ -37,6 +37,10 @@ use tokio::sync::{broadcast, mpsc};
 /// events about the instance.
 pub const OUTPUT_FILE: &str = "output.log";
 
+/// Name of the file in `<log_dir>/<instance>/` that receives the workers' stderr when it is
+/// kept apart (`logs.stderr: separate`).
+pub const STDERR_FILE: &str = "stderr.log";
+
 /// How many chunks may wait for the writer before readers (and so workers) wait.
 const QUEUE: usize = 32;
 
@@ -87,6 +91,8 @@ enum Msg {
     Chunk(Vec<u8>, Option<Vec<u8>>),
     /// Close the file and open it again by name (after an external logrotate moved it).
     Reopen,
+    /// New rotation and retention settings (a reload changed `logs:`).
+    Configure(LogOptions),
 }
 
 /// Chunks kept for a follower that reads slower than the log is written; beyond that it is
@@ -123,9 +129,17 @@ pub struct InstanceLog {
 #[derive(Debug, Clone)]
 pub struct LogSender {
     tx: mpsc::Sender<Msg>,
-    /// How readers prefix lines ([`LogOptions::format`]); travels with the sender so that
-    /// [`crate::reader::pump`]'s signature stays the same.
-    format: LineFormat,
+    /// How readers prefix lines ([`LogOptions::format`]), shared by every clone so that a
+    /// reload changes it for the readers of running workers too.
+    format: Arc<std::sync::atomic::AtomicU8>,
+}
+
+/// [`LineFormat`] in an atomic.
+fn format_code(f: LineFormat) -> u8 {
+    match f {
+        LineFormat::Raw => 0,
+        LineFormat::Timestamped => 1,
+    }
 }
 
 impl std::fmt::Debug for Msg {
@@ -133,6 +147,7 @@ impl std::fmt::Debug for Msg {
         match self {
             Msg::Chunk(c, _) => write!(f, "Chunk({} bytes)", c.len()),
             Msg::Reopen => f.write_str("Reopen"),
+            Msg::Configure(o) => write!(f, "Configure({o:?})"),
         }
     }
 }
@@ -162,6 +177,20 @@ impl InstanceLog {
         InstanceLog::start(dir, thread_name, options, Box::new(SystemTime::now))
     }
 
+    /// [`InstanceLog::open_with`] for the file `name` in `dir` (`output.log`, `stderr.log`).
+    ///
+    /// # Errors
+    ///
+    /// Only if the writer thread cannot be spawned.
+    pub fn open_file(
+        dir: &Path,
+        name: &str,
+        thread_name: &str,
+        options: LogOptions,
+    ) -> io::Result<InstanceLog> {
+        InstanceLog::start_file(dir, name, thread_name, options, Box::new(SystemTime::now))
+    }
+
     /// [`InstanceLog::open_with`] reading the time from `clock` (tests fake it).
     fn start(
         dir: &Path,
@@ -169,10 +198,22 @@ impl InstanceLog {
         options: LogOptions,
         clock: Clock,
     ) -> io::Result<InstanceLog> {
+        InstanceLog::start_file(dir, OUTPUT_FILE, thread_name, options, clock)
+    }
+
+    fn start_file(
+        dir: &Path,
+        name: &str,
+        thread_name: &str,
+        options: LogOptions,
+        clock: Clock,
+    ) -> io::Result<InstanceLog> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let counters = Arc::new(Counters::default());
-        let format = options.format;
-        let mut w = Writer::new(dir, thread_name, options, counters.clone(), clock);
+        let format = Arc::new(std::sync::atomic::AtomicU8::new(format_code(
+            options.format,
+        )));
+        let mut w = Writer::new(dir, name, thread_name, options, counters.clone(), clock);
         let path = w.path.clone();
         let thread = std::thread::Builder::new()
             .name(thread_name.to_owned())
@@ -215,11 +256,25 @@ impl InstanceLog {
 
     /// Asks the writer to reopen its file by name, after what was queued before.
     pub fn reopen(&self) {
+        self.tell(Msg::Reopen);
+    }
+
+    /// Applies new settings from now on: line format (for the readers of running workers
+    /// too), rotation and retention (pruning at once by the new retention).
+    pub fn reconfigure(&self, options: LogOptions) {
+        self.sender
+            .format
+            .store(format_code(options.format), Ordering::Relaxed);
+        self.tell(Msg::Configure(options));
+    }
+
+    /// Queues `msg` for the writer without waiting.
+    fn tell(&self, msg: Msg) {
         let tx = self.sender.tx.clone();
-        if tx.try_send(Msg::Reopen).is_err() {
+        if let Err(mpsc::error::TrySendError::Full(msg)) = tx.try_send(msg) {
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(async move {
-                    let _ = tx.send(Msg::Reopen).await;
+                    let _ = tx.send(msg).await;
                 });
             }
         }
@@ -240,7 +295,10 @@ impl InstanceLog {
 impl LogSender {
     /// How readers prefix the lines they send through this handle.
     pub fn line_format(&self) -> LineFormat {
-        self.format
+        match self.format.load(Ordering::Relaxed) {
+            0 => LineFormat::Raw,
+            _ => LineFormat::Timestamped,
+        }
     }
 
     /// Queues a chunk of whole lines, waiting while the queue is full (backpressure).
@@ -276,6 +334,8 @@ impl LogSender {
 /// State of the writer thread.
 struct Writer {
     dir: PathBuf,
+    /// The file's name in `dir` (`output.log`), also the stem of its rotated files.
+    name: String,
     path: PathBuf,
     /// Names the compression helper thread after ours.
     thread_name: String,
@@ -306,12 +366,13 @@ struct Writer {
 impl Writer {
     fn new(
         dir: &Path,
+        name: &str,
         thread_name: &str,
         options: LogOptions,
         counters: Arc<Counters>,
         clock: Clock,
     ) -> Writer {
-        let path = dir.join(OUTPUT_FILE);
+        let path = dir.join(name);
         // A file left by a previous run started when it was last written, near enough: if
         // that was yesterday, its first new line rotates it.
         let started = std::fs::metadata(&path)
@@ -321,6 +382,7 @@ impl Writer {
             .unwrap_or_else(&clock);
         let mut w = Writer {
             dir: dir.to_path_buf(),
+            name: name.to_owned(),
             path,
             thread_name: thread_name.to_owned(),
             period: options.rotate.period(started),
@@ -335,7 +397,38 @@ impl Writer {
             last_error: None,
         };
         w.ensure_open();
+        // Retention by age needs no rotation to apply: files that aged out while ctsd was
+        // down go now.
+        rotate::prune(&w.dir, &w.name, w.retention(), (w.clock)());
         w
+    }
+
+    fn retention(&self) -> rotate::Retention {
+        rotate::Retention {
+            keep: self.options.keep,
+            max_age: self.options.max_age,
+        }
+    }
+
+    /// New settings from a reload: the current file counts as started in the current period,
+    /// the new size limit applies from the next line, retention at once.
+    fn configure(&mut self, out: &mut Vec<u8>, options: LogOptions) {
+        self.flush(out);
+        let now = (self.clock)();
+        if options.rotate != self.options.rotate {
+            self.period = options.rotate.period(now);
+        }
+        if options.keep != self.options.keep
+            || options.max_age != self.options.max_age
+            || options.compress != self.options.compress
+        {
+            // The helper carries the old retention: let it finish, a new one starts when needed.
+            if let Some(c) = self.compressor.take() {
+                c.finish();
+            }
+        }
+        self.options = options;
+        rotate::prune(&self.dir, &self.name, self.retention(), now);
     }
 
     fn run(&mut self, mut rx: mpsc::Receiver<Msg>) {
@@ -349,6 +442,7 @@ impl Writer {
                     Msg::Chunk(c, None) => self.push(&mut out, &c),
                     Msg::Chunk(c, Some(prefix)) => self.push_prefixed(&mut out, &c, &prefix),
                     Msg::Reopen => self.reopen(&mut out),
+                    Msg::Configure(o) => self.configure(&mut out, o),
                 }
                 if out.len() < BATCH {
                     next = rx.try_recv().ok();
@@ -449,7 +543,7 @@ impl Writer {
     fn rotate(&mut self, now: SystemTime) {
         // `File` has no user-space buffer: dropping it closes it with everything written.
         self.file = None;
-        let target = rotate::rotated_path(&self.dir, now);
+        let target = rotate::rotated_path(&self.dir, &self.name, now);
         match std::fs::rename(&self.path, &target) {
             Ok(()) => self.retire(target),
             // Moved away by someone else, or never created: the next open starts a new one.
@@ -464,10 +558,15 @@ impl Writer {
 
     /// Compresses (on the helper) or prunes after a rotation.
     fn retire(&mut self, rotated: PathBuf) {
-        let keep = self.options.keep;
+        let retention = self.retention();
         if self.options.compress {
             if self.compressor.is_none() {
-                match Compressor::start(self.dir.clone(), keep, &self.thread_name) {
+                match Compressor::start(
+                    self.dir.clone(),
+                    self.name.clone(),
+                    retention,
+                    &self.thread_name,
+                ) {
                     Ok(c) => self.compressor = Some(c),
                     Err(e) => tracing::warn!("cannot start log compression thread: {e}"),
                 }
@@ -478,7 +577,7 @@ impl Writer {
                 }
             }
         }
-        rotate::prune(&self.dir, keep);
+        rotate::prune(&self.dir, &self.name, retention, (self.clock)());
     }
 
     /// At exit: lets the compression helper finish.

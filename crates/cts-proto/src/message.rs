@@ -74,6 +74,13 @@ pub struct LogsRequest {
     /// Keep sending what is written, across rotations, until the client hangs up.
     #[serde(default)]
     pub follow: bool,
+    /// Instead of the last `lines`: everything written since this time (milliseconds since
+    /// the Unix epoch), across the rotated files, compressed ones included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_ms: Option<u64>,
+    /// The instance's `stderr.log` (with `logs.stderr: separate`) instead of `output.log`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stderr: bool,
 }
 
 /// [`Response::LogData`]: a piece of an instance log (whole lines; invalid UTF-8 replaced).
@@ -81,6 +88,10 @@ pub struct LogsRequest {
 pub struct LogData {
     /// The text.
     pub data: String,
+    /// More `LogData` frames of the same answer follow (a long `since`); always so when
+    /// following.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub more: bool,
 }
 
 /// [`Request::Reload`].

@@ -251,7 +251,7 @@ async fn connection(mut stream: UnixStream, shared: &Shared, cancel: &Cancellati
             .into(),
             Ok(req) => {
                 // Progress frames a handler emits go out while it runs; its answer comes last.
-                let (emit, mut emitted) = tokio::sync::mpsc::unbounded_channel();
+                let (emit, mut emitted) = tokio::sync::mpsc::channel(handlers::EMIT_QUEUE);
                 let work = handlers::handle(req, shared, emit);
                 tokio::pin!(work);
                 loop {
@@ -264,7 +264,15 @@ async fn connection(mut stream: UnixStream, shared: &Shared, cancel: &Cancellati
                                 return;
                             }
                         }
-                        r = &mut work => break r,
+                        r = &mut work => {
+                            // Frames queued in the same poll that finished the handler.
+                            while let Ok(p) = emitted.try_recv() {
+                                if send(&mut stream, &p).await.is_err() {
+                                    return;
+                                }
+                            }
+                            break r;
+                        }
                     }
                 }
             }

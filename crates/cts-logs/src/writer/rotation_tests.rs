@@ -57,7 +57,10 @@ fn files(dir: &Path) -> (Vec<(String, Vec<u8>)>, Vec<u8>) {
         if name == OUTPUT_FILE {
             continue;
         }
-        assert!(rotated_key(&name).is_some(), "unexpected file {name}");
+        assert!(
+            rotated_key(OUTPUT_FILE, &name).is_some(),
+            "unexpected file {name}"
+        );
         let raw = std::fs::read(dir.join(&name)).unwrap();
         let content = if name.ends_with(".gz") {
             let mut out = Vec::new();
@@ -70,7 +73,7 @@ fn files(dir: &Path) -> (Vec<(String, Vec<u8>)>, Vec<u8>) {
         };
         rotated.push((name, content));
     }
-    rotated.sort_by_key(|(name, _)| rotated_key(name));
+    rotated.sort_by_key(|(name, _)| rotated_key(OUTPUT_FILE, name));
     let current = std::fs::read(dir.join(OUTPUT_FILE)).unwrap_or_default();
     (rotated, current)
 }
@@ -80,6 +83,7 @@ fn opts(max_size: u64, rotate: Rotation, keep: u32, compress: bool) -> LogOption
         max_size,
         rotate,
         keep,
+        max_age: None,
         compress,
         format: crate::options::LineFormat::Raw,
     }
@@ -212,7 +216,14 @@ fn time_rotation_at_the_hour_when_data_arrives() {
     let now = Arc::new(AtomicU64::new(FIVE_PM + 3_599_000)); // 17:59:59.000
     let counters = Arc::new(Counters::default());
     let options = opts(0, Rotation::Hourly, 10, false);
-    let mut w = Writer::new(dir.path(), "t", options, counters, fake_clock(&now));
+    let mut w = Writer::new(
+        dir.path(),
+        OUTPUT_FILE,
+        "t",
+        options,
+        counters,
+        fake_clock(&now),
+    );
     let mut out = Vec::new();
     w.push(&mut out, b"one\n");
     w.push(&mut out, b"two\n");
@@ -231,7 +242,7 @@ fn time_rotation_at_the_hour_when_data_arrives() {
     assert_eq!(
         rotated,
         vec![(
-            "output.log.20261124T190000.500Z".to_owned(),
+            "output.log.20261124T190000.500000Z".to_owned(),
             b"one\ntwo\n".to_vec()
         )]
     );
@@ -244,7 +255,14 @@ fn an_empty_file_is_not_rotated_by_time() {
     let now = Arc::new(AtomicU64::new(FIVE_PM));
     let options = opts(0, Rotation::Daily, 10, false);
     let counters = Arc::new(Counters::default());
-    let mut w = Writer::new(dir.path(), "t", options, counters, fake_clock(&now));
+    let mut w = Writer::new(
+        dir.path(),
+        OUTPUT_FILE,
+        "t",
+        options,
+        counters,
+        fake_clock(&now),
+    );
     now.store(FIVE_PM + 3 * 86_400_000, Ordering::Relaxed);
     let mut out = Vec::new();
     w.push(&mut out, b"first\n");
@@ -264,7 +282,14 @@ fn a_restart_continues_the_existing_file_size_and_day() {
     let counters = Arc::new(Counters::default());
     let now = Arc::new(AtomicU64::new(FIVE_PM));
     let options = opts(4096, Rotation::Never, 10, false);
-    let mut w = Writer::new(dir.path(), "t", options, counters.clone(), fake_clock(&now));
+    let mut w = Writer::new(
+        dir.path(),
+        OUTPUT_FILE,
+        "t",
+        options,
+        counters.clone(),
+        fake_clock(&now),
+    );
     let mut out = Vec::new();
     w.push(&mut out, &[b'-'; 2000]);
     w.flush(&mut out);
@@ -279,7 +304,14 @@ fn a_restart_continues_the_existing_file_size_and_day() {
         .unwrap();
     drop(f);
     let options = opts(0, Rotation::Daily, 10, false);
-    let mut w = Writer::new(dir.path(), "t", options, counters, fake_clock(&now));
+    let mut w = Writer::new(
+        dir.path(),
+        OUTPUT_FILE,
+        "t",
+        options,
+        counters,
+        fake_clock(&now),
+    );
     w.push(&mut out, b"today\n");
     w.flush(&mut out);
     w.finish();
@@ -296,6 +328,7 @@ fn reopen_after_an_external_rename_starts_a_new_file() {
     let counters = Arc::new(Counters::default());
     let mut w = Writer::new(
         dir.path(),
+        OUTPUT_FILE,
         "t",
         LogOptions::default(),
         counters,

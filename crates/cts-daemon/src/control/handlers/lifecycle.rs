@@ -46,7 +46,10 @@ pub async fn handle(op: Op, req: &TargetRequest, shared: &Shared, emit: Emit) ->
                         replaced,
                         total,
                     };
-                    if emit.send(Response::Progress(p)).is_err() {
+                    // Progress is a gauge: when the client lags, a skipped frame is no loss.
+                    if let Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) =
+                        emit.try_send(Response::Progress(p))
+                    {
                         break;
                     }
                 }

@@ -1,10 +1,14 @@
-//! `logs INSTANCE [-n N] [-f]`: the last lines of the instance log, read backwards in blocks
-//! off the runtime thread; with follow, every chunk the writer writes afterwards, as it writes
-//! it (no polling of the file, and rotation is invisible to the follower).
+//! `logs INSTANCE [-n N | --since TIME] [-f] [--stderr]`: the last lines of the instance log
+//! (read backwards in blocks), or everything since a time (across rotated and gzipped files),
+//! read off the runtime thread; with follow, every chunk the writer writes afterwards, as it
+//! writes it (no polling of the file, and rotation is invisible to the follower). Frames go
+//! out through the bounded emit queue: a slow client slows the reading, and a slow follower
+//! skips chunks (it is told how many), so memory never grows with the log.
 
 use super::Emit;
 use crate::Shared;
 use cts_proto::{ErrorKind, ErrorReply, LogData, LogsRequest, Response};
+use std::time::{Duration, UNIX_EPOCH};
 use tokio::sync::broadcast::error::RecvError;
 
 /// Most lines `-n` may ask for.
@@ -16,38 +20,97 @@ pub async fn handle(r: &LogsRequest, shared: &Shared, emit: Emit) -> Response {
         Ok(i) => i,
         Err(e) => return e.into(),
     };
-    let log = instances[idx[0]].log.clone();
-    // Subscribe before reading the tail, so no line falls between the two.
+    let entry = &instances[idx[0]];
+    let log = if r.stderr {
+        match &entry.err_log {
+            Some(l) => l.clone(),
+            None => {
+                let msg = format!(
+                    "{}'s stderr is in output.log with its stdout (logs.stderr: merged)",
+                    entry.config.key
+                );
+                return ErrorReply::new(ErrorKind::Failed, msg).into();
+            }
+        }
+    } else {
+        entry.log.clone()
+    };
+    // Subscribe before reading, so no line falls between what is read and what follows.
     let mut follow = r.follow.then(|| log.follow());
     let path = log.path().to_path_buf();
-    let lines = r.lines.min(MAX_LINES) as usize;
-    let tail = match tokio::task::spawn_blocking(move || cts_logs::tail::tail(&path, lines)).await {
-        Ok(Ok(b)) => String::from_utf8_lossy(&b).into_owned(),
-        Ok(Err(e)) => {
-            let msg = format!("cannot read {}: {e}", log.path().display());
-            return ErrorReply::new(ErrorKind::Failed, msg).into();
+    let old = match r.since_ms {
+        Some(ms) => match since(&path, UNIX_EPOCH + Duration::from_millis(ms), &emit).await {
+            Ok(()) => String::new(),
+            Err(resp) => return resp,
+        },
+        None => {
+            let lines = r.lines.min(MAX_LINES) as usize;
+            let p = path.clone();
+            match tokio::task::spawn_blocking(move || cts_logs::tail::tail(&p, lines)).await {
+                Ok(Ok(b)) => String::from_utf8_lossy(&b).into_owned(),
+                Ok(Err(e)) => return cannot_read(&path, &e),
+                Err(e) => return ErrorReply::new(ErrorKind::Failed, e.to_string()).into(),
+            }
         }
-        Err(e) => return ErrorReply::new(ErrorKind::Failed, e.to_string()).into(),
     };
     let Some(rx) = follow.as_mut() else {
-        return Response::LogData(LogData { data: tail });
+        return data(old, false);
     };
-    if emit
-        .send(Response::LogData(LogData { data: tail }))
-        .is_err()
-    {
+    if emit.send(data(old, true)).await.is_err() {
         return gone();
     }
     loop {
-        let data = match rx.recv().await {
+        let text = match rx.recv().await {
             Ok(chunk) => String::from_utf8_lossy(&chunk).into_owned(),
             Err(RecvError::Lagged(n)) => format!("[ctsctl logs: {n} chunks skipped: this client reads slower than the log is written]\n"),
             Err(RecvError::Closed) => return gone(),
         };
-        if emit.send(Response::LogData(LogData { data })).is_err() {
+        if emit.send(data(text, true)).await.is_err() {
             return gone();
         }
     }
+}
+
+/// Emits everything in the log at `path` (and its rotated files) written since `t`.
+async fn since(
+    path: &std::path::Path,
+    t: std::time::SystemTime,
+    emit: &Emit,
+) -> Result<(), Response> {
+    let (Some(dir), Some(base)) = (
+        path.parent().map(std::path::Path::to_path_buf),
+        path.file_name().and_then(|n| n.to_str()).map(str::to_owned),
+    ) else {
+        return Err(ErrorReply::new(ErrorKind::Failed, "no log file").into());
+    };
+    // The reading thread waits for room here, so it never runs ahead of the client.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
+    let reader = tokio::task::spawn_blocking(move || {
+        cts_logs::since::read_since(&dir, &base, t, |piece| tx.blocking_send(piece).is_ok())
+    });
+    while let Some(piece) = rx.recv().await {
+        let text = String::from_utf8_lossy(&piece).into_owned();
+        if emit.send(data(text, true)).await.is_err() {
+            return Err(gone());
+        }
+    }
+    match reader.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(cannot_read(path, &e)),
+        Err(e) => Err(ErrorReply::new(ErrorKind::Failed, e.to_string()).into()),
+    }
+}
+
+fn data(data: String, more: bool) -> Response {
+    Response::LogData(LogData { data, more })
+}
+
+fn cannot_read(path: &std::path::Path, e: &std::io::Error) -> Response {
+    ErrorReply::new(
+        ErrorKind::Failed,
+        format!("cannot read {}: {e}", path.display()),
+    )
+    .into()
 }
 
 fn gone() -> Response {

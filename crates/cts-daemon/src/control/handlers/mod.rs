@@ -36,7 +36,11 @@ pub(crate) fn outcome(instance: &str, r: cts_supervisor::Outcome) -> cts_proto::
 }
 
 /// Where a handler sends frames that precede its answer (restart progress).
-pub type Emit = tokio::sync::mpsc::UnboundedSender<Response>;
+pub type Emit = tokio::sync::mpsc::Sender<Response>;
+
+/// Frames a handler may have emitted but not yet written to its client: a slow client slows
+/// the handler (a follower then skips chunks) instead of growing memory.
+pub const EMIT_QUEUE: usize = 8;
 
 /// Answers one request.
 pub async fn handle(req: Request, shared: &Shared, emit: Emit) -> Response {

@@ -16,7 +16,7 @@ pub async fn handle(names: &[InstanceName], shared: &Shared) -> Response {
         report.push(crate::status::to_proto(
             &entry.config,
             status.as_ref(),
-            entry.log.dropped_bytes(),
+            entry.dropped_bytes(),
         ));
     }
     Response::Status(StatusReport {
