@@ -545,3 +545,34 @@ fn a_full_disk_keeps_workers_serving_and_counts_drops() {
         .contains("bytes of output were lost before this line"));
     assert!(d.instance("jordan")["state"] == "running");
 }
+
+#[test]
+fn an_interrupted_follower_is_let_go_at_once() {
+    let d = Daemon::start(vec![Inst::new("jordan", "Jordan", "/JO", "JOD")], "");
+    d.wait_running("jordan");
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", d.pid()))
+            .map(|r| r.count())
+            .unwrap_or(0)
+    };
+    let before = fds();
+    let mut child = std::process::Command::new(ctsctl_bin())
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["logs", "jordan", "-f"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("ctsctl logs -f");
+    assert!(
+        wait_until(WAIT, || fds() > before),
+        "the follower connected"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    // No line is written to the log meanwhile: ctsd notices the hang-up itself.
+    assert!(
+        wait_until(WAIT, || fds() == before),
+        "the follower's connection was closed: {} fds, {before} before",
+        fds()
+    );
+}

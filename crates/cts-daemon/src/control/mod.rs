@@ -264,6 +264,16 @@ async fn connection(mut stream: UnixStream, shared: &Shared, cancel: &Cancellati
                                 return;
                             }
                         }
+                        // The client hung up (a `logs -f` interrupted) or broke the protocol by
+                        // writing while it waits for an answer: drop the handler now, not at its
+                        // next frame.
+                        Ok(()) = stream.readable() => {
+                            let mut byte = [0u8; 1];
+                            match stream.try_read(&mut byte) {
+                                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                                _ => return,
+                            }
+                        }
                         r = &mut work => {
                             // Frames queued in the same poll that finished the handler.
                             while let Ok(p) = emitted.try_recv() {
