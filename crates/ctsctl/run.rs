@@ -34,11 +34,8 @@ pub fn run(config: &Config, instance: &str, argv: &[OsString], socket: &Path) ->
     };
     let mut cmd = std::process::Command::new(program);
     cmd.args(args).env_clear().envs(environment(inst, socket));
-    if let Some(cwd) = &inst.pool.cwd {
-        cmd.current_dir(cwd);
-    }
     // SAFETY: `apply` makes only async-signal-safe system calls on data prepared here; in this
-    // single-threaded process it runs right before exec, after the chdir.
+    // single-threaded process it runs right before exec (and enters the instance's cwd).
     unsafe {
         cmd.pre_exec(move || privileges.apply());
     }
@@ -63,8 +60,15 @@ pub fn run(config: &Config, instance: &str, argv: &[OsString], socket: &Path) ->
 /// process's; without the variables ctsd removes for workers; then the instance's variables.
 fn environment(inst: &InstanceConfig, socket: &Path) -> Vec<(OsString, OsString)> {
     let mut env: Vec<(OsString, OsString)> = match daemon_environment(socket) {
-        Some(env) => env,
-        None => std::env::vars_os().collect(),
+        Ok(Some(env)) => env,
+        Ok(None) => std::env::vars_os().collect(),
+        Err(why) => {
+            eprintln!(
+                "ctsctl: note: ctsd runs, but its environment cannot be read ({why}): \
+                 starting from this shell's instead"
+            );
+            std::env::vars_os().collect()
+        }
     };
     env.retain(|(k, _)| {
         !cts_supervisor::INHERITED_VARS_TO_DROP
@@ -78,16 +82,18 @@ fn environment(inst: &InstanceConfig, socket: &Path) -> Vec<(OsString, OsString)
     env
 }
 
-/// The environment of the ctsd listening on `socket` (found by its peer credentials), if
-/// this user may read it.
-fn daemon_environment(socket: &Path) -> Option<Vec<(OsString, OsString)>> {
+/// The environment of the ctsd listening on `socket` (found by its peer credentials):
+/// `Ok(None)` when no ctsd listens there, an error when it does but cannot be read.
+fn daemon_environment(socket: &Path) -> Result<Option<Vec<(OsString, OsString)>>, String> {
     use std::os::unix::ffi::OsStrExt;
-    let stream = std::os::unix::net::UnixStream::connect(socket).ok()?;
-    let cred =
-        nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials).ok()?;
+    let Ok(stream) = std::os::unix::net::UnixStream::connect(socket) else {
+        return Ok(None);
+    };
+    let cred = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
+        .map_err(|e| e.to_string())?;
     drop(stream);
-    let raw = std::fs::read(format!("/proc/{}/environ", cred.pid())).ok()?;
-    Some(
+    let raw = std::fs::read(format!("/proc/{}/environ", cred.pid())).map_err(|e| e.to_string())?;
+    Ok(Some(
         raw.split(|b| *b == 0)
             .filter_map(|entry| {
                 let eq = entry.iter().position(|b| *b == b'=')?;
@@ -97,5 +103,5 @@ fn daemon_environment(socket: &Path) -> Option<Vec<(OsString, OsString)>> {
                 ))
             })
             .collect(),
-    )
+    ))
 }

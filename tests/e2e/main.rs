@@ -315,8 +315,19 @@ fn django_under_gunicorn_behind_nginx_one_database_per_instance() {
         stop: nix::sys::signal::Signal::SIGTERM,
     };
     drop(write);
+    let readable = {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        let mut fds = [PollFd::new(read.as_fd(), PollFlags::POLLIN)];
+        let ms = PollTimeout::try_from(WAIT.as_millis() as u64 * 2).unwrap_or(PollTimeout::MAX);
+        poll(&mut fds, ms).unwrap_or(0) > 0
+    };
     let mut byte = [0u8; 1];
-    let n = std::fs::File::from(read).read(&mut byte).unwrap_or(0);
+    let n = if readable {
+        std::fs::File::from(read).read(&mut byte).unwrap_or(0)
+    } else {
+        0
+    };
     let stderr = || std::fs::read_to_string(dir.path().join("ctsd.stderr")).unwrap_or_default();
     assert_eq!(n, 1, "ctsd did not become ready:\n{}", stderr());
     for (key, ..) in INSTANCES {

@@ -9,21 +9,56 @@ use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
-/// The datagrams ctsd sends, as systemd would receive them.
+/// The datagrams ctsd sends, as systemd would receive them, with the fds they carry. A thread
+/// reads them from the start, as systemd does, so ctsd never finds the queue full.
 struct Notifications {
-    sock: UnixDatagram,
+    rx: std::sync::mpsc::Receiver<(String, Vec<OwnedFd>)>,
     seen: Vec<String>,
+    /// Listening ports of the fds that came with `FDSTORE=1`, by `FDNAME`.
+    stored: Vec<(String, u16)>,
 }
 
 impl Notifications {
     fn bind(dir: &std::path::Path) -> (Notifications, String) {
         let path = dir.join("notify.sock");
         let sock = UnixDatagram::bind(&path).expect("bind notify socket");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || loop {
+            use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
+            use std::os::fd::{AsRawFd, FromRawFd};
+            let mut buf = [0u8; 4096];
+            let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+            let mut space = nix::cmsg_space!([std::os::fd::RawFd; 8]);
+            let Ok(msg) = recvmsg::<UnixAddr>(
+                sock.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) else {
+                return;
+            };
+            let mut fds = Vec::new();
+            for c in msg.cmsgs().into_iter().flatten() {
+                if let ControlMessageOwned::ScmRights(raw) = c {
+                    // SAFETY: the kernel just gave this process these fds.
+                    fds.extend(
+                        raw.into_iter()
+                            .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                    );
+                }
+            }
+            let n = msg.bytes;
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if tx.send((text, fds)).is_err() {
+                return;
+            }
+        });
         let path = path.to_str().expect("utf-8 path").to_owned();
         (
             Notifications {
-                sock,
+                rx,
                 seen: Vec::new(),
+                stored: Vec::new(),
             },
             path,
         )
@@ -46,12 +81,21 @@ impl Notifications {
     /// The next message, or `None` once `end` has passed.
     fn next_before(&mut self, end: Instant) -> Option<String> {
         let left = end.checked_duration_since(Instant::now())?;
-        self.sock
-            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
-            .ok()?;
-        let mut buf = [0u8; 4096];
-        let n = self.sock.recv(&mut buf).ok()?;
-        let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let (m, fds) = self.rx.recv_timeout(left).ok()?;
+        if let Some(name) = m.strip_prefix("FDSTORE=1\nFDNAME=") {
+            assert_eq!(fds.len(), 1, "{m}: one fd attached");
+            let local: nix::sys::socket::SockaddrStorage =
+                nix::sys::socket::getsockname(std::os::fd::AsRawFd::as_raw_fd(&fds[0]))
+                    .expect("a socket");
+            let listening =
+                nix::sys::socket::getsockopt(&fds[0], nix::sys::socket::sockopt::AcceptConn)
+                    .expect("a socket");
+            assert!(listening, "{m}: a listening socket");
+            let port = local.as_sockaddr_in().map(|a| a.port()).expect("TCP/IPv4");
+            self.stored.push((name.to_owned(), port));
+        } else {
+            assert!(fds.is_empty(), "{m}: no fd expected");
+        }
         self.seen.push(m.clone());
         Some(m)
     }
@@ -132,20 +176,20 @@ fn pings_the_watchdog_and_stores_sockets_when_systemd_asks() {
         ],
         ..Extra::default()
     };
-    let _d = Daemon::start_extra(two(), "", "", extra);
+    let d = Daemon::start_extra(two(), "", "", extra);
     for i in 0..3 {
         n.until(&format!("WATCHDOG=1 #{}", i + 1), |m| m == "WATCHDOG=1");
     }
-    // FileDescriptorStoreMax= set: each instance's socket went to the fd store by its key.
-    for key in ["iraq", "jordan"] {
-        assert!(
-            n.seen
-                .iter()
-                .any(|m| m == &format!("FDSTORE=1\nFDNAME={key}")),
-            "{key}: {:#?}",
-            n.seen
-        );
-    }
+    // FileDescriptorStoreMax= set: each instance's listening socket went to the fd store.
+    let mut stored = n.stored.clone();
+    stored.sort();
+    assert_eq!(
+        stored,
+        [
+            ("store.iraq".to_owned(), d.port("iraq")),
+            ("store.jordan".to_owned(), d.port("jordan"))
+        ]
+    );
 }
 
 /// A listening socket on a port the OS picked, as a `.socket` unit would hold it.
@@ -189,13 +233,15 @@ fn a_passed_socket_that_does_not_match_the_config_is_a_clear_error() {
     let insts = vec![Inst::new("jordan", "Jordan", "/JO", "JOD")];
     let configured = insts[0].port;
     assert_ne!(port, configured);
+    // A socket unit's socket (named after the instance, not `store.`): wrong even with the
+    // fd store on.
     let extra = Extra {
         sockets: vec![("jordan".into(), fd)],
-        ..Extra::default()
+        env: vec![("FDSTORE".into(), "8".into())],
     };
-    let d = Daemon::prepare(insts, "", "", extra);
-    let mut child = d.spawn(None);
-    let st = crate::util::wait_child(&mut child, WAIT).expect("ctsd exits");
+    let mut d = Daemon::prepare(insts, "", "", extra);
+    d.child = Some(d.spawn(None));
+    let st = d.wait_exit(WAIT).expect("ctsd exits");
     assert!(!st.success());
     let err = d.stderr();
     assert!(
@@ -213,9 +259,9 @@ fn a_passed_socket_that_does_not_match_the_config_is_a_clear_error() {
         sockets: vec![("jordan".into(), OwnedFd::from(udp))],
         ..Extra::default()
     };
-    let d = Daemon::prepare(insts, "", "", extra);
-    let mut child = d.spawn(None);
-    let st = crate::util::wait_child(&mut child, WAIT).expect("ctsd exits");
+    let mut d = Daemon::prepare(insts, "", "", extra);
+    d.child = Some(d.spawn(None));
+    let st = d.wait_exit(WAIT).expect("ctsd exits");
     assert!(!st.success());
     let err = d.stderr();
     assert!(err.contains("not a stream (TCP) socket"), "{err}");
@@ -235,8 +281,9 @@ fn with_the_fd_store_a_stale_stored_socket_is_replaced_and_passed_ones_are_not_s
             ("NOTIFY_SOCKET".into(), path),
             ("FDSTORE".into(), "8".into()),
         ],
-        // As after `systemctl restart ctsd` with jordan's port changed in the config meanwhile.
-        sockets: vec![("jordan".into(), stale), ("iraq".into(), iraq_fd)],
+        // As after `systemctl restart ctsd` with jordan's port changed in the config meanwhile
+        // (ctsd had stored its old socket), and with a socket unit for iraq.
+        sockets: vec![("store.jordan".into(), stale), ("iraq".into(), iraq_fd)],
     };
     let d = Daemon::start_extra(insts, "", "", extra);
     n.until("READY=1", |m| m == "READY=1");
@@ -248,20 +295,13 @@ fn with_the_fd_store_a_stale_stored_socket_is_replaced_and_passed_ones_are_not_s
         get(iraq_port, "/").is_ok(),
         "iraq serves on the passed socket"
     );
+    // The new socket replaced the stale one in the store; the socket unit's is not stored.
+    assert_eq!(n.stored, [("store.jordan".to_owned(), jordan_port)]);
     assert!(
-        n.seen.iter().any(|m| m == "FDSTOREREMOVE=1\nFDNAME=jordan"),
-        "{:#?}",
-        n.seen
-    );
-    assert!(
-        n.seen.iter().any(|m| m == "FDSTORE=1\nFDNAME=jordan"),
-        "{:#?}",
-        n.seen
-    );
-    assert!(
-        !n.seen.iter().any(|m| m == "FDSTORE=1\nFDNAME=iraq"),
-        "a passed socket stored again: {:#?}",
-        n.seen
+        d.stderr()
+            .contains("closing it and removing it from the store"),
+        "{}",
+        d.stderr()
     );
     assert!(
         d.stderr().contains(&format!(

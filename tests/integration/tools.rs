@@ -21,10 +21,18 @@ fn run_gives_the_workers_environment_and_directory_and_returns_the_exit_status()
     let inst = Inst::new("jordan", "Jordan", "/JO", "JOD")
         .with("cwd: app, env: {EXTRA: \"x-{currency}\"}");
     let config = write_config(dir.path(), &[inst], "");
-    let out = ctl(
-        &config,
-        &["run", "jordan", "--", "sh", "-c", "pwd; env; exit 7"],
-    );
+    // What systemd may have given the caller is not passed on, as for workers.
+    let out = Command::new(ctsctl_bin())
+        .arg("--config")
+        .arg(&config)
+        .args(["run", "jordan", "--", "sh", "-c", "pwd; env; exit 7"])
+        .env_remove("CTSD_SOCKET")
+        .env("LISTEN_FDS", "1")
+        .env("NOTIFY_SOCKET", "/nowhere")
+        .env("FDSTORE", "8")
+        .env("WATCHDOG_USEC", "1000000")
+        .output()
+        .expect("run ctsctl");
     assert_eq!(out.status.code(), Some(7), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = text.lines().collect();
@@ -38,7 +46,14 @@ fn run_gives_the_workers_environment_and_directory_and_returns_the_exit_status()
     ] {
         assert!(lines.contains(&want), "{want}: {text}");
     }
-    assert!(!text.contains("LISTEN_FDS"), "{text}");
+    for gone in [
+        "LISTEN_FDS=",
+        "NOTIFY_SOCKET=",
+        "FDSTORE=",
+        "WATCHDOG_USEC=",
+    ] {
+        assert!(!text.contains(gone), "{gone} passed on: {text}");
+    }
 
     let out = ctl(&config, &["run", "nope", "--", "true"]);
     assert_eq!(out.status.code(), Some(5), "{out:?}");

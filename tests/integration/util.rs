@@ -277,18 +277,23 @@ impl Daemon {
         // SAFETY: fcntl and dup2 are async-signal-safe; the vector was built before the fork.
         unsafe {
             cmd.pre_exec(move || {
-                let top = 3 + sources.len() as i32 + 64;
+                // Copies above every target first (F_DUPFD never replaces an open fd), so
+                // that no dup2 onto a target clobbers a source still to be moved.
+                let n = sources.len() as i32;
+                let mut high = [0i32; 16];
                 for (i, src) in sources.iter().enumerate() {
-                    if nix::libc::dup2(*src, top + i as i32) == -1 {
+                    let fd = nix::libc::fcntl(*src, nix::libc::F_DUPFD, 3 + n);
+                    if fd == -1 || i >= high.len() {
                         return Err(std::io::Error::last_os_error());
                     }
+                    high[i] = fd;
                 }
-                for i in 0..sources.len() as i32 {
+                for i in 0..n {
                     // dup2 leaves the target without FD_CLOEXEC: it survives exec.
-                    if nix::libc::dup2(top + i, 3 + i) == -1 {
+                    if nix::libc::dup2(high[i as usize], 3 + i) == -1 {
                         return Err(std::io::Error::last_os_error());
                     }
-                    nix::libc::close(top + i);
+                    nix::libc::close(high[i as usize]);
                 }
                 Ok(())
             });

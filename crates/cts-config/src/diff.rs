@@ -121,7 +121,8 @@ fn changed_fields(o: &InstanceConfig, n: &InstanceConfig) -> Vec<&'static str> {
         ("command", op.command != np.command),
         ("cwd", op.cwd != np.cwd),
         ("env", configured_env(o) != configured_env(n)),
-        ("user", op.user != np.user),
+        // The same name may now stand for other ids (or other groups).
+        ("user", op.user != np.user || op.accounts != np.accounts),
         ("group", op.group != np.group),
         ("umask", op.umask != np.umask),
         ("limits", op.limits != np.limits),

@@ -162,10 +162,22 @@ pub(crate) fn read_pool(map: &Map<'_>, diag: &mut Diag) -> RawPool {
     pool
 }
 
-/// `umask`: octal digits, as a string (`"0027"`) or as YAML wrote a number of them (`027`).
+/// `umask`: octal digits as a string: `"0027"`, or `027` unquoted (which YAML keeps as a
+/// string for its leading zero). A number is refused: YAML reads `0o027` as 23 and `22` as
+/// twenty-two, so what was meant cannot be told.
 fn read_umask(value: &Value, path: &str, diag: &mut Diag) -> Option<u32> {
-    let text = read_scalar(value, path, diag)?;
-    let digits = text.strip_prefix("0o").unwrap_or(&text);
+    if let Value::Number(n) = value {
+        diag.error(
+            path,
+            format!(
+                "{n} is a number to YAML (0o027 reads as 23): write the umask as octal digits \
+                 in quotes, e.g. \"0027\""
+            ),
+        );
+        return None;
+    }
+    let text = read_str(value, path, diag)?;
+    let digits = text.strip_prefix("0o").unwrap_or(text);
     match u32::from_str_radix(digits, 8) {
         Ok(mask) if mask <= 0o777 && !digits.is_empty() => Some(mask),
         _ => {
@@ -192,7 +204,23 @@ fn read_limits(value: &Value, path: &str, diag: &mut Diag, pool: &mut RawPool) {
         let Some(v) = map.get(key) else { continue };
         let path = map.path_of(key);
         *slot = match v {
+            // The kernel refuses an open-file limit above fs.nr_open, even to root.
+            Value::String(s) if (s == "unlimited" || s == "infinity") && key == "nofile" => {
+                diag.error(
+                    &path,
+                    "nofile cannot be unlimited (the kernel caps it at fs.nr_open): give a number",
+                );
+                None
+            }
             Value::String(s) if s == "unlimited" || s == "infinity" => Some(Limit::Unlimited),
+            _ if key == "nofile" => read_int(v, &path, diag).and_then(|n| {
+                if (64..=1 << 30).contains(&n) {
+                    Some(Limit::Value(n as u64))
+                } else {
+                    diag.error(&path, format!("{n} open files: give 64 to 1073741824"));
+                    None
+                }
+            }),
             _ => read_int(v, &path, diag).and_then(|n| match u64::try_from(n) {
                 Ok(n) => Some(Limit::Value(n)),
                 Err(_) => {

@@ -782,20 +782,27 @@ fn umask_and_limits_are_read_and_checked() {
     assert_eq!(jordan.limits.nofile, Some(Limit::Value(65536)));
 
     let errors = parse_err(&with_command(
-        "  umask: \"0999\"\n  limits: {nofile: -1, stack: 10}\ninstances:\n  jordan: {currency: JOD, port: 8003, prefix: /JO}\n",
+        "  umask: \"0999\"\n  limits: {nofile: -1, nproc: -1, stack: 10}\ninstances:\n  jordan: {currency: JOD, port: 8003, prefix: /JO, umask: 0o027, limits: {nofile: unlimited}}\n",
     ));
     assert!(
         message(&errors, "defaults.umask").contains("not a umask"),
         "{errors}"
     );
     assert!(
-        message(&errors, "defaults.limits.nofile").contains("negative"),
+        message(&errors, "defaults.limits.nofile").contains("64 to"),
         "{errors}"
     );
     assert!(
-        keys(&errors)
-            .iter()
-            .any(|k| k.starts_with("defaults.limits")),
+        message(&errors, "defaults.limits.nproc").contains("negative"),
+        "{errors}"
+    );
+    assert!(keys(&errors).contains("defaults.limits.stack"), "{errors}");
+    assert!(
+        message(&errors, "instances.jordan.umask").contains("in quotes"),
+        "{errors}"
+    );
+    assert!(
+        message(&errors, "instances.jordan.limits.nofile").contains("fs.nr_open"),
         "{errors}"
     );
 }

@@ -175,6 +175,9 @@ pub(crate) struct Instances {
     shared: Arc<Shared>,
     /// Sockets systemd passed that no instance has claimed yet.
     passed: listeners::PassedSockets,
+    /// `stderr.log` writers a reload retired, finishing what their workers still write;
+    /// waited for at shutdown.
+    retiring: Vec<JoinHandle<()>>,
 }
 
 impl Instances {
@@ -280,9 +283,7 @@ impl Instances {
                 Err(e) => tracing::warn!(instance = %inst.key, "{e}"),
             },
             // Running workers keep writing through their readers' senders until they exit.
-            (false, Some(l)) => {
-                tokio::spawn(l.close());
-            }
+            (false, Some(l)) => self.retiring.push(tokio::spawn(l.close())),
             (false, None) => {}
         }
         if let Ok(mut err) = r.output.err.lock() {
@@ -440,6 +441,7 @@ pub async fn run(
         shim: opts.shim.clone(),
         shared: shared.clone(),
         passed,
+        retiring: Vec::new(),
     };
     for (inst, listener) in config.instances.iter().zip(listeners) {
         instances.launch(inst, listener.fd)?;
@@ -569,11 +571,15 @@ pub async fn run(
     };
     server_stop.cancel();
     let _ = server.await;
+    let retiring = std::mem::take(&mut instances.retiring);
     drop(instances);
     drop(shared);
     let flush = async {
         for l in logs {
             l.close().await;
+        }
+        for r in retiring {
+            let _ = r.await;
         }
     };
     if tokio::time::timeout(LOG_DRAIN_TIMEOUT, flush)
@@ -589,18 +595,29 @@ pub async fn run(
     Ok(())
 }
 
-/// Sends `WATCHDOG=1` if every actor answers a status request within `within`; otherwise
-/// names the ones that did not and skips the ping, so that systemd restarts a wedged ctsd.
+/// Sends `WATCHDOG=1` if every actor answers a status request within `within` (asked all at
+/// once); otherwise names the ones that did not, or whose actor is gone, and skips the ping,
+/// so that systemd restarts a wedged ctsd.
 async fn watchdog_ping(instances: &Instances, within: Duration) {
-    let mut stuck = Vec::new();
+    let mut asked = tokio::task::JoinSet::new();
     for r in &instances.running {
-        if tokio::time::timeout(within, r.handle.status())
-            .await
-            .is_err()
-        {
-            stuck.push(r.config.key.to_string());
-        }
+        let (handle, key) = (r.handle.clone(), r.config.key.to_string());
+        asked.spawn(async move { (key, handle.status().await.is_some()) });
     }
+    let mut stuck: Vec<String> = instances
+        .running
+        .iter()
+        .map(|r| r.config.key.to_string())
+        .collect();
+    let _ = tokio::time::timeout(within, async {
+        while let Some(Ok((key, alive))) = asked.join_next().await {
+            if alive {
+                stuck.retain(|k| *k != key);
+            }
+        }
+    })
+    .await;
+    asked.abort_all();
     if stuck.is_empty() {
         notify::sd_notify("WATCHDOG=1");
     } else {
@@ -640,9 +657,11 @@ async fn systemd_status(shared: Arc<Shared>, stop: CancellationToken) {
                 last = line;
             }
             tokio::select! {
+                // Nothing after STOPPING=1's status line.
+                biased;
+                () = stop.cancelled() => return,
                 () = poke.notified() => {}
                 r = set.changed() => if r.is_ok() { break } else { return },
-                () = stop.cancelled() => return,
             }
         }
     }

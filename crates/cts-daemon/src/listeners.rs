@@ -104,7 +104,12 @@ impl PassedSockets {
                 ),
             ),
         };
-        if let Some(i) = self.0.iter().position(|p| p.name == instance) {
+        let stored = format!("{}{instance}", crate::notify::STORE_PREFIX);
+        if let Some(i) = self
+            .0
+            .iter()
+            .position(|p| p.name == instance || p.name == stored)
+        {
             let p = self.0.remove(i);
             let why = match listening_addr(&p.fd) {
                 Ok(found) if found == addr => {
@@ -119,25 +124,26 @@ impl PassedSockets {
                 Ok(found) => format!("listens on {found}, but the configuration says {addr}"),
                 Err(why) => why,
             };
-            if crate::notify::fd_store_enabled() {
-                // Most likely ctsd's own fd store, holding the port of an older configuration:
-                // drop it there too, and bind the configured one.
+            if p.name == stored {
+                // ctsd's own fd store, holding the port of an older configuration (the file
+                // changed while ctsd was down): drop it there too, and bind the configured one.
                 tracing::warn!(
                     instance,
-                    "the socket passed by systemd as `{}` (fd {}) {why}; closing it and \
-                     removing it from the fd store",
+                    "the socket ctsd stored in systemd's fd store as `{}` (fd {}) {why}; \
+                     closing it and removing it from the store",
                     p.name,
                     p.number
                 );
-                crate::notify::fd_store_remove(&p.name);
+                crate::notify::fd_store_remove(instance);
                 return None;
             }
+            // A socket unit's: the operator said which port; a mismatch is theirs to fix.
             return Some(Err(fail(&p, why)));
         }
-        let i = self
-            .0
-            .iter()
-            .position(|p| listening_addr(&p.fd).is_ok_and(|a| a == addr))?;
+        let i = self.0.iter().position(|p| {
+            !p.name.starts_with(crate::notify::STORE_PREFIX)
+                && listening_addr(&p.fd).is_ok_and(|a| a == addr)
+        })?;
         let p = self.0.remove(i);
         tracing::info!(
             instance,
@@ -148,20 +154,24 @@ impl PassedSockets {
         Some(Ok(p.fd))
     }
 
-    /// Logs the sockets no instance claimed; they stay open for a later reload, except those
-    /// of ctsd's fd store, which belonged to instances no longer configured and are dropped.
+    /// Logs the sockets no instance claimed. Those of ctsd's fd store belonged to instances
+    /// no longer configured: they are closed and removed from the store. Those of socket units
+    /// stay open for a reload that adds their instance.
     pub fn report_unclaimed(&mut self) {
-        if crate::notify::fd_store_enabled() {
-            for p in self.0.drain(..) {
-                tracing::info!(
-                    "the socket passed by systemd as `{}` (fd {}) matches no instance; closing it \
-                     and removing it from the fd store",
-                    p.name,
-                    p.number
-                );
-                crate::notify::fd_store_remove(&p.name);
+        let (stored, kept) = std::mem::take(&mut self.0)
+            .into_iter()
+            .partition(|p| p.name.starts_with(crate::notify::STORE_PREFIX));
+        self.0 = kept;
+        for p in stored {
+            tracing::info!(
+                "the socket stored as `{}` (fd {}) is of no configured instance; closing it and \
+                 removing it from the fd store",
+                p.name,
+                p.number
+            );
+            if let Some(key) = p.name.strip_prefix(crate::notify::STORE_PREFIX) {
+                crate::notify::fd_store_remove(key);
             }
-            return;
         }
         for p in &self.0 {
             let at = listening_addr(&p.fd).map_or_else(|e| e, |a| a.to_string());

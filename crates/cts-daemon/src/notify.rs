@@ -46,11 +46,12 @@ fn send(state: &str, fds: &[RawFd]) {
         let iov = [IoSlice::new(state.as_bytes())];
         let cmsgs = [ControlMessage::ScmRights(fds)];
         let cmsgs = if fds.is_empty() { &[][..] } else { &cmsgs[..] };
+        // Never wait: a notify socket whose queue is full must not stall the runtime thread.
         socket::sendmsg(
             sock.as_raw_fd(),
             &iov,
             cmsgs,
-            MsgFlags::empty(),
+            MsgFlags::MSG_DONTWAIT,
             Some(&addr),
         )?;
         Ok(())
@@ -70,19 +71,27 @@ pub fn fd_store_enabled() -> bool {
             .is_some_and(|n| n > 0)
 }
 
-/// Hands the instance `name`'s listening socket to systemd's fd store, replacing whatever was
-/// stored under that name, so that the port stays open while ctsd restarts.
-pub fn fd_store(name: &str, fd: &OwnedFd) {
+/// Prefix of the names under which ctsd stores the instances' sockets (`store.jordan`), so that
+/// they are told apart from sockets of socket units (`FileDescriptorName=jordan`) when they
+/// come back in `LISTEN_FDNAMES`.
+pub const STORE_PREFIX: &str = "store.";
+
+/// Hands the instance `key`'s listening socket to systemd's fd store, replacing whatever was
+/// stored for it, so that the port stays open while ctsd restarts.
+pub fn fd_store(key: &str, fd: &OwnedFd) {
     if fd_store_enabled() {
-        send(&format!("FDSTOREREMOVE=1\nFDNAME={name}"), &[]);
-        send(&format!("FDSTORE=1\nFDNAME={name}"), &[fd.as_raw_fd()]);
+        send(&format!("FDSTOREREMOVE=1\nFDNAME={STORE_PREFIX}{key}"), &[]);
+        send(
+            &format!("FDSTORE=1\nFDNAME={STORE_PREFIX}{key}"),
+            &[fd.as_raw_fd()],
+        );
     }
 }
 
-/// Drops the instance `name`'s socket from systemd's fd store (the instance was removed).
-pub fn fd_store_remove(name: &str) {
+/// Drops the instance `key`'s socket from systemd's fd store (the instance was removed).
+pub fn fd_store_remove(key: &str) {
     if fd_store_enabled() {
-        send(&format!("FDSTOREREMOVE=1\nFDNAME={name}"), &[]);
+        send(&format!("FDSTOREREMOVE=1\nFDNAME={STORE_PREFIX}{key}"), &[]);
     }
 }
 

@@ -201,6 +201,51 @@ mod tests {
         assert_eq!(body[4], " untagged");
     }
 
+    #[test]
+    fn lines_are_cut_exactly_at_max_line() {
+        let cut = |input: Vec<u8>| {
+            let mut buf = input;
+            let out = take_lines(&mut buf).unwrap_or_default();
+            (out, buf)
+        };
+        // MAX_LINE bytes and a newline: whole.
+        let mut exact = vec![b'a'; MAX_LINE];
+        exact.push(b'\n');
+        assert_eq!(cut(exact.clone()), (exact, Vec::new()));
+        // One byte more: a marked piece of MAX_LINE bytes, then the rest as its own line.
+        let mut over = vec![b'a'; MAX_LINE + 1];
+        over.push(b'\n');
+        let mut want = vec![b'a'; MAX_LINE];
+        want.extend_from_slice(CUT_MARKER);
+        want.extend_from_slice(b"a\n");
+        assert_eq!(cut(over), (want, Vec::new()));
+        // A cut followed at once by the newline: the newline ends an empty last piece.
+        let mut cut_then_nl = vec![b'b'; MAX_LINE];
+        cut_then_nl.extend_from_slice(b"\nnext");
+        let mut want = vec![b'b'; MAX_LINE];
+        want.push(b'\n');
+        assert_eq!(cut(cut_then_nl), (want, b"next".to_vec()));
+        // Longer than MAX_LINE with no newline yet: the full piece goes, the rest waits.
+        let long = vec![b'c'; MAX_LINE + 10];
+        let (out, rest) = cut(long);
+        assert_eq!(out.len(), MAX_LINE + CUT_MARKER.len());
+        assert_eq!(rest, vec![b'c'; 10]);
+        // Short lines around a long one keep their order.
+        let mut mixed = b"x\n".to_vec();
+        mixed.extend(vec![b'd'; 2 * MAX_LINE + 1]);
+        mixed.extend_from_slice(b"\ny\nz");
+        let (out, rest) = cut(mixed);
+        assert_eq!(rest, b"z");
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 5);
+        assert_eq!(lines[0], "x");
+        assert!(lines[1].ends_with(" [ctsd: line continues]"));
+        assert!(lines[2].ends_with(" [ctsd: line continues]"));
+        assert_eq!(lines[3], "d");
+        assert_eq!(lines[4], "y");
+    }
+
     #[tokio::test]
     async fn raw_lines_ignore_the_tag() {
         let dir = tempfile::tempdir().unwrap();

@@ -116,7 +116,6 @@ fn spawn_spec(config: &InstanceConfig, shim: &std::path::Path) -> Result<SpawnSp
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         fd_name: config.key.to_string(),
-        cwd: pool.cwd.clone(),
         privileges,
     })
 }

@@ -44,16 +44,17 @@ pub struct SpawnSpec {
     pub env: Vec<(String, String)>,
     /// `LISTEN_FDNAMES`: the instance key.
     pub fd_name: String,
-    /// Working directory.
-    pub cwd: Option<PathBuf>,
     /// User, groups, umask and limits the worker gets.
     pub privileges: Privileges,
 }
 
 /// What a worker (or `ctsctl run`) is switched to before exec: resource limits, umask, then
-/// supplementary groups, group and user.
+/// supplementary groups, group and user, then the working directory (entered as the user, as
+/// a shell of that user would: a directory it may not enter fails here, with its error).
 #[derive(Debug, Clone, Default)]
 pub struct Privileges {
+    /// `cwd`, ready for `chdir(2)`; `None`: stay where ctsd is.
+    pub cwd: Option<std::ffi::CString>,
     /// Credentials to switch to; `None`: keep the current ones.
     pub credentials: Option<Credentials>,
     /// `umask`; `None`: keep the current one.
@@ -116,6 +117,17 @@ impl Privileges {
                 cts_config::Limit::Value(v) => v,
                 cts_config::Limit::Unlimited => nix::libc::RLIM_INFINITY,
             };
+            if name == "nofile" {
+                // Above fs.nr_open the kernel refuses even root.
+                let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u64>().ok());
+                if let Some(max) = nr_open.filter(|&max| value > max) {
+                    return Err(format!(
+                        "limits.nofile {value} is above the kernel's fs.nr_open ({max})"
+                    ));
+                }
+            }
             if !root {
                 let (_, hard) = nix::sys::resource::getrlimit(resource)
                     .map_err(|e| format!("cannot read limit {name}: {e}"))?;
@@ -132,7 +144,15 @@ impl Privileges {
             }
             limits.push((resource as nix::libc::__rlimit_resource_t, value));
         }
+        let cwd = match &pool.cwd {
+            Some(dir) => Some(
+                std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+                    .map_err(|_| format!("cwd {} contains a NUL byte", dir.display()))?,
+            ),
+            None => None,
+        };
         Ok(Privileges {
+            cwd,
             credentials,
             umask: pool.umask,
             limits,
@@ -177,6 +197,11 @@ impl Privileges {
                     }
                 }
             }
+            if let Some(dir) = &self.cwd {
+                if libc::chdir(dir.as_ptr()) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
         }
         Ok(())
     }
@@ -214,9 +239,6 @@ pub fn spawn(spec: &SpawnSpec, listener: RawFd, notify_socket: Option<&str>) -> 
         .env("LISTEN_FDNAMES", &spec.fd_name);
     if let Some(n) = notify_socket {
         cmd.env("NOTIFY_SOCKET", n);
-    }
-    if let Some(cwd) = &spec.cwd {
-        cmd.current_dir(cwd);
     }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())

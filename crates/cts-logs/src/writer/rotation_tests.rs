@@ -376,3 +376,38 @@ async fn reopen_request_goes_through_the_queue() {
         b"two\n"
     );
 }
+
+#[test]
+fn prefixed_lines_split_at_line_boundaries_when_they_cross_max_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Arc::new(AtomicU64::new(FIVE_PM));
+    let counters = Arc::new(Counters::default());
+    let mut w = Writer::new(
+        dir.path(),
+        OUTPUT_FILE,
+        "t",
+        opts(40, Rotation::Never, 100, false),
+        counters,
+        fake_clock(&now),
+    );
+    let mut out = Vec::new();
+    // 3 + 3 lines of 8 bytes once prefixed, 40 bytes a file: the second chunk does not fit
+    // behind the first (the fast path undoes its copy) and is split at a line boundary.
+    w.push_prefixed(&mut out, b"aaaa\nbbbb\ncccc\n", b"p> ");
+    w.push_prefixed(&mut out, b"dddd\neeee\nffff\n", b"p> ");
+    w.flush(&mut out);
+    w.finish();
+    let (rotated, current) = files(dir.path());
+    let mut all: Vec<u8> = rotated.iter().flat_map(|(_, c)| c.clone()).collect();
+    all.extend_from_slice(&current);
+    assert_eq!(
+        String::from_utf8(all).unwrap(),
+        "p> aaaa\np> bbbb\np> cccc\np> dddd\np> eeee\np> ffff\n"
+    );
+    assert_eq!(rotated.len(), 1);
+    assert_eq!(
+        rotated[0].1,
+        b"p> aaaa\np> bbbb\np> cccc\np> dddd\np> eeee\n"
+    );
+    assert_eq!(current, b"p> ffff\n");
+}
