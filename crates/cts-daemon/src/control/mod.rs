@@ -266,7 +266,9 @@ async fn connection(mut stream: UnixStream, shared: &Shared, cancel: &Cancellati
                         }
                         // The client hung up (a `logs -f` interrupted) or broke the protocol by
                         // writing while it waits for an answer: drop the handler now, not at its
-                        // next frame.
+                        // next frame. (A client that shuts down its write side after sending its
+                        // request counts as gone: ctsctl never does; one request per write-open
+                        // connection is the protocol.)
                         Ok(()) = stream.readable() => {
                             let mut byte = [0u8; 1];
                             match stream.try_read(&mut byte) {
