@@ -12,7 +12,7 @@
 //! still recognised. Only names of exactly these forms are ever deleted, so an operator's
 //! `output.log.old` is safe.
 
-use crate::time::{civil_from_days, days_from_civil};
+use crate::time::{secs_from_utc, utc_fields};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use std::collections::BTreeMap;
@@ -43,14 +43,9 @@ fn micros(t: SystemTime) -> u64 {
 
 /// `20261124T172809.123456Z` for `us` microseconds since the epoch.
 fn file_stamp(us: u64) -> String {
-    let secs = us / 1_000_000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
+    let (y, m, d, h, mi, s) = utc_fields(us / 1_000_000);
     format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}.{:06}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
+        "{y:04}{m:02}{d:02}T{h:02}{mi:02}{s:02}.{:06}Z",
         us % 1_000_000
     )
 }
@@ -113,11 +108,7 @@ pub(crate) fn rotated_key(base: &str, name: &str) -> Option<(u64, u32)> {
     let (y, mo, d) = (num(0..4)?, num(4..6)?, num(6..8)?);
     let (h, mi, s) = (num(9..11)?, num(11..13)?, num(13..15)?);
     let sub = num(16..16 + frac)? * if frac == 3 { 1000 } else { 1 };
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
-        return None;
-    }
-    let days = u64::try_from(days_from_civil(y as i64, mo as u32, d as u32)).ok()?;
-    let secs = days * 86_400 + h * 3600 + mi * 60 + s;
+    let secs = secs_from_utc(y, mo, d, h, mi, s)?;
     Some((secs * 1_000_000 + sub, n))
 }
 

@@ -2,49 +2,56 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// (year, month, day, hour, minute, second) of `secs` seconds since the epoch, UTC.
+pub(crate) fn utc_fields(secs: u64) -> (i64, u32, u32, u64, u64, u64) {
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    (y, m, d, rem / 3600, rem / 60 % 60, rem % 60)
+}
+
+/// Seconds since the epoch of a UTC date and time, `None` when a field is out of range.
+pub(crate) fn secs_from_utc(y: u64, mo: u64, d: u64, h: u64, mi: u64, s: u64) -> Option<u64> {
+    if !(1970..=9999).contains(&y)
+        || !(1..=12).contains(&mo)
+        || !(1..=31).contains(&d)
+        || h > 23
+        || mi > 59
+        || s > 60
+    {
+        return None;
+    }
+    let days = u64::try_from(days_from_civil(y as i64, mo as u32, d as u32)).ok()?;
+    Some(days * 86_400 + h * 3600 + mi * 60 + s)
+}
+
 /// Formats `t` as `2026-11-24T17:03:09.123Z`.
 pub fn rfc3339_millis(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, dd) = civil_from_days(days as i64);
+    let (y, m, dd, h, mi, s) = utc_fields(d.as_secs());
     format!(
-        "{y:04}-{m:02}-{dd:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
+        "{y:04}-{m:02}-{dd:02}T{h:02}:{mi:02}:{s:02}.{:03}Z",
         d.subsec_millis()
     )
 }
 
-/// Parses `2026-11-24T17:03:09.123Z` (what [`rfc3339_millis`] writes).
+/// Parses exactly `2026-11-24T17:03:09.123Z` (what [`rfc3339_millis`] writes), for telling
+/// stamped lines from others.
 pub fn parse_rfc3339_millis(s: &str) -> Option<SystemTime> {
     let b = s.as_bytes();
-    if b.len() != 24
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || b[10] != b'T'
-        || b[13] != b':'
-        || b[16] != b':'
-        || b[19] != b'.'
-        || b[23] != b'Z'
-    {
-        return None;
+    let shape = b.len() == 24
+        && b.iter().enumerate().all(|(i, &c)| match i {
+            4 | 7 => c == b'-',
+            10 => c == b'T',
+            13 | 16 => c == b':',
+            19 => c == b'.',
+            23 => c == b'Z',
+            _ => c.is_ascii_digit(),
+        });
+    if shape {
+        parse_utc(s)
+    } else {
+        None
     }
-    let num = |r: std::ops::Range<usize>| -> Option<u64> {
-        let t = &s[r];
-        t.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| t.parse().ok())?
-    };
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, sec, ms) = (num(11..13)?, num(14..16)?, num(17..19)?, num(20..23)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
-        return None;
-    }
-    let days = u64::try_from(days_from_civil(y as i64, mo as u32, d as u32)).ok()?;
-    let secs = days * 86_400 + h * 3600 + mi * 60 + sec;
-    Some(UNIX_EPOCH + std::time::Duration::from_millis(secs * 1000 + ms))
 }
 
 /// Parses a UTC time as an operator types it: `2026-11-24`, `2026-11-24T17:03`,
@@ -56,16 +63,16 @@ pub fn parse_utc(s: &str) -> Option<SystemTime> {
         Some((d, t)) => (d, t),
         None => (s, "00:00"),
     };
-    let mut d = date.split('-').map(|p| p.parse::<u32>().ok());
+    let mut d = date.split('-').map(|p| p.parse::<u64>().ok());
     let (y, mo, dd) = (d.next()??, d.next()??, d.next()??);
-    if d.next().is_some() || !(1..=12).contains(&mo) || !(1..=31).contains(&dd) || y < 1970 {
+    if d.next().is_some() {
         return None;
     }
     let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
     let mut t = hms.split(':').map(|p| p.parse::<u64>().ok());
     let (h, mi) = (t.next()??, t.next()??);
     let sec = t.next().map_or(Some(0), |v| v)?;
-    if t.next().is_some() || h > 23 || mi > 59 || sec > 60 {
+    if t.next().is_some() {
         return None;
     }
     let ms = if frac.is_empty() {
@@ -74,8 +81,7 @@ pub fn parse_utc(s: &str) -> Option<SystemTime> {
         let digits: String = frac.chars().chain("000".chars()).take(3).collect();
         digits.parse::<u64>().ok()?
     };
-    let days = u64::try_from(days_from_civil(i64::from(y), mo, dd)).ok()?;
-    let secs = days * 86_400 + h * 3600 + mi * 60 + sec;
+    let secs = secs_from_utc(y, mo, dd, h, mi, sec)?;
     Some(UNIX_EPOCH + std::time::Duration::from_millis(secs * 1000 + ms))
 }
 
