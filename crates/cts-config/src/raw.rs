@@ -140,7 +140,7 @@ pub(crate) fn read_config(doc: &Value, dir: &Path, diag: &mut Diag, source: &Pat
                     "`instances` and `instances_file` are both set; keep one of them",
                 );
             }
-            match read_instances(instances, diag) {
+            match read_instances(instances, Origin::Config, diag) {
                 Some(instances) => raw.instances = instances,
                 None => raw.instances_unreadable = true,
             }
@@ -149,7 +149,7 @@ pub(crate) fn read_config(doc: &Value, dir: &Path, diag: &mut Diag, source: &Pat
             let pillar = pillar::load(file, dir, diag);
             let instances = pillar.as_ref().and_then(|pillar| {
                 let mut pillar_diag = Diag::new(&pillar.file);
-                let instances = read_instances(&pillar.instances, &mut pillar_diag);
+                let instances = read_instances(&pillar.instances, Origin::Pillar, &mut pillar_diag);
                 diag.absorb(pillar_diag);
                 instances
             });
@@ -278,8 +278,19 @@ fn read_admins(value: &Value, path: &str, diag: &mut Diag) -> Admins {
     admins
 }
 
+/// Where the instances are declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// In ctsd's own file: every key must be ctsd's.
+    Config,
+    /// In the deploy's pillar (`instances_file`), which other tools read too: keys of theirs
+    /// (`db_name`, `domain`, ...) are ignored; only a near-miss of one of ctsd's keys (`prot`)
+    /// is an error.
+    Pillar,
+}
+
 /// `instances:`, a mapping from key to settings.
-fn read_instances(value: &Value, diag: &mut Diag) -> Option<Vec<RawInstance>> {
+fn read_instances(value: &Value, origin: Origin, diag: &mut Diag) -> Option<Vec<RawInstance>> {
     if !matches!(value, Value::Mapping(_)) {
         diag.error(
             "instances",
@@ -294,13 +305,19 @@ fn read_instances(value: &Value, diag: &mut Diag) -> Option<Vec<RawInstance>> {
     let map = Map::read(value, "instances", diag)?;
     Some(
         map.entries()
-            .map(|(key, entry)| read_instance(key, entry, &map.path_of(key), diag))
+            .map(|(key, entry)| read_instance(key, entry, &map.path_of(key), origin, diag))
             .collect(),
     )
 }
 
 /// One instance.
-fn read_instance(key: &str, value: &Value, path: &str, diag: &mut Diag) -> RawInstance {
+fn read_instance(
+    key: &str,
+    value: &Value,
+    path: &str,
+    origin: Origin,
+    diag: &mut Diag,
+) -> RawInstance {
     let mut instance = RawInstance {
         path: path.to_owned(),
         written_key: key.to_owned(),
@@ -326,7 +343,19 @@ fn read_instance(key: &str, value: &Value, path: &str, diag: &mut Diag) -> RawIn
     };
     let Some(map) = map else { return instance };
     let known: Vec<&str> = INSTANCE_KEYS.iter().chain(POOL_KEYS).copied().collect();
-    map.check_keys(&known, diag);
+    match origin {
+        Origin::Config => map.check_keys(&known, diag),
+        Origin::Pillar => {
+            for other in map.unknown_keys(&known) {
+                if let Some(best) = crate::yaml::closest(other, &known) {
+                    diag.error(
+                        &map.path_of(other),
+                        format!("unknown setting; did you mean `{best}`? (keys of other tools, far from ctsd's, are ignored in a pillar)"),
+                    );
+                }
+            }
+        }
+    }
 
     if let Some(v) = map.get("name") {
         let name_path = map.path_of("name");

@@ -339,6 +339,34 @@ fn instances_file_reads_the_pillar() {
 }
 
 #[test]
+fn a_pillar_may_carry_other_tools_keys_but_not_near_misses_of_ctsds() {
+    let dir = tempfile::tempdir().unwrap();
+    write_pillar(
+        dir.path(),
+        "instances:\n  jordan: {name: Jordan, prefix: /JO, currency: JOD, port: 8003, db_name: cts_jo, domain: jo.example.org}\n",
+    );
+    let source = dir.path().join("ctsd.yaml");
+    let text = "defaults: {command: [gunicorn]}\ninstances_file: conf/pillar/project.sls\n";
+    let config = parse_str(text, &source, &LoadOptions::default()).unwrap();
+    assert_eq!(config.instance("jordan").unwrap().port, 8003);
+
+    write_pillar(
+        dir.path(),
+        "instances:\n  jordan: {name: Jordan, prefix: /JO, currency: JOD, port: 8003, wrokers: 3}\n",
+    );
+    let errors = parse_str(text, &source, &LoadOptions::default()).unwrap_err();
+    assert!(
+        message(&errors, "instances.jordan.wrokers").contains("did you mean `workers`"),
+        "{errors}"
+    );
+    // In ctsd's own file every key must be ctsd's.
+    let errors = parse_err(&with_command(
+        "instances:\n  jordan: {currency: JOD, port: 8003, prefix: /JO, db_name: x}\n",
+    ));
+    assert!(keys(&errors).contains("instances.jordan.db_name"), "{errors}");
+}
+
+#[test]
 fn pillar_problems_name_the_pillar() {
     let dir = tempfile::tempdir().unwrap();
     write_pillar(
