@@ -363,7 +363,10 @@ fn a_pillar_may_carry_other_tools_keys_but_not_near_misses_of_ctsds() {
     let errors = parse_err(&with_command(
         "instances:\n  jordan: {currency: JOD, port: 8003, prefix: /JO, db_name: x}\n",
     ));
-    assert!(keys(&errors).contains("instances.jordan.db_name"), "{errors}");
+    assert!(
+        keys(&errors).contains("instances.jordan.db_name"),
+        "{errors}"
+    );
 }
 
 #[test]
