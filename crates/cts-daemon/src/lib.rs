@@ -238,12 +238,9 @@ impl Instances {
         self.publish();
         r.token.cancel();
         Some(async move {
-            let Running {
-                join, log, err_log, ..
-            } = r;
-            let _ = join.await;
-            log.close().await;
-            if let Some(l) = err_log {
+            let mut r = r;
+            let _ = (&mut r.join).await;
+            for l in r.logs() {
                 l.close().await;
             }
         })

@@ -89,6 +89,16 @@ fn opts(max_size: u64, rotate: Rotation, keep: u32, compress: bool) -> LogOption
     }
 }
 
+/// A writer of `output.log` in `dir` reading the time from `now` (milliseconds).
+fn test_writer(
+    dir: &Path,
+    options: LogOptions,
+    counters: Arc<Counters>,
+    now: &Arc<AtomicU64>,
+) -> Writer {
+    Writer::new(dir, OUTPUT_FILE, "t", options, counters, fake_clock(now))
+}
+
 /// Pumps `input` in small reads through a log with `options` and closes it.
 async fn pump_all(dir: &Path, input: &[u8], options: LogOptions) -> u64 {
     let log = InstanceLog::open_with(dir, "test-log", options).unwrap();
@@ -216,14 +226,7 @@ fn time_rotation_at_the_hour_when_data_arrives() {
     let now = Arc::new(AtomicU64::new(FIVE_PM + 3_599_000)); // 17:59:59.000
     let counters = Arc::new(Counters::default());
     let options = opts(0, Rotation::Hourly, 10, false);
-    let mut w = Writer::new(
-        dir.path(),
-        OUTPUT_FILE,
-        "t",
-        options,
-        counters,
-        fake_clock(&now),
-    );
+    let mut w = test_writer(dir.path(), options, counters, &now);
     let mut out = Vec::new();
     w.push(&mut out, b"one\n");
     w.push(&mut out, b"two\n");
@@ -255,14 +258,7 @@ fn an_empty_file_is_not_rotated_by_time() {
     let now = Arc::new(AtomicU64::new(FIVE_PM));
     let options = opts(0, Rotation::Daily, 10, false);
     let counters = Arc::new(Counters::default());
-    let mut w = Writer::new(
-        dir.path(),
-        OUTPUT_FILE,
-        "t",
-        options,
-        counters,
-        fake_clock(&now),
-    );
+    let mut w = test_writer(dir.path(), options, counters, &now);
     now.store(FIVE_PM + 3 * 86_400_000, Ordering::Relaxed);
     let mut out = Vec::new();
     w.push(&mut out, b"first\n");
@@ -282,14 +278,7 @@ fn a_restart_continues_the_existing_file_size_and_day() {
     let counters = Arc::new(Counters::default());
     let now = Arc::new(AtomicU64::new(FIVE_PM));
     let options = opts(4096, Rotation::Never, 10, false);
-    let mut w = Writer::new(
-        dir.path(),
-        OUTPUT_FILE,
-        "t",
-        options,
-        counters.clone(),
-        fake_clock(&now),
-    );
+    let mut w = test_writer(dir.path(), options, counters.clone(), &now);
     let mut out = Vec::new();
     w.push(&mut out, &[b'-'; 2000]);
     w.flush(&mut out);
@@ -304,14 +293,7 @@ fn a_restart_continues_the_existing_file_size_and_day() {
         .unwrap();
     drop(f);
     let options = opts(0, Rotation::Daily, 10, false);
-    let mut w = Writer::new(
-        dir.path(),
-        OUTPUT_FILE,
-        "t",
-        options,
-        counters,
-        fake_clock(&now),
-    );
+    let mut w = test_writer(dir.path(), options, counters, &now);
     w.push(&mut out, b"today\n");
     w.flush(&mut out);
     w.finish();
@@ -326,14 +308,7 @@ fn reopen_after_an_external_rename_starts_a_new_file() {
     let dir = tempfile::tempdir().unwrap();
     let now = Arc::new(AtomicU64::new(FIVE_PM));
     let counters = Arc::new(Counters::default());
-    let mut w = Writer::new(
-        dir.path(),
-        OUTPUT_FILE,
-        "t",
-        LogOptions::default(),
-        counters,
-        fake_clock(&now),
-    );
+    let mut w = test_writer(dir.path(), LogOptions::default(), counters, &now);
     let mut out = Vec::new();
     w.push(&mut out, b"one\n");
     w.flush(&mut out);
