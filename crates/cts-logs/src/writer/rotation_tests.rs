@@ -357,13 +357,11 @@ fn prefixed_lines_split_at_line_boundaries_when_they_cross_max_size() {
     let dir = tempfile::tempdir().unwrap();
     let now = Arc::new(AtomicU64::new(FIVE_PM));
     let counters = Arc::new(Counters::default());
-    let mut w = Writer::new(
+    let mut w = test_writer(
         dir.path(),
-        OUTPUT_FILE,
-        "t",
         opts(40, Rotation::Never, 100, false),
         counters,
-        fake_clock(&now),
+        &now,
     );
     let mut out = Vec::new();
     // 3 + 3 lines of 8 bytes once prefixed, 40 bytes a file: the second chunk does not fit
