@@ -59,13 +59,6 @@ fn main() -> ExitCode {
         print!("{text}");
         return ExitCode::SUCCESS;
     }
-    let socket = match socket_path(&cli) {
-        Ok(p) => p,
-        Err(msg) => {
-            eprintln!("ctsctl: {msg}");
-            return ExitCode::from(exit_codes::USAGE);
-        }
-    };
     if let Command::Run {
         instance,
         env,
@@ -76,8 +69,16 @@ fn main() -> ExitCode {
             Ok(c) => c,
             Err(code) => return code,
         };
+        let socket = configured_socket(&cli, Some(&config));
         return run::run(&config, instance, command, &socket);
     }
+    let socket = match socket_path(&cli) {
+        Ok(p) => p,
+        Err(msg) => {
+            eprintln!("ctsctl: {msg}");
+            return ExitCode::from(exit_codes::USAGE);
+        }
+    };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -121,24 +122,33 @@ fn read_config(
 
 /// `--socket` > `$CTSD_SOCKET` > the socket of `--config` > the default.
 fn socket_path(cli: &Cli) -> Result<PathBuf, String> {
-    if let Some(s) = &cli.socket {
-        return Ok(s.clone());
+    if cli.socket.is_some() || std::env::var_os("CTSD_SOCKET").is_some_and(|s| !s.is_empty()) {
+        return Ok(configured_socket(cli, None));
     }
-    if let Some(s) = std::env::var_os("CTSD_SOCKET").filter(|s| !s.is_empty()) {
-        return Ok(s.into());
-    }
-    if let Some(path) = &cli.config {
-        let only_read = cts_config::LoadOptions {
-            skip_accounts: true,
-            ..cts_config::LoadOptions::default()
-        };
-        let config = cts_config::load(path, &only_read)
-            .map_err(|e| format!("cannot read the socket path from {}:\n{e}", path.display()))?;
-        if let Some(s) = config.daemon.socket {
-            return Ok(s);
-        }
-    }
-    Ok(cts_config::DEFAULT_SOCKET.into())
+    let Some(path) = &cli.config else {
+        return Ok(configured_socket(cli, None));
+    };
+    let only_read = cts_config::LoadOptions {
+        skip_accounts: true,
+        ..cts_config::LoadOptions::default()
+    };
+    let config = cts_config::load(path, &only_read)
+        .map_err(|e| format!("cannot read the socket path from {}:\n{e}", path.display()))?;
+    Ok(configured_socket(cli, Some(&config)))
+}
+
+/// The socket path from what is already known: `--socket` > `$CTSD_SOCKET` > `config`'s >
+/// the default.
+fn configured_socket(cli: &Cli, config: Option<&cts_config::Config>) -> PathBuf {
+    cli.socket
+        .clone()
+        .or_else(|| {
+            std::env::var_os("CTSD_SOCKET")
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from)
+        })
+        .or_else(|| config.and_then(|c| c.daemon.socket.clone()))
+        .unwrap_or_else(|| cts_config::DEFAULT_SOCKET.into())
 }
 
 fn exit_code(e: &ClientError) -> u8 {
