@@ -274,16 +274,17 @@ impl Daemon {
         if let Some(w) = &ready {
             sources.push(w.as_raw_fd());
         }
-        // SAFETY: fcntl and dup2 are async-signal-safe; the vector was built before the fork.
+        // Filled in the child; allocated here, since the child may not allocate.
+        let mut high = vec![0i32; sources.len()];
+        // SAFETY: fcntl and dup2 are async-signal-safe; the vectors were built before the fork.
         unsafe {
             cmd.pre_exec(move || {
                 // Copies above every target first (F_DUPFD never replaces an open fd), so
                 // that no dup2 onto a target clobbers a source still to be moved.
                 let n = sources.len() as i32;
-                let mut high = [0i32; 16];
                 for (i, src) in sources.iter().enumerate() {
                     let fd = nix::libc::fcntl(*src, nix::libc::F_DUPFD, 3 + n);
-                    if fd == -1 || i >= high.len() {
+                    if fd == -1 {
                         return Err(std::io::Error::last_os_error());
                     }
                     high[i] = fd;
