@@ -174,7 +174,7 @@ impl InstanceLog {
         thread_name: &str,
         options: LogOptions,
     ) -> io::Result<InstanceLog> {
-        InstanceLog::start(dir, thread_name, options, Box::new(SystemTime::now))
+        InstanceLog::open_file(dir, OUTPUT_FILE, thread_name, options)
     }
 
     /// [`InstanceLog::open_with`] for the file `name` in `dir` (`output.log`, `stderr.log`).
@@ -188,20 +188,11 @@ impl InstanceLog {
         thread_name: &str,
         options: LogOptions,
     ) -> io::Result<InstanceLog> {
-        InstanceLog::start_file(dir, name, thread_name, options, Box::new(SystemTime::now))
+        InstanceLog::start(dir, name, thread_name, options, Box::new(SystemTime::now))
     }
 
-    /// [`InstanceLog::open_with`] reading the time from `clock` (tests fake it).
+    /// [`InstanceLog::open_file`] reading the time from `clock` (tests fake it).
     fn start(
-        dir: &Path,
-        thread_name: &str,
-        options: LogOptions,
-        clock: Clock,
-    ) -> io::Result<InstanceLog> {
-        InstanceLog::start_file(dir, OUTPUT_FILE, thread_name, options, clock)
-    }
-
-    fn start_file(
         dir: &Path,
         name: &str,
         thread_name: &str,
