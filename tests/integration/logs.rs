@@ -81,13 +81,10 @@ fn a_last_line_without_newline_is_kept_when_a_worker_exits() {
 
 /// Every numbered flood line of `pids` across `output.log` and its rotated (maybe gzipped)
 /// files, each whole, exactly once and in order; returns how many files there were.
-fn check_flood_across_rotations(
-    dir: &std::path::Path,
-    pids: &std::collections::BTreeSet<u32>,
-    lines: u64,
-) -> usize {
-    // Rotated files are `output.log.<UTC time>[-N][.gz]`: (time, N) is write order (plain name
-    // order is not: `…Z-1.gz` sorts before `…Z.gz`); the current file comes last.
+/// The instance log's files in write order (rotated ones by name, which sorts by rotation
+/// time, then `output.log`) and their text, gzipped ones decompressed. A file that is renamed
+/// or compressed while this reads is skipped.
+fn log_text(dir: &std::path::Path) -> (Vec<std::path::PathBuf>, String) {
     let mut paths: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
         .expect("log dir")
         .map(|e| e.expect("entry").path())
@@ -97,22 +94,7 @@ fn check_flood_across_rotations(
                 .is_some_and(|n| n.starts_with("output.log"))
         })
         .collect();
-    let key = |p: &std::path::PathBuf| {
-        let name = p
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_owned();
-        let rest = name.strip_prefix("output.log").unwrap_or_default();
-        let rest = rest.strip_suffix(".gz").unwrap_or(rest);
-        let (stamp, n) = rest.split_once('-').unwrap_or((rest, "0"));
-        (
-            rest.is_empty(),
-            stamp.to_owned(),
-            n.parse::<u32>().unwrap_or(0),
-        )
-    };
-    paths.sort_by_key(key);
+    paths.sort_by_key(|p| (p.extension().is_some_and(|e| e == "log"), p.clone()));
     let mut text = String::new();
     for path in &paths {
         if path.extension().is_some_and(|e| e == "gz") {
@@ -121,15 +103,32 @@ fn check_flood_across_rotations(
                 .arg(path)
                 .output()
                 .expect("gzip -dc");
-            assert!(
-                out.status.success(),
-                "{} is a valid gzip file",
-                path.display()
-            );
-            text.push_str(&String::from_utf8_lossy(&out.stdout));
-        } else {
-            text.push_str(&std::fs::read_to_string(path).expect("read log"));
+            if out.status.success() {
+                text.push_str(&String::from_utf8_lossy(&out.stdout));
+            }
+        } else if let Ok(t) = std::fs::read(path) {
+            text.push_str(&String::from_utf8_lossy(&t));
         }
+    }
+    (paths, text)
+}
+
+fn check_flood_across_rotations(
+    dir: &std::path::Path,
+    pids: &std::collections::BTreeSet<u32>,
+    lines: u64,
+) -> usize {
+    let (paths, text) = log_text(dir);
+    for gz in paths
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "gz"))
+    {
+        let ok = std::process::Command::new("gzip")
+            .arg("-t")
+            .arg(gz)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "{} is a valid gzip file", gz.display());
     }
     // Each worker's lines must come exactly once and in order: 0, 1, 2, ...
     let mut next: BTreeMap<u32, u64> = BTreeMap::new();
@@ -176,14 +175,10 @@ fn flood_with_rotation(workers: u32, logs: &str) -> (Daemon, std::collections::B
     let pids = d.wait_running("jordan");
     // The flood is written before READY: wait for every worker's last line.
     let dir = d.log_dir.join("jordan");
+    // Rotated files may be gzipped before this looks: read them decompressed.
     assert!(
         wait_until(WAIT, || {
-            let all: String = std::fs::read_dir(&dir)
-                .into_iter()
-                .flatten()
-                .filter_map(|e| std::fs::read(e.ok()?.path()).ok())
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .collect();
+            let (_, all) = log_text(&dir);
             pids.iter().all(|p| all.contains(&format!("{p} 9999 ")))
         }),
         "the flood did not reach the logs"
