@@ -62,9 +62,12 @@ impl CrashWindow {
 }
 
 /// A small xorshift generator for jitter; jitter needs no cryptographic quality and this keeps
-/// a dependency out.
+/// a dependency out. [`Jitter::fixed`] gives the same value every time, for tests.
 #[derive(Debug)]
-pub struct Jitter(u64);
+pub struct Jitter {
+    state: u64,
+    fixed: Option<f64>,
+}
 
 impl Jitter {
     /// Seeded from the clock and pid, so that several ctsd do not share a sequence.
@@ -73,16 +76,30 @@ impl Jitter {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .as_nanos() as u64;
-        Jitter((t ^ u64::from(std::process::id()).rotate_left(32)) | 1)
+        Jitter {
+            state: (t ^ u64::from(std::process::id()).rotate_left(32)) | 1,
+            fixed: None,
+        }
+    }
+
+    /// Always `value` (0.5 is the midpoint: no spread).
+    pub fn fixed(value: f64) -> Self {
+        Jitter {
+            state: 1,
+            fixed: Some(value),
+        }
     }
 
     /// The next value in `[0, 1)`.
     pub fn sample(&mut self) -> f64 {
-        let mut x = self.0;
+        if let Some(v) = self.fixed {
+            return v;
+        }
+        let mut x = self.state;
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        self.0 = x;
+        self.state = x;
         (x >> 11) as f64 / (1u64 << 53) as f64
     }
 }

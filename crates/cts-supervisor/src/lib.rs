@@ -32,6 +32,7 @@
 
 pub mod actor;
 pub mod backoff;
+pub mod core;
 pub mod handle;
 pub mod spawn;
 
