@@ -20,7 +20,8 @@ pub struct Cli {
 }
 
 pub const EXIT_CODES: &str = "Exit status: 0 ok, 1 failed, 2 usage, 3 ctsd not reachable, \
-4 permission denied, 5 unknown instance, 6 protocol mismatch.";
+4 permission denied, 5 unknown instance, 6 protocol mismatch, 7 restart rolled back, \
+8 instance failing, 9 instance stopped, 10 ctsd shutting down.";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {

@@ -340,7 +340,8 @@ fn signal_args(args: &[String], all: bool) -> Result<(Target, WorkerSignal), Str
     }
 }
 
-/// Prints one line per outcome; the exit code is FAILED if any failed.
+/// Prints one line per outcome; the exit code is that of the first failure's kind
+/// (`rolled back`, `failing`, `stopped`, `shutting down`, else FAILED), OK when none failed.
 fn report(outcomes: Vec<cts_proto::Outcome>, verb: &str) -> u8 {
     let mut code = exit_codes::OK;
     for o in outcomes {
@@ -348,7 +349,9 @@ fn report(outcomes: Vec<cts_proto::Outcome>, verb: &str) -> u8 {
             println!("{}: {}", o.instance, o.message);
         } else {
             eprintln!("ctsctl: {}: {verb} failed: {}", o.instance, o.message);
-            code = exit_codes::FAILED;
+            if code == exit_codes::OK {
+                code = exit_codes::of_failure(o.failure);
+            }
         }
     }
     code

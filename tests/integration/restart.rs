@@ -92,7 +92,11 @@ fn a_new_worker_that_crashes_stops_the_restart_and_the_old_ones_keep_serving() {
     std::fs::write(&flag_path, b"").expect("break the build");
     let out = d.ctl(&["restart", "jordan"]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "restart must fail: {err}");
+    assert_eq!(
+        out.status.code(),
+        Some(cts_proto::exit_codes::ROLLED_BACK.into()),
+        "restart must fail: {err}"
+    );
     assert!(
         err.contains("exited with status 4"),
         "the failed worker's exit reason is shown: {err}"
@@ -139,7 +143,11 @@ fn a_new_worker_that_is_never_ready_stops_the_restart() {
     std::fs::write(&flag_path, b"").expect("break readiness");
     let out = d.ctl(&["restart", "jordan"]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(
+        out.status.code(),
+        Some(cts_proto::exit_codes::ROLLED_BACK.into()),
+        "{err}"
+    );
     assert!(err.contains("not ready within 1s"), "{err}");
     assert_eq!(d.wait_running("jordan"), before);
 }

@@ -66,7 +66,11 @@ fn a_second_sigterm_kills_at_once() {
     // The first one is being handled: status shows jordan stopping, its worker hanging on.
     assert!(wait_until(WAIT, || d.instance("jordan")["state"] == "stopping"));
     let out = d.ctl(&["restart", "jordan"]);
-    assert_eq!(out.status.code(), Some(1), "no restart while shutting down");
+    assert_eq!(
+        out.status.code(),
+        Some(cts_proto::exit_codes::SHUTTING_DOWN.into()),
+        "no restart while shutting down"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("shutting down"));
     let status = d.signal_and_wait(Signal::SIGTERM);
     assert_eq!(status.code(), Some(0));

@@ -522,10 +522,12 @@ pub async fn run(
                 match reload_now(&mut instances, opts.reload_from.as_ref(), false).await {
                     Ok((_, Some(mut pending))) => {
                         tokio::spawn(async move {
-                            while let Some(Ok((_, key, r))) = pending.join_next().await {
-                                match r {
-                                    Ok(m) => tracing::info!(instance = %key, "reload: {m}"),
-                                    Err(m) => tracing::warn!(instance = %key, "reload failed: {m}"),
+                            while let Some(Ok((_, r))) = pending.join_next().await {
+                                let (key, m) = (&r.instance, &r.message);
+                                if r.ok {
+                                    tracing::info!(instance = %key, "reload: {m}");
+                                } else {
+                                    tracing::warn!(instance = %key, "reload failed: {m}");
                                 }
                             }
                         });

@@ -3,9 +3,10 @@
 //! daemon's main loop; waiting for rolling restarts happens in the caller, so a long restart
 //! never blocks signal handling.
 
+use crate::control::handlers::outcome;
 use crate::{listeners, Instances};
 use cts_config::{Action, Config};
-use cts_proto::{PlanAction, PlanEntry, ReloadReport};
+use cts_proto::{Failure, Outcome, PlanAction, PlanEntry, ReloadReport};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,7 +39,7 @@ pub fn report(plan: &cts_config::Plan, applied: bool) -> ReloadReport {
 }
 
 /// What a reload started: per instance, the task that waits for its action to finish.
-pub type Pending = JoinSet<(usize, String, Result<String, String>)>;
+pub type Pending = JoinSet<(usize, Outcome)>;
 
 /// Applies `plan` (from `instances.config` to `new`). Every new port is bound first: if one
 /// cannot be, nothing is changed and the error is returned.
@@ -80,7 +81,7 @@ pub(crate) fn apply(
                 if let Some(job) = instances.retire(&key) {
                     pending.spawn(async move {
                         job.await;
-                        (order, key, Ok("stopped and removed".to_owned()))
+                        (order, Outcome::done(&key, "stopped and removed"))
                     });
                 }
             }
@@ -94,10 +95,14 @@ pub(crate) fn apply(
                 let fd = got.fd;
                 match instances.launch(inst, fd) {
                     Ok(handle) => {
-                        pending.spawn(async move { (order, key, handle.start().await) });
+                        pending.spawn(async move {
+                            let r = handle.start().await;
+                            (order, outcome(&key, r))
+                        });
                     }
                     Err(e) => {
-                        pending.spawn(async move { (order, key, Err(e.to_string())) });
+                        let failed = Outcome::failed(&key, Failure::Other, e.to_string());
+                        pending.spawn(async move { (order, failed) });
                     }
                 }
             }
@@ -120,7 +125,8 @@ pub(crate) fn apply(
                     instances.apply_log_settings(&inst);
                 }
                 pending.spawn(async move {
-                    (order, key, handle.reconfigure(inst, listener, roll).await)
+                    let r = handle.reconfigure(inst, listener, roll).await;
+                    (order, outcome(&key, r))
                 });
             }
         }

@@ -360,6 +360,50 @@ pub struct Outcome {
     pub ok: bool,
     /// What was done, or why it failed.
     pub message: String,
+    /// Why it failed, for exit codes and programs; absent on success (and from daemons
+    /// older than this field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+}
+
+impl Outcome {
+    /// A success.
+    pub fn done(instance: &str, message: impl Into<String>) -> Self {
+        Outcome {
+            instance: instance.into(),
+            ok: true,
+            message: message.into(),
+            failure: None,
+        }
+    }
+
+    /// A failure of kind `failure`.
+    pub fn failed(instance: &str, failure: Failure, message: impl Into<String>) -> Self {
+        Outcome {
+            instance: instance.into(),
+            ok: false,
+            message: message.into(),
+            failure: Some(failure),
+        }
+    }
+}
+
+/// Why an [`Outcome`] failed; each has its own `ctsctl` exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Failure {
+    /// A restart stopped early: a new worker failed; the old workers keep serving.
+    RolledBack,
+    /// The instance is in a crash loop.
+    Failing,
+    /// The instance is stopped (or was stopped meanwhile).
+    Stopped,
+    /// ctsd is shutting down.
+    ShuttingDown,
+    /// Any other failure (or one a newer daemon names that this client does not know).
+    #[serde(other)]
+    Other,
 }
 
 /// [`Response::Error`].

@@ -3,8 +3,8 @@
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot, watch};
 
-/// What an operation reports when it completes: a sentence for the operator.
-pub type Outcome = Result<String, String>;
+/// What an operation reports when it completes: what was done, or why not.
+pub use crate::core::Outcome;
 
 /// A request to an instance actor. Every variant carries the channel its answer goes to; the
 /// answer is sent when the operation is finished (all workers ready, all stopped, ...), which is
@@ -199,5 +199,5 @@ impl InstanceHandle {
 }
 
 fn gone() -> Outcome {
-    Err("ctsd is shutting down".to_owned())
+    Err(crate::core::Refusal::ShuttingDown)
 }

@@ -35,8 +35,10 @@ pub mod backoff;
 pub mod core;
 pub mod handle;
 pub mod spawn;
+mod watcher;
 
-pub use actor::{human, launch, Instance, Output};
+pub use actor::{launch, Instance, Output};
+pub use core::{human, Done, Refusal};
 pub use handle::{
     Control, InstanceHandle, InstanceState, Outcome, Status, Summary, WorkerInfo, WorkerState,
 };

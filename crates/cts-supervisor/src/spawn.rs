@@ -219,7 +219,7 @@ pub struct Credentials {
     pub groups: Vec<u32>,
 }
 
-/// Starts a worker with the listening socket `listener` as fd 3, in its own process group,
+/// Starts a worker, with the listening socket `listener` (if any) as fd 3, in its own process group,
 /// with SIGKILL as its parent-death signal, stdout and stderr piped.
 ///
 /// Must be called from a thread that lives as long as ctsd (the parent-death signal fires when
@@ -228,15 +228,21 @@ pub struct Credentials {
 /// # Errors
 ///
 /// When fork or exec of the shim fails, or the child's set-up (cwd, fd 3, credentials) fails.
-pub fn spawn(spec: &SpawnSpec, listener: RawFd, notify_socket: Option<&str>) -> io::Result<Child> {
+pub fn spawn(
+    spec: &SpawnSpec,
+    listener: Option<RawFd>,
+    notify_socket: Option<&str>,
+) -> io::Result<Child> {
     let mut cmd = Command::new(&spec.shim);
     cmd.arg(EXEC_WORKER_ARG).arg("--").args(&spec.argv);
     for var in INHERITED_VARS_TO_DROP {
         cmd.env_remove(var);
     }
     cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
-    cmd.env("LISTEN_FDS", "1")
-        .env("LISTEN_FDNAMES", &spec.fd_name);
+    if listener.is_some() {
+        cmd.env("LISTEN_FDS", "1")
+            .env("LISTEN_FDNAMES", &spec.fd_name);
+    }
     if let Some(n) = notify_socket {
         cmd.env("NOTIFY_SOCKET", n);
     }
@@ -261,7 +267,7 @@ pub fn spawn(spec: &SpawnSpec, listener: RawFd, notify_socket: Option<&str>) -> 
 
 /// Everything the child does between fork and exec, prepared before the fork.
 struct ChildSetup {
-    listener: RawFd,
+    listener: Option<RawFd>,
     parent: nix::libc::pid_t,
     privileges: Privileges,
 }
@@ -275,10 +281,13 @@ impl ChildSetup {
 }
 
 /// The socket and the parent-death signal: only async-signal-safe calls.
-fn child_setup(listener: RawFd, parent: nix::libc::pid_t) -> io::Result<()> {
+fn child_setup(listener: Option<RawFd>, parent: nix::libc::pid_t) -> io::Result<()> {
     use nix::libc;
     // SAFETY: plain system calls on integers.
     unsafe {
+        let Some(listener) = listener else {
+            return parent_death_signal(parent);
+        };
         if listener == LISTEN_FD {
             // dup2 onto itself would keep FD_CLOEXEC: clear it instead.
             if libc::fcntl(LISTEN_FD, libc::F_SETFD, 0) == -1 {
@@ -288,6 +297,15 @@ fn child_setup(listener: RawFd, parent: nix::libc::pid_t) -> io::Result<()> {
             // dup2 gives the new fd no FD_CLOEXEC: fd 3 is the only extra fd that survives exec.
             return Err(io::Error::last_os_error());
         }
+    }
+    parent_death_signal(parent)
+}
+
+/// SIGKILL when ctsd dies: only async-signal-safe calls.
+fn parent_death_signal(parent: nix::libc::pid_t) -> io::Result<()> {
+    use nix::libc;
+    // SAFETY: plain system calls on integers.
+    unsafe {
         if libc::prctl(
             libc::PR_SET_PDEATHSIG,
             libc::SIGKILL as libc::c_ulong,
@@ -314,10 +332,12 @@ pub fn exec_worker(args: &[OsString]) -> io::Error {
         return io::Error::new(io::ErrorKind::InvalidInput, "no worker command given");
     };
     // `exec` also resets SIGPIPE (ignored by Rust programs) and the signal mask for the worker.
-    std::process::Command::new(program)
-        .args(rest)
-        .env("LISTEN_PID", std::process::id().to_string())
-        .exec()
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(rest);
+    if std::env::var_os("LISTEN_FDS").is_some() {
+        cmd.env("LISTEN_PID", std::process::id().to_string());
+    }
+    cmd.exec()
 }
 
 /// Binds a per-worker notification socket in the abstract namespace; the name, with its `@`

@@ -15,11 +15,7 @@ pub async fn handle(ev: DaemonEvent, shared: &Shared) -> Response {
         return ErrorReply::new(ErrorKind::ShuttingDown, "ctsd is shutting down").into();
     }
     Response::Outcomes(Outcomes {
-        results: vec![Outcome {
-            instance: "ctsd".into(),
-            ok: true,
-            message: message.into(),
-        }],
+        results: vec![Outcome::done("ctsd", message)],
     })
 }
 
@@ -46,11 +42,8 @@ pub async fn reload(dry_run: bool, shared: &Shared) -> Response {
                         results.push(r);
                     }
                 }
-                results.sort_by_key(|(order, _, _)| *order);
-                report.results = results
-                    .into_iter()
-                    .map(|(_, key, r)| super::outcome(&key, r))
-                    .collect();
+                results.sort_by_key(|(order, _)| *order);
+                report.results = results.into_iter().map(|(_, r)| r).collect();
             }
             Response::Reload(report)
         }

@@ -61,11 +61,11 @@ pub async fn handle(op: Op, req: &TargetRequest, shared: &Shared, emit: Emit) ->
                 Op::Stop => entry.handle.stop().await,
                 Op::Restart => entry.handle.restart().await,
             };
-            let r = match r {
-                Err(m) if op == Op::Restart => Err(with_log_tail(m, entry.log.path()).await),
-                r => r,
-            };
-            (order, key, r)
+            let mut r = super::outcome(&key, r);
+            if !r.ok && op == Op::Restart {
+                r.message = with_log_tail(r.message, entry.log.path()).await;
+            }
+            (order, r)
         });
     }
     if req.no_wait {
@@ -79,10 +79,11 @@ pub async fn handle(op: Op, req: &TargetRequest, shared: &Shared, emit: Emit) ->
         return Response::Outcomes(Outcomes {
             results: keys
                 .into_iter()
-                .map(|k| Outcome {
-                    instance: k.as_str().into(),
-                    ok: true,
-                    message: format!("{verb} begun; `ctsctl status` shows its progress"),
+                .map(|k| {
+                    Outcome::done(
+                        &k,
+                        format!("{verb} begun; `ctsctl status` shows its progress"),
+                    )
                 })
                 .collect(),
         });
@@ -96,12 +97,9 @@ pub async fn handle(op: Op, req: &TargetRequest, shared: &Shared, emit: Emit) ->
     for f in forwarders {
         f.abort();
     }
-    results.sort_by_key(|(order, _, _)| *order);
+    results.sort_by_key(|(order, _)| *order);
     Response::Outcomes(Outcomes {
-        results: results
-            .into_iter()
-            .map(|(_, key, r)| super::outcome(&key, r))
-            .collect(),
+        results: results.into_iter().map(|(_, r)| r).collect(),
     })
 }
 

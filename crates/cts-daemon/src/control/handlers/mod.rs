@@ -22,16 +22,24 @@ pub fn required_role(req: &Request) -> super::access::Role {
 }
 
 /// One instance's outcome on the wire, from the actor's `Ok(what was done)` or
-/// `Err(why not)`.
+/// `Err(why not)`; the refusal's kind becomes the wire's [`cts_proto::Failure`].
 pub(crate) fn outcome(instance: &str, r: cts_supervisor::Outcome) -> cts_proto::Outcome {
-    let (ok, message) = match r {
-        Ok(m) => (true, m),
-        Err(m) => (false, m),
-    };
-    cts_proto::Outcome {
-        instance: instance.into(),
-        ok,
-        message,
+    use cts_proto::Failure;
+    use cts_supervisor::Refusal;
+    match r {
+        Ok(done) => cts_proto::Outcome::done(instance, done.to_string()),
+        Err(why) => {
+            let failure = match why {
+                Refusal::ShuttingDown => Failure::ShuttingDown,
+                Refusal::IsStopped(_) | Refusal::StoppedMeanwhile => Failure::Stopped,
+                Refusal::RolledBack(_) => Failure::RolledBack,
+                Refusal::Failing(_) => Failure::Failing,
+                Refusal::StartedMeanwhile | Refusal::Singleton(_) | Refusal::JobFailed(_) => {
+                    Failure::Other
+                }
+            };
+            cts_proto::Outcome::failed(instance, failure, why.to_string())
+        }
     }
 }
 
