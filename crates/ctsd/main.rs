@@ -9,7 +9,6 @@ use cts_config::LoadOptions;
 use cts_daemon::{signals::SignalSource, ReloadSource, RunOptions};
 use std::ffi::OsString;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -40,15 +39,7 @@ fn main() -> ExitCode {
     if let Some(dir) = &args.log_dir {
         config.daemon.log_dir = dir.clone();
     }
-    let socket = args
-        .socket
-        .or_else(|| {
-            std::env::var_os("CTSD_SOCKET")
-                .filter(|s| !s.is_empty())
-                .map(PathBuf::from)
-        })
-        .or_else(|| config.daemon.socket.clone())
-        .unwrap_or_else(|| PathBuf::from(cts_config::DEFAULT_SOCKET));
+    let socket = cts_config::control_socket(args.socket.as_deref(), Some(&config));
     if args.check {
         println!("{}: ok: {}", args.config.display(), config.summary());
         return ExitCode::SUCCESS;

@@ -71,6 +71,7 @@ mod names;
 mod pillar;
 mod pool;
 mod raw;
+mod socket;
 mod template;
 mod units;
 mod validate;
@@ -83,6 +84,7 @@ pub use model::{
     Limit, Limits, LogFormat, LogSettings, PoolSpec, ReadySpec, RestartPolicy, Rotate, StderrLog,
 };
 pub use names::{Currency, InstanceKey, Prefix};
+pub use socket::{control_socket, socket_given, SOCKET_ENV};
 pub use units::{parse_duration, parse_size};
 
 use error::Diag;

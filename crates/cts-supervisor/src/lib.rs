@@ -2,28 +2,31 @@
 //!
 //! # Layout
 //!
-//! - [`actor`]: the instance actor, which owns the workers and runs every state change.
+//! - [`core`]: every decision, as pure state machines: [`core::Pool`] (start, respawn with
+//!   backoff and crash loop, roll, scale, stop with SIGKILL escalation, reconfigure, shutdown)
+//!   and [`core::Job`] (a one-shot run). No I/O, no clock, no tokio, no nix.
+//! - [`actor`]: the instance actor, the loop that feeds the core its events and carries out
+//!   its effects.
 //! - [`handle`]: [`InstanceHandle`] and the typed [`Control`]s operators' requests become.
 //! - [`spawn`]: starting a worker: fd 3, process group, parent-death signal, the exec shim.
-//! - [`backoff`]: the restart policy as pure functions.
+//! - [`backoff`]: the restart delay and the crash-loop window as pure functions.
+//! - `watcher`: one task per worker that reaps it and forwards `READY=1` and its exit.
 //!
-//! See `DESIGN.md` beside this crate for the diagram of tasks and channels.
+//! See `DESIGN.md` beside this crate for the diagram of tasks and channels and the core's
+//! state × event table.
 //!
 //! # Theory of operation
 //!
-//! Each instance is one tokio task, the actor, that owns everything about the instance: its
-//! workers, their deadlines, the backoff of each slot, a rolling restart in progress. Nothing
-//! else holds a lock on any of it. The actor sleeps in one `select!` until a worker is ready or
-//! has exited (reported by a small watcher task per worker that owns the `Child` and its notify
-//! socket), an operator's [`Control`] arrives, the earliest deadline passes, or ctsd shuts down.
-//! After every wake-up it runs `reconcile`, which compares what is wanted (the instance up or
-//! down, `workers` slots filled, a rolling restart's next step) with what is, and acts. There is
-//! no periodic tick: an idle instance makes no system calls at all.
+//! Each instance is one tokio task, the actor, that owns everything about the instance's
+//! processes. Nothing else holds a lock on any of it. The actor sleeps in one `select!` until a
+//! worker is ready or has exited, an operator's [`Control`] arrives, the core's next deadline
+//! passes, or ctsd shuts down; it hands what happened to the core with the current time and
+//! carries out the effects that come back. There is no periodic tick: an idle instance makes no
+//! system calls at all.
 //!
-//! Because one task serialises every change, a crash replacement, a rolling restart and a stop of
-//! the same instance can never race: a rolling restart replaces workers of an older generation
-//! one at a time (new one ready, then old one stopped), and a crash replacement simply starts a
-//! worker of the current generation in the empty slot.
+//! Because one task serialises every change, a crash respawn, a rolling restart and a stop of
+//! the same instance can never race, and because the core is pure, every one of those
+//! interleavings is tested as a table in `core/tests.rs` without starting a process.
 //!
 //! The supervisor does not know about files or sockets other than the listener it is given:
 //! workers' pipes are handed to an [`Output`], which the daemon connects to the instance's log.

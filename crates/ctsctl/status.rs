@@ -1,0 +1,169 @@
+//! `ctsctl status [INSTANCE…] [--json]`: the table, or the JSON document.
+
+use cts_client::{Client, ClientError};
+use cts_proto::{exit_codes, InstanceStatus, StatusReport};
+use std::io::{IsTerminal, Write};
+
+/// Prints the status of `instances` (all when empty).
+pub async fn run(client: &mut Client, instances: &[String], json: bool) -> Result<u8, ClientError> {
+    let names: Vec<&str> = instances.iter().map(String::as_str).collect();
+    let report = client.status(&names).await?;
+    let out = if json {
+        serde_json::to_string_pretty(&report).unwrap_or_default() + "\n"
+    } else {
+        render_table(&report, std::io::stdout().is_terminal())
+    };
+    let _ = std::io::stdout().write_all(out.as_bytes());
+    Ok(exit_codes::OK)
+}
+
+/// The human `status` table; colour only when `colour` (stdout is a terminal).
+fn render_table(report: &StatusReport, colour: bool) -> String {
+    let header = [
+        "INSTANCE",
+        "STATE",
+        "PORT",
+        "PREFIX",
+        "READY",
+        "PIDS",
+        "UPTIME",
+        "RESTARTS",
+        "LAST EXIT",
+    ];
+    let rows: Vec<[String; 9]> = report.instances.iter().map(row).collect();
+    let mut widths = header.map(str::len);
+    for r in &rows {
+        for (w, cell) in widths.iter_mut().zip(r.iter()) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: &[String], out: &mut String, state_colour: Option<&str>| {
+        for (i, cell) in cells.iter().enumerate() {
+            let last = i + 1 == cells.len();
+            let pad = if last {
+                0
+            } else {
+                widths[i] - cell.chars().count() + 2
+            };
+            match (i, state_colour) {
+                (1, Some(c)) => out.push_str(&format!("\x1b[{c}m{cell}\x1b[0m")),
+                _ => out.push_str(cell),
+            }
+            out.push_str(&" ".repeat(pad));
+        }
+        out.push('\n');
+    };
+    line(&header.map(String::from), &mut out, None);
+    for (r, inst) in rows.iter().zip(&report.instances) {
+        let c = colour.then(|| match inst.state.as_str() {
+            "running" => "32",
+            "failing" => "31",
+            "stopped" => "2",
+            _ => "33",
+        });
+        line(r, &mut out, c);
+    }
+    for inst in report.instances.iter().filter(|i| i.log_dropped_bytes > 0) {
+        out.push_str(&format!(
+            "warning: {}: {} bytes of output could not be written to its log (disk full or directory not writable)\n",
+            inst.key, inst.log_dropped_bytes
+        ));
+    }
+    out
+}
+
+fn row(i: &InstanceStatus) -> [String; 9] {
+    let pids: Vec<String> = i.workers.iter().map(|w| w.pid.to_string()).collect();
+    [
+        i.key.to_string(),
+        i.state.as_str().to_owned(),
+        i.port.to_string(),
+        if i.prefix.is_empty() {
+            "-".into()
+        } else {
+            i.prefix.clone()
+        },
+        format!("{}/{}", i.ready_workers, i.desired_workers),
+        if pids.is_empty() {
+            "-".into()
+        } else {
+            pids.join(",")
+        },
+        i.uptime_secs.map_or_else(|| "-".into(), uptime),
+        i.restarts.to_string(),
+        i.last_exit.clone().unwrap_or_else(|| "-".into()),
+    ]
+}
+
+fn uptime(s: u64) -> String {
+    match (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60) {
+        (0, 0, 0, s) => format!("{s}s"),
+        (0, 0, m, s) => format!("{m}m{s}s"),
+        (0, h, m, _) => format!("{h}h{m}m"),
+        (d, h, _, _) => format!("{d}d{h}h"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cts_proto::{InstanceState, WorkerState, WorkerStatus};
+
+    #[test]
+    fn table_snapshot() {
+        let inst = |key: &str, state, pids: &[u32], last: Option<&str>| InstanceStatus {
+            key: key.into(),
+            name: key.to_uppercase(),
+            port: 8003,
+            prefix: "/JO".into(),
+            currency: "JOD".into(),
+            state,
+            desired_workers: 2,
+            ready_workers: pids.len() as u32,
+            restarts: 3,
+            uptime_secs: Some(3725),
+            last_exit: last.map(str::to_owned),
+            workers: pids
+                .iter()
+                .enumerate()
+                .map(|(slot, &pid)| WorkerStatus {
+                    pid,
+                    slot: slot as u32,
+                    state: WorkerState::Ready,
+                    uptime_secs: 10,
+                })
+                .collect(),
+            log_dropped_bytes: 0,
+        };
+        let report = StatusReport {
+            daemon_version: "0.1.0".into(),
+            pid: 1,
+            uptime_secs: 5,
+            instances: vec![
+                inst("jordan", InstanceState::Running, &[101, 102], None),
+                inst(
+                    "iraq",
+                    InstanceState::Failing,
+                    &[],
+                    Some("worker 0 pid 7 exited with status 3"),
+                ),
+            ],
+        };
+        let expected = "\
+INSTANCE  STATE    PORT  PREFIX  READY  PIDS     UPTIME  RESTARTS  LAST EXIT
+jordan    running  8003  /JO     2/2    101,102  1h2m    3         -
+iraq      failing  8003  /JO     0/2    -        1h2m    3         worker 0 pid 7 exited with status 3
+";
+        assert_eq!(render_table(&report, false), expected);
+        assert!(render_table(&report, true).contains("\x1b[31mfailing\x1b[0m"));
+    }
+
+    #[test]
+    fn uptimes_read_like_durations() {
+        assert_eq!(uptime(5), "5s");
+        assert_eq!(uptime(65), "1m5s");
+        assert_eq!(uptime(7260), "2h1m");
+        assert_eq!(uptime(90_000), "1d1h");
+    }
+}
