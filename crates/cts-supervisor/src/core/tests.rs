@@ -1280,3 +1280,128 @@ fn shutdown_before_a_job_starts_answers_at_once() {
     assert_eq!(got[0], [err(9, Refusal::ShuttingDown)]);
     assert!(job.start().is_empty());
 }
+
+#[test]
+fn a_job_killed_by_a_second_stop_signal_ends_as_shutting_down() {
+    let t0 = Instant::now();
+    let mut job = Job::new("migrate", Ticket(9), Some(MS(5000)), MS(30_000));
+    job.start();
+    let got = job_run(
+        &mut job,
+        vec![(0, Event::Spawned(0, 1000)), (100, Event::Kill)],
+        t0,
+    );
+    assert_eq!(got[1], [kill(0)]);
+    assert!(!job.finished(), "it has not exited yet");
+    assert_eq!(job.deadline(), None, "nothing left to escalate");
+    let got = job_run(
+        &mut job,
+        vec![(150, Event::Exited(0, Exit::signaled("SIGKILL")))],
+        t0,
+    );
+    assert_eq!(got[0], [kill(0), err(9, Refusal::ShuttingDown)]);
+    assert!(job.finished());
+    // Killed before it started: answered at once, never spawned.
+    let mut pending = Job::new("migrate", Ticket(10), None, MS(30_000));
+    let got = job_run(&mut pending, vec![(0, Event::Kill)], t0);
+    assert_eq!(got[0], [err(10, Refusal::ShuttingDown)]);
+    assert!(pending.start().is_empty());
+}
+
+#[test]
+fn a_running_job_is_due_at_its_timeout_and_not_finished_before_its_exit() {
+    let t0 = Instant::now();
+    let mut job = Job::new("migrate", Ticket(9), Some(MS(5000)), MS(30_000));
+    assert_eq!(job.deadline(), None);
+    job.start();
+    assert!(!job.finished());
+    job_run(&mut job, vec![(200, Event::Spawned(0, 1000))], t0);
+    assert_eq!(job.deadline(), Some(t0 + MS(5200)));
+    assert!(!job.finished());
+}
+
+#[test]
+fn a_pool_is_finished_only_once_shut_down_with_no_process_left() {
+    let mut pool = run(
+        web(1),
+        vec![
+            at(0, Input::Boot).want([spawn(0, 0)]),
+            at(10, ready(0)).want([settled()]),
+            at(20, req(1, Request::Stop)).want([term(0)]),
+            at(30, exit(0)).want([kill(0), ok(1, Done::Stopped)]),
+        ],
+    );
+    assert!(!pool.finished(), "stopped by an operator is not shut down");
+    assert_eq!(pool.status().running_since, None);
+    let t = Instant::now();
+    pool.handle(Event::Request(Ticket(2), Request::Start), t);
+    assert_eq!(pool.status().running_since, Some(t));
+    pool.handle(Event::Shutdown, t);
+    assert!(!pool.finished(), "its worker is still stopping");
+    pool.handle(Event::Spawned(1, 1001), t);
+    pool.handle(Event::Exited(1, Exit::code(0)), t);
+    assert!(pool.finished());
+}
+
+#[test]
+fn outcomes_read_as_sentences() {
+    let table: [(Outcome, &str); 12] = [
+        (Ok(Done::Running(1)), "1 worker ready"),
+        (Ok(Done::Running(4)), "4 workers ready"),
+        (Ok(Done::Replaced(2)), "2 workers replaced"),
+        (Ok(Done::Stopped), "stopped"),
+        (Ok(Done::AlreadyStopped), "already stopped"),
+        (
+            Ok(Done::ScaledWhileStopped(3)),
+            "3 workers when started (the instance is stopped)",
+        ),
+        (Ok(Done::SettingsUpdated), "settings updated"),
+        (
+            Ok(Done::Signalled {
+                name: "SIGHUP".into(),
+                count: 1,
+            }),
+            "sent SIGHUP to 1 worker",
+        ),
+        (
+            Err(Refusal::IsStopped("jordan".into())),
+            "jordan is stopped; start it with `ctsctl start jordan`",
+        ),
+        (
+            Err(Refusal::Failing("worker 0 exited".into())),
+            "failing: worker 0 exited",
+        ),
+        (
+            Err(Refusal::Singleton("jordan:beat".into())),
+            "jordan:beat is a singleton: it always runs exactly one process",
+        ),
+        (Err(Refusal::ShuttingDown), "ctsd is shutting down"),
+    ];
+    for (outcome, text) in table {
+        let got = match outcome {
+            Ok(d) => d.to_string(),
+            Err(r) => r.to_string(),
+        };
+        assert_eq!(got, text);
+    }
+}
+
+#[test]
+fn durations_read_as_the_config_file_writes_them() {
+    let table = [
+        (0, "0ms"),
+        (999, "999ms"),
+        (1000, "1s"),
+        (1500, "1.5s"),
+        (9_900, "9.9s"),
+        (10_000, "10s"),
+        (10_500, "10s"),
+        (59_000, "59s"),
+        (60_000, "1m"),
+        (90_000, "1m30s"),
+        (3_660_000, "1h1m"),
+    ];
+    for (millis, text) in table {
+        assert_eq!(human(MS(millis)), text, "{millis}ms");
+    }
+}
