@@ -28,12 +28,14 @@
 mod job;
 mod outcome;
 mod pool;
+mod status;
 #[cfg(test)]
 mod tests;
 
 pub use job::Job;
 pub use outcome::{Done, Outcome, Refusal};
 pub use pool::{Kind, Pool, Settings};
+pub use status::{InstanceState, Status, Summary, WorkerInfo, WorkerState};
 
 use std::time::Duration;
 

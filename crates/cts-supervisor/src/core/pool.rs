@@ -2,8 +2,8 @@
 //! SIGKILL escalation, reconfigure, shutdown.
 
 use super::{human, Done, Effect, Event, Exit, Outcome, Refusal, Request, Sig, Ticket, WorkerId};
+use super::{InstanceState, Status, Summary, WorkerInfo, WorkerState};
 use crate::backoff::{restart_delay, CrashWindow, Jitter};
-use crate::handle::{InstanceState, Status, Summary, WorkerInfo, WorkerState};
 use cts_config::{ReadySpec, RestartPolicy};
 use std::time::{Duration, Instant};
 

@@ -3,9 +3,9 @@
 //! are checked where they matter). Spawns are answered the way the actor answers them, at once
 //! with pid `1000 + worker id`, unless a step makes them fail.
 
+use super::InstanceState as S;
 use super::*;
 use crate::backoff::Jitter;
-use crate::handle::InstanceState as S;
 use cts_config::{CrashLoop, ReadySpec, RestartPolicy};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
