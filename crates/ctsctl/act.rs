@@ -58,7 +58,8 @@ pub async fn lifecycle(
         })
         .await;
     if shown {
-        eprintln!();
+        // The outcome line says it all: the progress line goes.
+        eprint!("\r\x1b[K");
     }
     Ok(report::outcomes(outcomes?, verb))
 }

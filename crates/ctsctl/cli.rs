@@ -21,17 +21,24 @@ pub struct Cli {
 
 pub const EXIT_CODES: &str = "Exit status: 0 ok, 1 failed, 2 usage, 3 ctsd not reachable, \
 4 permission denied, 5 unknown instance, 6 protocol mismatch, 7 restart rolled back, \
-8 instance failing, 9 instance stopped, 10 ctsd shutting down.";
+8 instance failing, 9 instance stopped, 10 ctsd shutting down; `status`: 0 every instance \
+running, 8 one failing, 9 one stopped or stopping, 11 one still starting (`--json`: 0).";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Show each instance: state, port, prefix, workers, pids, uptime, restarts, last exit.
+    /// Exits 0 when every instance shown is running, else 8 (one is failing), 9 (one is
+    /// stopped or stopping) or 11 (one is still starting), in that order of precedence;
+    /// `--json` exits 0 whenever it printed the document (the states are in it).
     Status {
         /// Only these instances.
         instances: Vec<String>,
         /// Print one JSON document instead of a table.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "quiet")]
         json: bool,
+        /// Print nothing: only the exit status tells (for monitoring and scripts).
+        #[arg(long, short = 'q')]
+        quiet: bool,
     },
     /// Start stopped instances; waits until their workers are ready.
     Start(TargetArgs),

@@ -74,8 +74,17 @@ fn main() -> ExitCode {
             println!("ctsd {} (protocol {})", w.daemon_version, w.proto);
             Ok(exit_codes::OK)
         }),
-        Command::Status { instances, json } => connected(&cli, |mut c| async move {
-            status::run(&mut c, instances, *json).await
+        Command::Status {
+            instances,
+            json,
+            quiet,
+        } => connected(&cli, |mut c| async move {
+            let format = match (*json, *quiet) {
+                (true, _) => status::Format::Json,
+                (_, true) => status::Format::Quiet,
+                _ => status::Format::Table,
+            };
+            status::run(&mut c, instances, format).await
         }),
         Command::Start(t) => connected(&cli, |mut c| async move {
             act::lifecycle(&mut c, act::Lifecycle::Start, t).await

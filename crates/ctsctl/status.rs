@@ -4,17 +4,53 @@ use cts_client::{Client, ClientError};
 use cts_proto::{exit_codes, InstanceStatus, StatusReport};
 use std::io::{IsTerminal, Write};
 
-/// Prints the status of `instances` (all when empty).
-pub async fn run(client: &mut Client, instances: &[String], json: bool) -> Result<u8, ClientError> {
+/// How `status` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// The table.
+    Table,
+    /// One JSON document.
+    Json,
+    /// Nothing: the exit status tells.
+    Quiet,
+}
+
+/// Prints the status of `instances` (all when empty); the exit status is the verdict.
+pub async fn run(
+    client: &mut Client,
+    instances: &[String],
+    format: Format,
+) -> Result<u8, ClientError> {
     let names: Vec<&str> = instances.iter().map(String::as_str).collect();
     let report = client.status(&names).await?;
-    let out = if json {
-        serde_json::to_string_pretty(&report).unwrap_or_default() + "\n"
-    } else {
-        render_table(&report, std::io::stdout().is_terminal())
+    let out = match format {
+        Format::Json => serde_json::to_string_pretty(&report).unwrap_or_default() + "\n",
+        Format::Table => render_table(&report, std::io::stdout().is_terminal()),
+        Format::Quiet => String::new(),
     };
     let _ = std::io::stdout().write_all(out.as_bytes());
-    Ok(exit_codes::OK)
+    // A program reading the JSON reads the states there; the exit status tells only whether
+    // the document could be had.
+    Ok(match format {
+        Format::Json => exit_codes::OK,
+        Format::Table | Format::Quiet => verdict(&report),
+    })
+}
+
+/// 0 when every instance runs; else the worst state's code: failing, then stopped or
+/// stopping, then starting.
+fn verdict(report: &StatusReport) -> u8 {
+    use cts_proto::InstanceState as S;
+    let has = |f: fn(&S) -> bool| report.instances.iter().any(|i| f(&i.state));
+    if has(|s| *s == S::Failing) {
+        exit_codes::FAILING
+    } else if has(|s| matches!(s, S::Stopped | S::Stopping)) {
+        exit_codes::STOPPED
+    } else if has(|s| *s != S::Running) {
+        exit_codes::STARTING
+    } else {
+        exit_codes::OK
+    }
 }
 
 /// The human `status` table; colour only when `colour` (stdout is a terminal).
@@ -90,7 +126,12 @@ fn row(i: &InstanceStatus) -> [String; 9] {
         } else {
             pids.join(",")
         },
-        i.uptime_secs.map_or_else(|| "-".into(), uptime),
+        // The workers' age, the youngest's: a restarted pool shows how long ago it restarted.
+        i.workers
+            .iter()
+            .map(|w| w.uptime_secs)
+            .min()
+            .map_or_else(|| "-".into(), uptime),
         i.restarts.to_string(),
         i.last_exit.clone().unwrap_or_else(|| "-".into()),
     ]
@@ -152,8 +193,8 @@ mod tests {
         };
         let expected = "\
 INSTANCE  STATE    PORT  PREFIX  READY  PIDS     UPTIME  RESTARTS  LAST EXIT
-jordan    running  8003  /JO     2/2    101,102  1h2m    3         -
-iraq      failing  8003  /JO     0/2    -        1h2m    3         worker 0 pid 7 exited with status 3
+jordan    running  8003  /JO     2/2    101,102  10s     3         -
+iraq      failing  8003  /JO     0/2    -        -       3         worker 0 pid 7 exited with status 3
 ";
         assert_eq!(render_table(&report, false), expected);
         assert!(render_table(&report, true).contains("\x1b[31mfailing\x1b[0m"));

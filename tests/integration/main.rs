@@ -7,6 +7,7 @@ mod commands;
 mod control;
 mod crash;
 mod logs;
+mod operator;
 mod reload;
 mod restart;
 mod serving;

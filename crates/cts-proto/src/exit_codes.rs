@@ -22,6 +22,8 @@ pub const FAILING: u8 = 8;
 pub const STOPPED: u8 = 9;
 /// ctsd is shutting down.
 pub const SHUTTING_DOWN: u8 = 10;
+/// `status`: an instance is still starting (none failing, stopped or stopping).
+pub const STARTING: u8 = 11;
 
 /// The exit code of a failed outcome.
 pub fn of_failure(failure: Option<crate::Failure>) -> u8 {

@@ -71,7 +71,7 @@ pub enum Refusal {
 }
 
 /// "1 worker", "3 workers".
-fn workers(n: u32) -> String {
+pub(crate) fn workers(n: u32) -> String {
     if n == 1 {
         "1 worker".to_owned()
     } else {

@@ -1,6 +1,7 @@
 //! One pool's decisions: start, respawn with backoff and crash loop, roll, scale, stop with
 //! SIGKILL escalation, reconfigure, shutdown.
 
+use super::outcome::workers;
 use super::{human, Done, Effect, Event, Exit, Outcome, Refusal, Request, Sig, Ticket, WorkerId};
 use super::{InstanceState, Status, Summary, WorkerInfo, WorkerState};
 use crate::backoff::{restart_delay, CrashWindow, Jitter};
@@ -421,7 +422,7 @@ impl Pool {
                 } else {
                     let from = self.settings.workers;
                     self.resize(n);
-                    self.note(format!("scaling from {from} to {n} workers"));
+                    self.note(format!("scaling from {from} to {}", workers(n)));
                     self.answer_when_running(ticket, Done::ScaledWhileStopped(n));
                 }
             }
@@ -501,7 +502,7 @@ impl Pool {
                 });
             }
         }
-        self.note(format!("rolling restart of {live} workers"));
+        self.note(format!("rolling restart of {}", workers(live)));
     }
 
     fn clear_failures(&mut self) {
@@ -937,8 +938,8 @@ impl Pool {
                 None if r.steps.is_empty() => {
                     if let Some(r) = self.roll.take() {
                         self.note(format!(
-                            "rolling restart done: {} workers replaced",
-                            r.replaced
+                            "rolling restart done: {} replaced",
+                            workers(r.replaced)
                         ));
                         for t in r.waiters {
                             self.reply(t, Ok(Done::Replaced(r.replaced)));
