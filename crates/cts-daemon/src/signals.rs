@@ -1,4 +1,5 @@
-//! Signals become typed events on a channel; no logic runs in a signal handler.
+//! Signals become typed events on a channel; no logic runs in a signal handler. The same
+//! channel carries the control requests that act on the daemon itself to its main loop.
 
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;

@@ -1,6 +1,6 @@
 //! `scale INSTANCE N`: the instance's actor adds or drains workers; others are untouched.
 
-use crate::Shared;
+use crate::control::Shared;
 use cts_proto::{ErrorKind, ErrorReply, Outcomes, Response, ScaleRequest};
 
 /// The most workers one instance may have (as in the config's validation).
