@@ -24,7 +24,7 @@
 //! [`run`] binds the control socket first (so a second ctsd fails before touching any port),
 //! then every instance's port, then starts one actor per instance (see `cts-supervisor`) and the
 //! control server. The top level owns no instance state: the [`registry`] does, and
-//! only the main loop changes it (launching, retiring, reconfiguring);
+//! only the main loop changes it (launching, retiring, reconfiguring, recording a `scale`);
 //! control handlers talk to the actors' handles directly and send what concerns the daemon
 //! itself to the main loop. Shutdown is one
 //! [`CancellationToken`] tree: cancelling the root stops the control server and makes every
@@ -229,6 +229,7 @@ pub async fn run(
                 instances.reopen_logs();
                 tracing::info!("log files reopened");
             }
+            DaemonEvent::Scaled { instance, workers } => instances.set_workers(&instance, workers),
             DaemonEvent::Reload => {
                 // SIGHUP: apply, and log the outcome when every action has finished.
                 match reload_now(&mut instances, opts.reload_from.as_ref(), false).await {

@@ -7,7 +7,7 @@
 //! [`Published`], which the control handlers and the systemd status line read.
 //!
 //! An instance's configuration is one `Arc<InstanceConfig>`, shared by the registry and every
-//! entry published from it; a change (a reload) replaces that `Arc`, and
+//! entry published from it; a change (a reload, a successful `scale`) replaces that `Arc`, and
 //! `Instances::config` assembles the configuration being run from it when a reload needs
 //! something to compare the file with. (The instance's actor, in `cts-supervisor`, keeps the
 //! settings it runs with; the registry's copy follows what the actor was told, or did.)
@@ -264,6 +264,23 @@ impl Instances {
     pub(crate) fn set_config(&mut self, inst: InstanceConfig) {
         if let Some(r) = self.running.iter_mut().find(|r| r.config.key == inst.key) {
             r.config = Arc::new(inst);
+        }
+    }
+
+    /// Records that the actor of `key` now runs `workers` workers (a `scale` it carried out),
+    /// so that the next reload compares the file with that.
+    pub(crate) fn set_workers(&mut self, key: &str, workers: u32) {
+        let Some(r) = self
+            .running
+            .iter_mut()
+            .find(|r| r.config.key.as_str() == key)
+        else {
+            return;
+        };
+        if r.config.pool.workers != workers {
+            // Published entries keep the copy they have; the next publish hands out this one.
+            Arc::make_mut(&mut r.config).pool.workers = workers;
+            self.publish();
         }
     }
 

@@ -21,6 +21,14 @@ pub enum DaemonEvent {
         /// Where the answer goes.
         reply: tokio::sync::oneshot::Sender<ReloadAnswer>,
     },
+    /// `ctsctl scale` succeeded: the instance's actor now runs `workers` workers; the
+    /// registry's configuration of it is to say so.
+    Scaled {
+        /// The instance key.
+        instance: String,
+        /// Its number of workers now.
+        workers: u32,
+    },
 }
 
 /// What a reload request gets back from the main loop.

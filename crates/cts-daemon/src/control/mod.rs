@@ -7,8 +7,8 @@
 //! the instance actors or other clients.
 //!
 //! Handlers read the instances from what the [registry](crate::registry) publishes and talk to
-//! their actors directly; what acts on the daemon itself (`shutdown`, `reopen-logs`, `reload`)
-//! goes to the main loop as a
+//! their actors directly; what acts on the daemon itself (`shutdown`, `reopen-logs`, `reload`,
+//! and recording a `scale` in the registry) goes to the main loop as a
 //! [`DaemonEvent`]. Nothing below this module uses it.
 
 pub mod access;
@@ -47,8 +47,8 @@ pub struct Shared {
     pub started: Instant,
     /// Who may do what.
     pub access: access::Access,
-    /// Requests that act on the daemon itself (`shutdown`, `reopen-logs`, `reload`) go to its
-    /// main loop.
+    /// Requests that act on the daemon itself (`shutdown`, `reopen-logs`, `reload`, a `scale`
+    /// to record) go to its main loop.
     pub events: mpsc::Sender<DaemonEvent>,
 }
 
