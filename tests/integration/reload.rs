@@ -171,3 +171,57 @@ fn sighup_reloads_too() {
     assert!(wait_until(WAIT, || d.instance("jordan")["desired_workers"] == 3));
     assert_eq!(d.wait_running("jordan").len(), 3);
 }
+
+#[test]
+fn reload_after_a_scale_returns_to_the_files_workers() {
+    let mut insts = three();
+    insts[1] = insts[1].clone().with("workers: 2");
+    let d = Daemon::start(insts, "");
+    let turkey = d.wait_running("turkey");
+    assert_eq!(d.wait_running("iraq").len(), 2);
+
+    let out = d.ctl(&["scale", "iraq", "4"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let scaled = d.wait_running("iraq");
+    assert_eq!(scaled.len(), 4);
+    assert_eq!(d.instance("iraq")["desired_workers"], 4);
+
+    // The file still says 2: the daemon compares it with the 4 that run, not with the 2 it
+    // was started with.
+    let out = d.ctl(&["reload", "--dry-run"]);
+    let plan = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{plan}");
+    for line in ["iraq: scale (workers)", "turkey: none", "jordan: none"] {
+        assert!(plan.contains(line), "plan lacks `{line}`:\n{plan}");
+    }
+
+    let out = d.ctl(&["reload"]);
+    let plan = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{plan}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        d.stderr()
+    );
+    assert!(plan.contains("iraq: scale (workers)"), "{plan}");
+    assert_eq!(d.instance("iraq")["desired_workers"], 2);
+    let mut down = d.pids("iraq");
+    assert!(
+        wait_until(WAIT, || {
+            down = d.pids("iraq");
+            down.len() == 2
+        }),
+        "iraq drained back to the file's 2: {down:?}"
+    );
+    assert!(scaled.is_superset(&down), "scaled back, not restarted");
+    assert_eq!(d.pids("turkey"), turkey, "turkey untouched");
+
+    // Now the daemon's copy and the file agree again.
+    let out = d.ctl(&["reload", "--dry-run"]);
+    let plan = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(plan.contains("iraq: none"), "{plan}");
+}

@@ -2,20 +2,31 @@
 //!
 //! # Layout
 //!
-//! - [`run`]: binds, starts every instance's actor, serves the control socket, shuts down.
+//! Dependencies run one way, from the top of this list to the bottom; no module uses one
+//! above it.
+//!
+//! - this crate root: [`run`], the daemon's main loop: binds, launches every instance, serves
+//!   the control socket, handles signals and daemon requests, shuts down.
+//! - [`control`]: the control socket server and one handler module per request; it reaches
+//!   the main loop only through [`signals::DaemonEvent`]s.
+//! - [`systemd`]: what ctsd tells systemd while it runs (status line, watchdog).
+//! - [`signals`]: signals (and daemon requests) as typed [`signals::DaemonEvent`]s.
+//! - [`reload`]: re-reading the configuration, the plan, and carrying it out.
+//! - [`registry`]: the instances ctsd runs, what it owns for each, and the one copy of each
+//!   instance's configuration; publishes them to the control handlers.
 //! - [`listeners`]: the instances' TCP listening sockets, owned by ctsd.
-//! - [`control`]: the control socket server and one handler module per request.
-//! - [`signals`]: signals as typed [`signals::DaemonEvent`]s.
 //! - [`output`]: connects workers' pipes to the instance logs.
-//! - [`notify`]: readiness to systemd (`NOTIFY_SOCKET`) and to `--ready-fd`.
-//! - [`status`]: the supervisor's status in the wire's terms.
+//! - [`notify`]: the sd_notify primitives (`NOTIFY_SOCKET`, fd store) and `--ready-fd`.
+//! - [`status`]: the supervisor's status and outcomes in the wire's terms.
 //!
 //! # Theory of operation
 //!
 //! [`run`] binds the control socket first (so a second ctsd fails before touching any port),
 //! then every instance's port, then starts one actor per instance (see `cts-supervisor`) and the
-//! control server. The top level owns no instance state: it routes control requests to the
-//! actors' handles and turns signals into actions. Shutdown is one
+//! control server. The top level owns no instance state: the [`registry`] does, and
+//! only the main loop changes it (launching, retiring, reconfiguring, recording a `scale`);
+//! control handlers talk to the actors' handles directly and send what concerns the daemon
+//! itself to the main loop. Shutdown is one
 //! [`CancellationToken`] tree: cancelling the root stops the control server and makes every
 //! actor stop its workers gracefully; a second SIGTERM/SIGINT cancels the `kill` token, which
 //! makes every actor SIGKILL its workers' process groups. `run` returns only after every actor
@@ -28,21 +39,24 @@ pub mod control;
 pub mod listeners;
 pub mod notify;
 pub mod output;
+pub mod registry;
 pub mod reload;
 pub mod signals;
 pub mod status;
+pub mod systemd;
 
-use cts_config::{Config, InstanceConfig, LoadOptions};
-use cts_logs::InstanceLog;
-use cts_supervisor::InstanceHandle;
+pub use reload::ReloadSource;
+
+use cts_config::Config;
+use registry::{Instances, Published};
+use reload::reload_now;
 use signals::{DaemonEvent, SignalSource};
 use std::future::Future;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// The daemon's version, reported to clients.
@@ -69,17 +83,6 @@ pub struct RunOptions {
     pub passed: listeners::PassedSockets,
 }
 
-/// How to re-read the configuration on reload, the same way `ctsd` read it at start.
-#[derive(Debug, Clone)]
-pub struct ReloadSource {
-    /// The configuration file.
-    pub path: PathBuf,
-    /// `--env`.
-    pub options: LoadOptions,
-    /// `--log-dir`, which overrides the file's `ctsd.log_dir`.
-    pub log_dir: Option<PathBuf>,
-}
-
 /// Errors that stop ctsd (a worker crash never is one).
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -100,292 +103,12 @@ pub enum DaemonError {
     },
 }
 
-/// One configured instance as the control handlers see it.
-#[derive(Debug, Clone)]
-pub struct InstanceEntry {
-    /// Its configuration.
-    pub config: InstanceConfig,
-    /// Its actor.
-    pub handle: InstanceHandle,
-    /// Its log: path, drop counter, followers.
-    pub log: cts_logs::LogHandle,
-    /// Its `stderr.log`, with `logs.stderr: separate`.
-    pub err_log: Option<cts_logs::LogHandle>,
-}
-
-impl InstanceEntry {
-    /// Bytes its logs could not write.
-    pub fn dropped_bytes(&self) -> u64 {
-        self.log.dropped_bytes() + self.err_log.as_ref().map_or(0, |l| l.dropped_bytes())
-    }
-}
-
-/// What control connections share.
-#[derive(Debug)]
-pub struct Shared {
-    /// The instances, in configuration order; replaced as a whole by a reload. Never held
-    /// across an `.await`: handlers take a [`Shared::snapshot`].
-    pub instances: RwLock<Vec<InstanceEntry>>,
-    /// When ctsd started.
-    pub started: Instant,
-    /// Who may do what.
-    pub access: control::access::Access,
-    /// Requests that act on the daemon itself (`shutdown`, `reopen-logs`, `reload`) go to its
-    /// main loop.
-    pub events: mpsc::Sender<DaemonEvent>,
-    /// Bumped whenever `instances` is replaced (for the systemd status line).
-    pub changed: tokio::sync::watch::Sender<u64>,
-}
-
-impl Shared {
-    /// The instances as they are now.
-    pub fn snapshot(&self) -> Vec<InstanceEntry> {
-        self.instances.read().map(|v| v.clone()).unwrap_or_default()
-    }
-}
-
-/// An instance the daemon runs: its actor and what the daemon owns for it.
-struct Running {
-    config: InstanceConfig,
-    handle: InstanceHandle,
-    /// Cancelling it stops just this instance (a reload removed it).
-    token: CancellationToken,
-    join: JoinHandle<()>,
-    log: InstanceLog,
-    /// `stderr.log`, with `logs.stderr: separate`.
-    err_log: Option<InstanceLog>,
-    /// Where new workers' output goes.
-    output: Arc<output::LogOutput>,
-}
-
-impl Running {
-    /// Both logs, to close.
-    fn logs(self) -> impl Iterator<Item = InstanceLog> {
-        std::iter::once(self.log).chain(self.err_log)
-    }
-}
-
-/// The daemon's instances: owned by the main loop, published to the control handlers.
-pub(crate) struct Instances {
-    config: Config,
-    running: Vec<Running>,
-    root: CancellationToken,
-    kill: CancellationToken,
-    shim: PathBuf,
-    shared: Arc<Shared>,
-    /// Sockets systemd passed that no instance has claimed yet.
-    passed: listeners::PassedSockets,
-    /// `stderr.log` writers a reload retired, finishing what their workers still write;
-    /// waited for at shutdown.
-    retiring: Vec<JoinHandle<()>>,
-}
-
-impl Instances {
-    /// Starts the actor of `inst` on `listener`.
-    fn launch(
-        &mut self,
-        inst: &InstanceConfig,
-        listener: OwnedFd,
-    ) -> Result<InstanceHandle, DaemonError> {
-        let dir = self.config.daemon.log_dir.join(inst.key.as_str());
-        prepare_log_dir(&dir, inst);
-        let log = InstanceLog::open_with(
-            &dir,
-            &format!("log-{}", inst.key),
-            log_options(&inst.pool.logs),
-        )
-        .map_err(|source| DaemonError::Io {
-            about: format!("starting the log writer of {}", inst.key),
-            source,
-        })?;
-        let err_log = open_err_log(&dir, inst)?;
-        let output = Arc::new(output::LogOutput {
-            log: log.sender(),
-            err: std::sync::Mutex::new(err_log.as_ref().map(InstanceLog::sender)),
-        });
-        let token = self.root.child_token();
-        let (handle, join) = cts_supervisor::launch(
-            cts_supervisor::Instance {
-                config: inst.clone(),
-                listener: Arc::new(listener),
-                shim: self.shim.clone(),
-                output: output.clone(),
-            },
-            token.clone(),
-            self.kill.clone(),
-        );
-        self.running.push(Running {
-            config: inst.clone(),
-            handle: handle.clone(),
-            token,
-            join,
-            log,
-            err_log,
-            output,
-        });
-        self.publish();
-        Ok(handle)
-    }
-
-    /// Stops and forgets `key`; the returned future completes once its workers have exited
-    /// and its log is flushed.
-    fn retire(&mut self, key: &str) -> Option<impl Future<Output = ()>> {
-        let i = self
-            .running
-            .iter()
-            .position(|r| r.config.key.as_str() == key)?;
-        let r = self.running.remove(i);
-        self.publish();
-        r.token.cancel();
-        Some(async move {
-            let mut r = r;
-            let _ = (&mut r.join).await;
-            for l in r.logs() {
-                l.close().await;
-            }
-        })
-    }
-
-    fn handle(&self, key: &str) -> Option<InstanceHandle> {
-        self.running
-            .iter()
-            .find(|r| r.config.key.as_str() == key)
-            .map(|r| r.handle.clone())
-    }
-
-    fn set_config(&mut self, inst: InstanceConfig) {
-        if let Some(r) = self.running.iter_mut().find(|r| r.config.key == inst.key) {
-            r.config = inst;
+impl From<registry::LaunchError> for DaemonError {
+    fn from(e: registry::LaunchError) -> Self {
+        DaemonError::Io {
+            about: e.about,
+            source: e.source,
         }
-    }
-
-    /// Applies `inst`'s `logs:` settings to the running instance's writers: rotation, retention
-    /// and format at once; a change of `logs.stderr` opens or retires `stderr.log` for the
-    /// workers started from now on (the reload rolls them).
-    fn apply_log_settings(&mut self, inst: &InstanceConfig) {
-        let log_dir = self.config.daemon.log_dir.clone();
-        let Some(r) = self.running.iter_mut().find(|r| r.config.key == inst.key) else {
-            return;
-        };
-        let options = log_options(&inst.pool.logs);
-        r.log.reconfigure(options.clone());
-        let separate = inst.pool.logs.stderr == cts_config::StderrLog::Separate;
-        match (separate, r.err_log.take()) {
-            (true, Some(l)) => {
-                l.reconfigure(options);
-                r.err_log = Some(l);
-            }
-            (true, None) => match open_err_log(&log_dir.join(inst.key.as_str()), inst) {
-                Ok(l) => r.err_log = l,
-                Err(e) => tracing::warn!(instance = %inst.key, "{e}"),
-            },
-            // Running workers keep writing through their readers' senders until they exit.
-            (false, Some(l)) => self.retiring.push(tokio::spawn(l.close())),
-            (false, None) => {}
-        }
-        if let Ok(mut err) = r.output.err.lock() {
-            *err = r.err_log.as_ref().map(InstanceLog::sender);
-        }
-    }
-
-    /// Takes `new` as the running configuration, in its instance order.
-    fn adopt(&mut self, new: Config) {
-        let order = |key: &str| {
-            new.instances
-                .iter()
-                .position(|i| i.key.as_str() == key)
-                .unwrap_or(usize::MAX)
-        };
-        self.running.sort_by_key(|r| order(r.config.key.as_str()));
-        self.config = new;
-        self.publish();
-    }
-
-    fn publish(&self) {
-        let entries = self
-            .running
-            .iter()
-            .map(|r| InstanceEntry {
-                config: r.config.clone(),
-                handle: r.handle.clone(),
-                log: r.log.handle(),
-                err_log: r.err_log.as_ref().map(InstanceLog::handle),
-            })
-            .collect();
-        if let Ok(mut w) = self.shared.instances.write() {
-            *w = entries;
-        }
-        self.shared.changed.send_modify(|n| *n += 1);
-    }
-}
-
-/// Creates the instance's log directory (mode 0750) and, when workers run as another user,
-/// gives it to that user, so that the application can write its own files there too. Failures
-/// are logged, never fatal: the writer reports what it cannot write.
-fn prepare_log_dir(dir: &std::path::Path, inst: &InstanceConfig) {
-    use std::os::unix::fs::DirBuilderExt;
-    if let Err(e) = std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o750)
-        .create(dir)
-    {
-        tracing::warn!(instance = %inst.key, "cannot create log directory {}: {e}", dir.display());
-        return;
-    }
-    let Some(user) = &inst.pool.user else { return };
-    match nix::unistd::User::from_name(user) {
-        Ok(Some(u)) => {
-            let gid = inst
-                .pool
-                .group
-                .as_ref()
-                .and_then(|g| nix::unistd::Group::from_name(g).ok().flatten())
-                .map_or(u.gid, |g| g.gid);
-            if let Err(e) = nix::unistd::chown(dir, Some(u.uid), Some(gid)) {
-                tracing::warn!(instance = %inst.key, "cannot give {} to {user}: {e}", dir.display());
-            }
-        }
-        _ => tracing::warn!(instance = %inst.key, "no user `{user}` to own {}", dir.display()),
-    }
-}
-
-/// The instance's `stderr.log` writer when `logs.stderr` is `separate`.
-fn open_err_log(
-    dir: &std::path::Path,
-    inst: &InstanceConfig,
-) -> Result<Option<InstanceLog>, DaemonError> {
-    if inst.pool.logs.stderr != cts_config::StderrLog::Separate {
-        return Ok(None);
-    }
-    InstanceLog::open_file(
-        dir,
-        cts_logs::writer::STDERR_FILE,
-        &format!("err-{}", inst.key),
-        log_options(&inst.pool.logs),
-    )
-    .map(Some)
-    .map_err(|source| DaemonError::Io {
-        about: format!("starting the stderr log writer of {}", inst.key),
-        source,
-    })
-}
-
-/// The log writer's options from the instance's `logs:` settings.
-fn log_options(l: &cts_config::LogSettings) -> cts_logs::LogOptions {
-    cts_logs::LogOptions {
-        max_size: l.max_size.0,
-        rotate: match l.rotate {
-            cts_config::Rotate::Never => cts_logs::Rotation::Never,
-            cts_config::Rotate::Hourly => cts_logs::Rotation::Hourly,
-            cts_config::Rotate::Daily => cts_logs::Rotation::Daily,
-        },
-        keep: l.keep,
-        max_age: l.max_age,
-        compress: l.compress,
-        format: match l.format {
-            cts_config::LogFormat::Raw => cts_logs::LineFormat::Raw,
-            cts_config::LogFormat::Timestamped => cts_logs::LineFormat::Timestamped,
-        },
     }
 }
 
@@ -422,24 +145,15 @@ pub async fn run(
         about: "installing signal handlers".into(),
         source,
     })?;
-    let shared = Arc::new(Shared {
-        instances: RwLock::new(Vec::new()),
+    let published = Arc::new(Published::default());
+    let shared = Arc::new(control::Shared {
+        instances: published.clone(),
         started,
         access: control::access::Access::resolve(&config.daemon),
         events: events_tx,
-        changed: tokio::sync::watch::Sender::new(0),
     });
     let summary = config.summary();
-    let mut instances = Instances {
-        config: config.clone(),
-        running: Vec::new(),
-        root: CancellationToken::new(),
-        kill: CancellationToken::new(),
-        shim: opts.shim.clone(),
-        shared: shared.clone(),
-        passed,
-        retiring: Vec::new(),
-    };
+    let mut instances = Instances::new(&config, opts.shim.clone(), published.clone(), passed);
     for (inst, listener) in config.instances.iter().zip(listeners) {
         instances.launch(inst, listener.fd)?;
     }
@@ -478,7 +192,10 @@ pub async fn run(
 
     let status_stop = CancellationToken::new();
     if notify::enabled() {
-        tokio::spawn(systemd_status(shared.clone(), status_stop.clone()));
+        tokio::spawn(systemd::report_status(
+            published.clone(),
+            status_stop.clone(),
+        ));
     }
     // The one timer an idle ctsd may have, and only when systemd asks for it. It runs in this
     // loop, after asking every actor for its status: a wedged loop or actor stops the pings.
@@ -502,21 +219,17 @@ pub async fn run(
             // systemd's watchdog is due.
             _ = async { watchdog.as_mut().expect("guarded").0.tick().await }, if watchdog.is_some() => {
                 let every = watchdog.as_ref().map_or(Duration::ZERO, |w| w.1);
-                watchdog_ping(&instances, every / 2).await;
+                systemd::watchdog_ping(&instances, every / 2).await;
                 continue;
             }
         };
         match ev {
             DaemonEvent::Shutdown => break,
             DaemonEvent::ReopenLogs => {
-                for r in &instances.running {
-                    r.log.reopen();
-                    if let Some(l) = &r.err_log {
-                        l.reopen();
-                    }
-                }
+                instances.reopen_logs();
                 tracing::info!("log files reopened");
             }
+            DaemonEvent::Scaled { instance, workers } => instances.set_workers(&instance, workers),
             DaemonEvent::Reload => {
                 // SIGHUP: apply, and log the outcome when every action has finished.
                 match reload_now(&mut instances, opts.reload_from.as_ref(), false).await {
@@ -547,17 +260,7 @@ pub async fn run(
     notify::sd_notify("STOPPING=1\nSTATUS=stopping every worker");
     status_stop.cancel();
     ready.abort();
-    instances.root.cancel();
-    let kill = instances.kill.clone();
-    let running = std::mem::take(&mut instances.running);
-    let all_stopped = async {
-        let mut logs = Vec::new();
-        for mut r in running {
-            let _ = (&mut r.join).await;
-            logs.extend(r.logs());
-        }
-        logs
-    };
+    let (kill, all_stopped) = instances.stop_all();
     tokio::pin!(all_stopped);
     let logs = loop {
         tokio::select! {
@@ -570,9 +273,10 @@ pub async fn run(
     };
     server_stop.cancel();
     let _ = server.await;
-    let retiring = std::mem::take(&mut instances.retiring);
+    let retiring = instances.take_retiring();
     drop(instances);
     drop(shared);
+    drop(published);
     let flush = async {
         for l in logs {
             l.close().await;
@@ -592,160 +296,6 @@ pub async fn run(
     drop(remove_socket);
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Sends `WATCHDOG=1` if every actor answers a status request within `within` (asked all at
-/// once); otherwise names the ones that did not, or whose actor is gone, and skips the ping,
-/// so that systemd restarts a wedged ctsd.
-async fn watchdog_ping(instances: &Instances, within: Duration) {
-    let mut asked = tokio::task::JoinSet::new();
-    for r in &instances.running {
-        let (handle, key) = (r.handle.clone(), r.config.key.to_string());
-        asked.spawn(async move { (key, handle.status().await.is_some()) });
-    }
-    let mut stuck: Vec<String> = instances
-        .running
-        .iter()
-        .map(|r| r.config.key.to_string())
-        .collect();
-    let _ = tokio::time::timeout(within, async {
-        while let Some(Ok((key, alive))) = asked.join_next().await {
-            if alive {
-                stuck.retain(|k| *k != key);
-            }
-        }
-    })
-    .await;
-    asked.abort_all();
-    if stuck.is_empty() {
-        notify::sd_notify("WATCHDOG=1");
-    } else {
-        tracing::error!(
-            "watchdog: no answer from instance(s) {} within {}; not telling systemd all is well",
-            stuck.join(", "),
-            cts_supervisor::human(within)
-        );
-    }
-}
-
-/// Keeps systemd's `STATUS=` line current (`3/3 instances running, 12/12 workers ready`, or
-/// what is not), woken by the actors' summaries and by reloads, never by a timer.
-async fn systemd_status(shared: Arc<Shared>, stop: CancellationToken) {
-    let mut set = shared.changed.subscribe();
-    let mut last = String::new();
-    loop {
-        set.borrow_and_update();
-        let entries = shared.snapshot();
-        let poke = Arc::new(tokio::sync::Notify::new());
-        let mut watchers = tokio::task::JoinSet::new();
-        let mut summaries = Vec::new();
-        for e in &entries {
-            let mut rx = e.handle.summary();
-            summaries.push((e.config.key.to_string(), rx.clone()));
-            let poke = poke.clone();
-            watchers.spawn(async move {
-                while rx.changed().await.is_ok() {
-                    poke.notify_one();
-                }
-            });
-        }
-        loop {
-            let line = status_line(summaries.iter().map(|(k, rx)| (k.as_str(), *rx.borrow())));
-            if line != last {
-                notify::sd_notify(&format!("STATUS={line}"));
-                last = line;
-            }
-            tokio::select! {
-                // Nothing after STOPPING=1's status line.
-                biased;
-                () = stop.cancelled() => return,
-                () = poke.notified() => {}
-                r = set.changed() => if r.is_ok() { break } else { return },
-            }
-        }
-    }
-}
-
-/// `3/3 instances running, 12/12 workers ready`, followed by the instances that are not
-/// running (`; jordan failing, iraq starting`).
-fn status_line<'a>(summaries: impl Iterator<Item = (&'a str, cts_supervisor::Summary)>) -> String {
-    use cts_supervisor::InstanceState as S;
-    let (mut running, mut total, mut ready, mut desired) = (0, 0, 0, 0);
-    let mut others = Vec::new();
-    for (key, s) in summaries {
-        total += 1;
-        ready += s.ready;
-        desired += s.desired;
-        let state = match s.state {
-            S::Running => {
-                running += 1;
-                continue;
-            }
-            S::Starting => "starting",
-            S::Stopping => "stopping",
-            S::Stopped => "stopped",
-            S::Failing => "failing",
-        };
-        others.push(format!("{key} {state}"));
-    }
-    let mut line = format!("{running}/{total} instances running, {ready}/{desired} workers ready");
-    if !others.is_empty() {
-        line.push_str("; ");
-        line.push_str(&others.join(", "));
-    }
-    line
-}
-
-/// Re-reads the configuration and, unless `dry_run`, applies the plan. Returns the report and
-/// the tasks waiting for each instance's action (none for a dry run or an empty plan).
-async fn reload_now(
-    instances: &mut Instances,
-    source: Option<&ReloadSource>,
-    dry_run: bool,
-) -> Result<(cts_proto::ReloadReport, Option<reload::Pending>), String> {
-    let Some(source) = source.cloned() else {
-        return Err("this ctsd was started without a configuration file to reload".into());
-    };
-    notify::sd_notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
-    let loaded = tokio::task::spawn_blocking(move || {
-        cts_config::load(&source.path, &source.options).map(|mut c| {
-            if let Some(d) = source.log_dir {
-                c.daemon.log_dir = d;
-            }
-            c
-        })
-    })
-    .await
-    .map_err(|e| e.to_string())
-    .and_then(|r| r.map_err(|e| e.to_string()));
-    let result = match loaded {
-        Err(e) => Err(e),
-        Ok(new) => {
-            let plan = cts_config::diff(&instances.config, &new);
-            if dry_run {
-                Ok((reload::report(&plan, false), None))
-            } else {
-                for c in plan
-                    .changes
-                    .iter()
-                    .filter(|c| c.action != cts_config::Action::None)
-                {
-                    tracing::info!(instance = %c.key, "reload: {} ({})", c.action.as_str(), c.fields.join(", "));
-                }
-                reload::apply(instances, new, &plan)
-                    .map(|pending| (reload::report(&plan, true), Some(pending)))
-            }
-        }
-    };
-    notify::sd_notify("READY=1");
-    result
-}
-
-/// CLOCK_MONOTONIC in microseconds, for systemd's `RELOADING=1` protocol.
-fn monotonic_usec() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .map(|t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1000)
-        .unwrap_or(0)
 }
 
 /// Removes the control socket file when ctsd stops, also on a start-up error after binding.

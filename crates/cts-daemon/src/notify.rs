@@ -1,6 +1,7 @@
 //! Talking to whoever started ctsd: systemd's `NOTIFY_SOCKET` (sd_notify: readiness, status,
 //! reload, stop, watchdog, fd store) and the `--ready-fd` byte (the s6 notification-fd idea,
-//! used by tests and scripts).
+//! used by tests and scripts). The primitives only: what ctsd says while it runs (its status
+//! line, the watchdog's pings) is decided in the `systemd` module.
 
 use nix::sys::socket::{self, ControlMessage, MsgFlags, UnixAddr};
 use std::io::{IoSlice, Write};
@@ -29,6 +30,19 @@ pub fn enabled() -> bool {
 /// never fatal: ctsd works without systemd.
 pub fn sd_notify(state: &str) {
     send(state, &[]);
+}
+
+/// Tells systemd that ctsd is reloading its configuration (`RELOADING=1` with the
+/// `MONOTONIC_USEC=` that `Type=notify-reload` requires); `READY=1` ends it.
+pub fn reloading() {
+    sd_notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
+}
+
+/// CLOCK_MONOTONIC in microseconds, for systemd's `RELOADING=1` protocol.
+fn monotonic_usec() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1000)
+        .unwrap_or(0)
 }
 
 /// Sends `state` with `fds` attached (`FDSTORE=1`).

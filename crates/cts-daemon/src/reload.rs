@@ -1,16 +1,81 @@
-//! Applying a reloaded configuration: the plan from `cts_config::diff`, carried out on the
-//! running instances. Structural changes (binding, starting, stopping) happen here, on the
-//! daemon's main loop; waiting for rolling restarts happens in the caller, so a long restart
-//! never blocks signal handling.
+//! Reload: re-reading the configuration file, comparing it with the configuration being run
+//! (`cts_config::diff` against `Instances::config`) and carrying out the plan on the running
+//! instances. Structural changes (binding, starting, stopping) happen here, on the daemon's main
+//! loop; waiting for rolling restarts happens in the caller, so a long restart never blocks
+//! signal handling.
+//!
+//! Above the [registry](crate::registry), below the control handlers and the main loop (the
+//! `reload` handler only sends a request to the main loop and waits for its answer).
 
-use crate::control::handlers::outcome;
-use crate::{listeners, Instances};
-use cts_config::{Action, Config};
+use crate::registry::Instances;
+use crate::status::outcome;
+use crate::{listeners, notify};
+use cts_config::{Action, Config, LoadOptions};
 use cts_proto::{Failure, Outcome, PlanAction, PlanEntry, ReloadReport};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::task::JoinSet;
+
+/// How to re-read the configuration on reload, the same way `ctsd` read it at start.
+#[derive(Debug, Clone)]
+pub struct ReloadSource {
+    /// The configuration file.
+    pub path: PathBuf,
+    /// `--env`.
+    pub options: LoadOptions,
+    /// `--log-dir`, which overrides the file's `ctsd.log_dir`.
+    pub log_dir: Option<PathBuf>,
+}
+
+/// Re-reads the configuration and, unless `dry_run`, applies the plan. Returns the report and
+/// the tasks waiting for each instance's action (none for a dry run or an empty plan).
+///
+/// # Errors
+///
+/// The configuration's errors, or the ports that could not be bound; nothing was changed.
+pub(crate) async fn reload_now(
+    instances: &mut Instances,
+    source: Option<&ReloadSource>,
+    dry_run: bool,
+) -> Result<(ReloadReport, Option<Pending>), String> {
+    let Some(source) = source.cloned() else {
+        return Err("this ctsd was started without a configuration file to reload".into());
+    };
+    notify::reloading();
+    let loaded = tokio::task::spawn_blocking(move || {
+        cts_config::load(&source.path, &source.options).map(|mut c| {
+            if let Some(d) = source.log_dir {
+                c.daemon.log_dir = d;
+            }
+            c
+        })
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r.map_err(|e| e.to_string()));
+    let result = match loaded {
+        Err(e) => Err(e),
+        Ok(new) => {
+            let plan = cts_config::diff(&instances.config(), &new);
+            if dry_run {
+                Ok((report(&plan, false), None))
+            } else {
+                for c in plan
+                    .changes
+                    .iter()
+                    .filter(|c| c.action != cts_config::Action::None)
+                {
+                    tracing::info!(instance = %c.key, "reload: {} ({})", c.action.as_str(), c.fields.join(", "));
+                }
+                apply(instances, new, &plan).map(|pending| (report(&plan, true), Some(pending)))
+            }
+        }
+    };
+    notify::sd_notify("READY=1");
+    result
+}
 
 /// The plan in the wire's terms.
 pub fn report(plan: &cts_config::Plan, applied: bool) -> ReloadReport {
@@ -41,13 +106,13 @@ pub fn report(plan: &cts_config::Plan, applied: bool) -> ReloadReport {
 /// What a reload started: per instance, the task that waits for its action to finish.
 pub type Pending = JoinSet<(usize, Outcome)>;
 
-/// Applies `plan` (from `instances.config` to `new`). Every new port is bound first: if one
+/// Applies `plan` (from [`Instances::config`] to `new`). Every new port is bound first: if one
 /// cannot be, nothing is changed and the error is returned.
 ///
 /// # Errors
 ///
 /// A sentence naming the ports that could not be bound.
-pub(crate) fn apply(
+fn apply(
     instances: &mut Instances,
     new: Config,
     plan: &cts_config::Plan,
@@ -60,7 +125,7 @@ pub(crate) fn apply(
                 continue;
             };
             let addr = SocketAddr::new(new.daemon.bind, inst.port);
-            match listeners::obtain(&mut instances.passed, &c.key, addr) {
+            match listeners::obtain(instances.passed(), &c.key, addr) {
                 Ok(fd) => {
                     sockets.insert(c.key.clone(), fd);
                 }
@@ -77,7 +142,7 @@ pub(crate) fn apply(
         match c.action {
             Action::None => {}
             Action::Stop => {
-                crate::notify::fd_store_remove(&key);
+                notify::fd_store_remove(&key);
                 if let Some(job) = instances.retire(&key) {
                     pending.spawn(async move {
                         job.await;
@@ -90,7 +155,7 @@ pub(crate) fn apply(
                     continue;
                 };
                 if got.fresh {
-                    crate::notify::fd_store(&key, &got.fd);
+                    notify::fd_store(&key, &got.fd);
                 }
                 let fd = got.fd;
                 match instances.launch(inst, fd) {
@@ -115,7 +180,7 @@ pub(crate) fn apply(
                 };
                 let listener = sockets.remove(&key).map(|got| {
                     if got.fresh {
-                        crate::notify::fd_store(&key, &got.fd);
+                        notify::fd_store(&key, &got.fd);
                     }
                     Arc::new(got.fd)
                 });

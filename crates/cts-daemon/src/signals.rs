@@ -1,4 +1,5 @@
-//! Signals become typed events on a channel; no logic runs in a signal handler.
+//! Signals become typed events on a channel; no logic runs in a signal handler. The same
+//! channel carries the control requests that act on the daemon itself to its main loop.
 
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
@@ -19,6 +20,14 @@ pub enum DaemonEvent {
         dry_run: bool,
         /// Where the answer goes.
         reply: tokio::sync::oneshot::Sender<ReloadAnswer>,
+    },
+    /// `ctsctl scale` succeeded: the instance's actor now runs `workers` workers; the
+    /// registry's configuration of it is to say so.
+    Scaled {
+        /// The instance key.
+        instance: String,
+        /// Its number of workers now.
+        workers: u32,
     },
 }
 

@@ -1,4 +1,5 @@
-//! Turning the supervisor's status into the wire's.
+//! The supervisor's answers in the wire's terms: an instance's status, and the outcome of an
+//! operation on it. Used by the control handlers and by reload; uses nothing of the daemon.
 
 use cts_config::InstanceConfig;
 use cts_proto as proto;
@@ -54,5 +55,27 @@ pub fn to_proto(
             })
             .collect(),
         ..base
+    }
+}
+
+/// One instance's outcome on the wire, from the actor's `Ok(what was done)` or
+/// `Err(why not)`; the refusal's kind becomes the wire's [`proto::Failure`].
+pub fn outcome(instance: &str, r: sup::Outcome) -> proto::Outcome {
+    use proto::Failure;
+    use sup::Refusal;
+    match r {
+        Ok(done) => proto::Outcome::done(instance, done.to_string()),
+        Err(why) => {
+            let failure = match why {
+                Refusal::ShuttingDown => Failure::ShuttingDown,
+                Refusal::IsStopped(_) | Refusal::StoppedMeanwhile => Failure::Stopped,
+                Refusal::RolledBack(_) => Failure::RolledBack,
+                Refusal::Failing(_) => Failure::Failing,
+                Refusal::StartedMeanwhile | Refusal::Singleton(_) | Refusal::JobFailed(_) => {
+                    Failure::Other
+                }
+            };
+            proto::Outcome::failed(instance, failure, why.to_string())
+        }
     }
 }

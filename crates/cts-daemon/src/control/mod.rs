@@ -5,11 +5,17 @@
 //! [`IDLE_TIMEOUT`]) and in frame size ([`cts_proto::MAX_FRAME`], checked before allocating).
 //! A slow or hostile client therefore holds at most one task and a small buffer; it never stalls
 //! the instance actors or other clients.
+//!
+//! Handlers read the instances from what the [registry](crate::registry) publishes and talk to
+//! their actors directly; what acts on the daemon itself (`shutdown`, `reopen-logs`, `reload`,
+//! and recording a `scale` in the registry) goes to the main loop as a
+//! [`DaemonEvent`]. Nothing below this module uses it.
 
 pub mod access;
 pub mod handlers;
 
-use crate::Shared;
+use crate::registry::{InstanceEntry, Published};
+use crate::signals::DaemonEvent;
 use cts_proto::{
     decode_request, ErrorKind, ErrorReply, FrameError, Request, Response, Welcome, PROTO_VERSION,
 };
@@ -17,9 +23,9 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -31,6 +37,27 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Time to write one response to a client that does not read.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What control connections share.
+#[derive(Debug)]
+pub struct Shared {
+    /// The instances, as the registry publishes them.
+    pub instances: Arc<Published>,
+    /// When ctsd started.
+    pub started: Instant,
+    /// Who may do what.
+    pub access: access::Access,
+    /// Requests that act on the daemon itself (`shutdown`, `reopen-logs`, `reload`, a `scale`
+    /// to record) go to its main loop.
+    pub events: mpsc::Sender<DaemonEvent>,
+}
+
+impl Shared {
+    /// The instances as they are now.
+    pub fn snapshot(&self) -> Vec<InstanceEntry> {
+        self.instances.snapshot()
+    }
+}
 
 /// Why the control socket could not be set up.
 #[derive(Debug, thiserror::Error)]

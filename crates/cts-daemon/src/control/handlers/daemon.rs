@@ -1,8 +1,8 @@
 //! `reopen-logs` and `shutdown`: handed to the daemon's main loop as the events SIGUSR1 and
 //! SIGTERM would be, so both paths do exactly the same.
 
+use crate::control::Shared;
 use crate::signals::DaemonEvent;
-use crate::Shared;
 use cts_proto::{ErrorKind, ErrorReply, Outcome, Outcomes, Response};
 
 pub async fn handle(ev: DaemonEvent, shared: &Shared) -> Response {

@@ -4,7 +4,7 @@
 //! last lines of the instance's log, where the failed worker's own output is.
 
 use super::Emit;
-use crate::Shared;
+use crate::control::Shared;
 use cts_proto::{Outcome, Outcomes, Progress, Response, TargetRequest};
 use std::path::Path;
 use tokio::task::JoinSet;

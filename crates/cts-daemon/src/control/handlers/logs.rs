@@ -6,7 +6,7 @@
 //! skips chunks (it is told how many), so memory never grows with the log.
 
 use super::Emit;
-use crate::Shared;
+use crate::control::Shared;
 use cts_proto::{ErrorKind, ErrorReply, LogData, LogsRequest, Response};
 use std::time::{Duration, UNIX_EPOCH};
 use tokio::sync::broadcast::error::RecvError;

@@ -7,7 +7,9 @@ mod scale;
 mod signal;
 mod status;
 
-use crate::{InstanceEntry, Shared};
+use super::Shared;
+use crate::registry::InstanceEntry;
+use crate::status::outcome;
 use cts_proto::{
     ErrorKind, ErrorReply, InstanceName, Request, Response, Target, Welcome, PROTO_VERSION,
 };
@@ -18,28 +20,6 @@ pub fn required_role(req: &Request) -> super::access::Role {
     match req {
         Request::Hello(_) | Request::Status(_) | Request::Version | Request::Logs(_) => Role::Read,
         _ => Role::Admin,
-    }
-}
-
-/// One instance's outcome on the wire, from the actor's `Ok(what was done)` or
-/// `Err(why not)`; the refusal's kind becomes the wire's [`cts_proto::Failure`].
-pub(crate) fn outcome(instance: &str, r: cts_supervisor::Outcome) -> cts_proto::Outcome {
-    use cts_proto::Failure;
-    use cts_supervisor::Refusal;
-    match r {
-        Ok(done) => cts_proto::Outcome::done(instance, done.to_string()),
-        Err(why) => {
-            let failure = match why {
-                Refusal::ShuttingDown => Failure::ShuttingDown,
-                Refusal::IsStopped(_) | Refusal::StoppedMeanwhile => Failure::Stopped,
-                Refusal::RolledBack(_) => Failure::RolledBack,
-                Refusal::Failing(_) => Failure::Failing,
-                Refusal::StartedMeanwhile | Refusal::Singleton(_) | Refusal::JobFailed(_) => {
-                    Failure::Other
-                }
-            };
-            cts_proto::Outcome::failed(instance, failure, why.to_string())
-        }
     }
 }
 

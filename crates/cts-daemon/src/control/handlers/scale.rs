@@ -1,6 +1,9 @@
-//! `scale INSTANCE N`: the instance's actor adds or drains workers; others are untouched.
+//! `scale INSTANCE N`: the instance's actor adds or drains workers; others are untouched. Once
+//! it has, the new number is recorded in the registry's configuration of the instance (through
+//! the main loop, which owns it), so that a later `reload` compares the file with what runs.
 
-use crate::Shared;
+use crate::control::Shared;
+use crate::signals::DaemonEvent;
 use cts_proto::{ErrorKind, ErrorReply, Outcomes, Response, ScaleRequest};
 
 /// The most workers one instance may have (as in the config's validation).
@@ -20,8 +23,18 @@ pub async fn handle(r: &ScaleRequest, shared: &Shared) -> Response {
         Err(e) => return e.into(),
     };
     let entry = &instances[idx[0]];
-    let r = entry.handle.scale(r.workers).await;
+    let key = entry.config.key.as_str();
+    let done = entry.handle.scale(r.workers).await;
+    if done.is_ok() {
+        // Queued before the answer goes out, so a reload the client asks for next finds it
+        // recorded. A daemon shutting down has no use for it.
+        let scaled = DaemonEvent::Scaled {
+            instance: key.to_owned(),
+            workers: r.workers,
+        };
+        let _ = shared.events.send(scaled).await;
+    }
     Response::Outcomes(Outcomes {
-        results: vec![super::outcome(entry.config.key.as_str(), r)],
+        results: vec![super::outcome(key, done)],
     })
 }

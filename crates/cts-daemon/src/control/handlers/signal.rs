@@ -1,6 +1,6 @@
 //! `signal INSTANCE… SIGNAL`: to every live worker's process group of each instance.
 
-use crate::Shared;
+use crate::control::Shared;
 use cts_proto::{Outcomes, Response, SignalRequest, WorkerSignal};
 use nix::sys::signal::Signal;
 

@@ -1,6 +1,6 @@
 //! `status`: a snapshot of each instance, asked of its actor.
 
-use crate::Shared;
+use crate::control::Shared;
 use cts_proto::{InstanceName, Response, StatusReport};
 
 pub async fn handle(names: &[InstanceName], shared: &Shared) -> Response {

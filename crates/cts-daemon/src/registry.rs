@@ -1,0 +1,446 @@
+//! The instance registry: the instances ctsd runs and what it owns for each (its actor, its
+//! log writers, its output plumbing), and the one authoritative copy of each instance's
+//! configuration.
+//!
+//! `Instances` is owned by the daemon's main loop, the only place that launches, retires or
+//! reconfigures instances. After every change it publishes [`InstanceEntry`]s to
+//! [`Published`], which the control handlers and the systemd status line read.
+//!
+//! An instance's configuration is one `Arc<InstanceConfig>`, shared by the registry and every
+//! entry published from it; a change (a reload, a successful `scale`) replaces that `Arc`, and
+//! `Instances::config` assembles the configuration being run from it when a reload needs
+//! something to compare the file with. (The instance's actor, in `cts-supervisor`, keeps the
+//! settings it runs with; the registry's copy follows what the actor was told, or did.)
+//!
+//! This module is at the bottom of the daemon: it uses [`output`] and [`listeners`], and
+//! nothing above it.
+
+use crate::{listeners, output};
+use cts_config::{Config, DaemonSettings, InstanceConfig};
+use cts_logs::InstanceLog;
+use cts_supervisor::InstanceHandle;
+use std::future::Future;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// One configured instance as the control handlers see it.
+#[derive(Debug, Clone)]
+pub struct InstanceEntry {
+    /// Its configuration: the registry's own copy, shared.
+    pub config: Arc<InstanceConfig>,
+    /// Its actor.
+    pub handle: InstanceHandle,
+    /// Its log: path, drop counter, followers.
+    pub log: cts_logs::LogHandle,
+    /// Its `stderr.log`, with `logs.stderr: separate`.
+    pub err_log: Option<cts_logs::LogHandle>,
+}
+
+impl InstanceEntry {
+    /// Bytes its logs could not write.
+    pub fn dropped_bytes(&self) -> u64 {
+        self.log.dropped_bytes() + self.err_log.as_ref().map_or(0, |l| l.dropped_bytes())
+    }
+}
+
+/// The instances as readers outside the main loop see them (control handlers, the systemd
+/// status line): replaced as a whole whenever the registry changes.
+#[derive(Debug)]
+pub struct Published {
+    /// The instances, in configuration order. Never held across an `.await`: readers take a
+    /// [`Published::snapshot`].
+    entries: RwLock<Vec<InstanceEntry>>,
+    /// Bumped whenever `entries` is replaced.
+    changed: watch::Sender<u64>,
+}
+
+impl Default for Published {
+    fn default() -> Self {
+        Published {
+            entries: RwLock::new(Vec::new()),
+            changed: watch::Sender::new(0),
+        }
+    }
+}
+
+impl Published {
+    /// The instances as they are now.
+    pub fn snapshot(&self) -> Vec<InstanceEntry> {
+        self.entries.read().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// Changes whenever the instances are replaced.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn replace(&self, entries: Vec<InstanceEntry>) {
+        if let Ok(mut w) = self.entries.write() {
+            *w = entries;
+        }
+        self.changed.send_modify(|n| *n += 1);
+    }
+}
+
+/// A log writer that could not be started.
+#[derive(Debug, thiserror::Error)]
+#[error("{about}: {source}")]
+pub struct LaunchError {
+    /// What was being done.
+    pub about: String,
+    /// Why it failed.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// An instance the daemon runs: its actor and what the daemon owns for it.
+struct Running {
+    /// The authoritative copy; [`InstanceEntry::config`] shares it.
+    config: Arc<InstanceConfig>,
+    handle: InstanceHandle,
+    /// Cancelling it stops just this instance (a reload removed it).
+    token: CancellationToken,
+    join: JoinHandle<()>,
+    log: InstanceLog,
+    /// `stderr.log`, with `logs.stderr: separate`.
+    err_log: Option<InstanceLog>,
+    /// Where new workers' output goes.
+    output: Arc<output::LogOutput>,
+}
+
+impl Running {
+    /// Both logs, to close.
+    fn logs(self) -> impl Iterator<Item = InstanceLog> {
+        std::iter::once(self.log).chain(self.err_log)
+    }
+}
+
+/// The daemon's instances: owned by the main loop, published to the control handlers.
+pub(crate) struct Instances {
+    /// The file the running configuration came from.
+    source: PathBuf,
+    /// The `ctsd:` settings of the running configuration (a reload adopts the new ones; those
+    /// it cannot apply are reported).
+    daemon: DaemonSettings,
+    /// In configuration order.
+    running: Vec<Running>,
+    root: CancellationToken,
+    kill: CancellationToken,
+    shim: PathBuf,
+    published: Arc<Published>,
+    /// Sockets systemd passed that no instance has claimed yet.
+    passed: listeners::PassedSockets,
+    /// `stderr.log` writers a reload retired, finishing what their workers still write;
+    /// waited for at shutdown.
+    retiring: Vec<JoinHandle<()>>,
+}
+
+impl Instances {
+    /// No instances yet, with `config`'s daemon settings; [`Instances::launch`] adds them.
+    pub(crate) fn new(
+        config: &Config,
+        shim: PathBuf,
+        published: Arc<Published>,
+        passed: listeners::PassedSockets,
+    ) -> Instances {
+        Instances {
+            source: config.source.clone(),
+            daemon: config.daemon.clone(),
+            running: Vec::new(),
+            root: CancellationToken::new(),
+            kill: CancellationToken::new(),
+            shim,
+            published,
+            passed,
+            retiring: Vec::new(),
+        }
+    }
+
+    /// The configuration being run, assembled from the instances' own copies (what a reload
+    /// compares the file with).
+    pub(crate) fn config(&self) -> Config {
+        Config {
+            source: self.source.clone(),
+            daemon: self.daemon.clone(),
+            instances: self
+                .running
+                .iter()
+                .map(|r| InstanceConfig::clone(&r.config))
+                .collect(),
+        }
+    }
+
+    /// Sockets systemd passed that no instance has claimed yet.
+    pub(crate) fn passed(&mut self) -> &mut listeners::PassedSockets {
+        &mut self.passed
+    }
+
+    /// Starts the actor of `inst` on `listener`.
+    pub(crate) fn launch(
+        &mut self,
+        inst: &InstanceConfig,
+        listener: OwnedFd,
+    ) -> Result<InstanceHandle, LaunchError> {
+        let dir = self.daemon.log_dir.join(inst.key.as_str());
+        prepare_log_dir(&dir, inst);
+        let log = InstanceLog::open_with(
+            &dir,
+            &format!("log-{}", inst.key),
+            log_options(&inst.pool.logs),
+        )
+        .map_err(|source| LaunchError {
+            about: format!("starting the log writer of {}", inst.key),
+            source,
+        })?;
+        let err_log = open_err_log(&dir, inst)?;
+        let output = Arc::new(output::LogOutput {
+            log: log.sender(),
+            err: std::sync::Mutex::new(err_log.as_ref().map(InstanceLog::sender)),
+        });
+        let token = self.root.child_token();
+        let (handle, join) = cts_supervisor::launch(
+            cts_supervisor::Instance {
+                config: inst.clone(),
+                listener: Arc::new(listener),
+                shim: self.shim.clone(),
+                output: output.clone(),
+            },
+            token.clone(),
+            self.kill.clone(),
+        );
+        self.running.push(Running {
+            config: Arc::new(inst.clone()),
+            handle: handle.clone(),
+            token,
+            join,
+            log,
+            err_log,
+            output,
+        });
+        self.publish();
+        Ok(handle)
+    }
+
+    /// Stops and forgets `key`; the returned future completes once its workers have exited
+    /// and its log is flushed.
+    pub(crate) fn retire(&mut self, key: &str) -> Option<impl Future<Output = ()>> {
+        let i = self
+            .running
+            .iter()
+            .position(|r| r.config.key.as_str() == key)?;
+        let r = self.running.remove(i);
+        self.publish();
+        r.token.cancel();
+        Some(async move {
+            let mut r = r;
+            let _ = (&mut r.join).await;
+            for l in r.logs() {
+                l.close().await;
+            }
+        })
+    }
+
+    /// The actor of `key`.
+    pub(crate) fn handle(&self, key: &str) -> Option<InstanceHandle> {
+        self.running
+            .iter()
+            .find(|r| r.config.key.as_str() == key)
+            .map(|r| r.handle.clone())
+    }
+
+    /// Every instance's key and actor, in configuration order.
+    pub(crate) fn handles(&self) -> impl Iterator<Item = (&str, &InstanceHandle)> {
+        self.running
+            .iter()
+            .map(|r| (r.config.key.as_str(), &r.handle))
+    }
+
+    /// Makes `inst` the configuration of the running instance of the same key (a reload
+    /// changed it; the caller tells the actor, and [`Instances::adopt`] publishes).
+    pub(crate) fn set_config(&mut self, inst: InstanceConfig) {
+        if let Some(r) = self.running.iter_mut().find(|r| r.config.key == inst.key) {
+            r.config = Arc::new(inst);
+        }
+    }
+
+    /// Records that the actor of `key` now runs `workers` workers (a `scale` it carried out),
+    /// so that the next reload compares the file with that.
+    pub(crate) fn set_workers(&mut self, key: &str, workers: u32) {
+        let Some(r) = self
+            .running
+            .iter_mut()
+            .find(|r| r.config.key.as_str() == key)
+        else {
+            return;
+        };
+        if r.config.pool.workers != workers {
+            // Published entries keep the copy they have; the next publish hands out this one.
+            Arc::make_mut(&mut r.config).pool.workers = workers;
+            self.publish();
+        }
+    }
+
+    /// Applies `inst`'s `logs:` settings to the running instance's writers: rotation, retention
+    /// and format at once; a change of `logs.stderr` opens or retires `stderr.log` for the
+    /// workers started from now on (the reload rolls them).
+    pub(crate) fn apply_log_settings(&mut self, inst: &InstanceConfig) {
+        let Some(r) = self.running.iter_mut().find(|r| r.config.key == inst.key) else {
+            return;
+        };
+        let options = log_options(&inst.pool.logs);
+        r.log.reconfigure(options.clone());
+        let separate = inst.pool.logs.stderr == cts_config::StderrLog::Separate;
+        match (separate, r.err_log.take()) {
+            (true, Some(l)) => {
+                l.reconfigure(options);
+                r.err_log = Some(l);
+            }
+            (true, None) => {
+                match open_err_log(&self.daemon.log_dir.join(inst.key.as_str()), inst) {
+                    Ok(l) => r.err_log = l,
+                    Err(e) => tracing::warn!(instance = %inst.key, "{e}"),
+                }
+            }
+            // Running workers keep writing through their readers' senders until they exit.
+            (false, Some(l)) => self.retiring.push(tokio::spawn(l.close())),
+            (false, None) => {}
+        }
+        if let Ok(mut err) = r.output.err.lock() {
+            *err = r.err_log.as_ref().map(InstanceLog::sender);
+        }
+    }
+
+    /// Takes `new`'s daemon settings and instance order as the running configuration's (the
+    /// instances themselves were launched, retired or changed one by one).
+    pub(crate) fn adopt(&mut self, new: Config) {
+        let order = |key: &str| {
+            new.instances
+                .iter()
+                .position(|i| i.key.as_str() == key)
+                .unwrap_or(usize::MAX)
+        };
+        self.running.sort_by_key(|r| order(r.config.key.as_str()));
+        self.source = new.source;
+        self.daemon = new.daemon;
+        self.publish();
+    }
+
+    /// Reopens every log file (after an external logrotate).
+    pub(crate) fn reopen_logs(&self) {
+        for r in &self.running {
+            r.log.reopen();
+            if let Some(l) = &r.err_log {
+                l.reopen();
+            }
+        }
+    }
+
+    /// Tells every actor to stop its workers gracefully. Returns the token that makes them
+    /// SIGKILL their workers instead, and a future that completes, with the logs to close,
+    /// once every actor has ended.
+    pub(crate) fn stop_all(
+        &mut self,
+    ) -> (CancellationToken, impl Future<Output = Vec<InstanceLog>>) {
+        self.root.cancel();
+        let running = std::mem::take(&mut self.running);
+        let all_stopped = async move {
+            let mut logs = Vec::new();
+            for mut r in running {
+                let _ = (&mut r.join).await;
+                logs.extend(r.logs());
+            }
+            logs
+        };
+        (self.kill.clone(), all_stopped)
+    }
+
+    /// The `stderr.log` writers reloads retired, still finishing.
+    pub(crate) fn take_retiring(&mut self) -> Vec<JoinHandle<()>> {
+        std::mem::take(&mut self.retiring)
+    }
+
+    fn publish(&self) {
+        let entries = self
+            .running
+            .iter()
+            .map(|r| InstanceEntry {
+                config: r.config.clone(),
+                handle: r.handle.clone(),
+                log: r.log.handle(),
+                err_log: r.err_log.as_ref().map(InstanceLog::handle),
+            })
+            .collect();
+        self.published.replace(entries);
+    }
+}
+
+/// Creates the instance's log directory (mode 0750) and, when workers run as another user,
+/// gives it to that user, so that the application can write its own files there too. Failures
+/// are logged, never fatal: the writer reports what it cannot write.
+fn prepare_log_dir(dir: &Path, inst: &InstanceConfig) {
+    use std::os::unix::fs::DirBuilderExt;
+    if let Err(e) = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(dir)
+    {
+        tracing::warn!(instance = %inst.key, "cannot create log directory {}: {e}", dir.display());
+        return;
+    }
+    let Some(user) = &inst.pool.user else { return };
+    match nix::unistd::User::from_name(user) {
+        Ok(Some(u)) => {
+            let gid = inst
+                .pool
+                .group
+                .as_ref()
+                .and_then(|g| nix::unistd::Group::from_name(g).ok().flatten())
+                .map_or(u.gid, |g| g.gid);
+            if let Err(e) = nix::unistd::chown(dir, Some(u.uid), Some(gid)) {
+                tracing::warn!(instance = %inst.key, "cannot give {} to {user}: {e}", dir.display());
+            }
+        }
+        _ => tracing::warn!(instance = %inst.key, "no user `{user}` to own {}", dir.display()),
+    }
+}
+
+/// The instance's `stderr.log` writer when `logs.stderr` is `separate`.
+fn open_err_log(dir: &Path, inst: &InstanceConfig) -> Result<Option<InstanceLog>, LaunchError> {
+    if inst.pool.logs.stderr != cts_config::StderrLog::Separate {
+        return Ok(None);
+    }
+    InstanceLog::open_file(
+        dir,
+        cts_logs::writer::STDERR_FILE,
+        &format!("err-{}", inst.key),
+        log_options(&inst.pool.logs),
+    )
+    .map(Some)
+    .map_err(|source| LaunchError {
+        about: format!("starting the stderr log writer of {}", inst.key),
+        source,
+    })
+}
+
+/// The log writer's options from the instance's `logs:` settings.
+fn log_options(l: &cts_config::LogSettings) -> cts_logs::LogOptions {
+    cts_logs::LogOptions {
+        max_size: l.max_size.0,
+        rotate: match l.rotate {
+            cts_config::Rotate::Never => cts_logs::Rotation::Never,
+            cts_config::Rotate::Hourly => cts_logs::Rotation::Hourly,
+            cts_config::Rotate::Daily => cts_logs::Rotation::Daily,
+        },
+        keep: l.keep,
+        max_age: l.max_age,
+        compress: l.compress,
+        format: match l.format {
+            cts_config::LogFormat::Raw => cts_logs::LineFormat::Raw,
+            cts_config::LogFormat::Timestamped => cts_logs::LineFormat::Timestamped,
+        },
+    }
+}

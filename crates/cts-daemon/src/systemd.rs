@@ -1,0 +1,110 @@
+//! What ctsd tells systemd while it runs, built on the [`notify`] primitives: the `STATUS=`
+//! line, kept current from the actors' summaries, and the watchdog's `WATCHDOG=1`, sent only
+//! while every actor answers. Reads the [registry](crate::registry); nothing uses this module
+//! but the main loop.
+
+use crate::notify;
+use crate::registry::{Instances, Published};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Sends `WATCHDOG=1` if every actor answers a status request within `within` (asked all at
+/// once); otherwise names the ones that did not, or whose actor is gone, and skips the ping,
+/// so that systemd restarts a wedged ctsd.
+pub(crate) async fn watchdog_ping(instances: &Instances, within: Duration) {
+    let mut asked = tokio::task::JoinSet::new();
+    let mut stuck = Vec::new();
+    for (key, handle) in instances.handles() {
+        let (handle, key) = (handle.clone(), key.to_owned());
+        stuck.push(key.clone());
+        asked.spawn(async move { (key, handle.status().await.is_some()) });
+    }
+    let _ = tokio::time::timeout(within, async {
+        while let Some(Ok((key, alive))) = asked.join_next().await {
+            if alive {
+                stuck.retain(|k| *k != key);
+            }
+        }
+    })
+    .await;
+    asked.abort_all();
+    if stuck.is_empty() {
+        notify::sd_notify("WATCHDOG=1");
+    } else {
+        tracing::error!(
+            "watchdog: no answer from instance(s) {} within {}; not telling systemd all is well",
+            stuck.join(", "),
+            cts_supervisor::human(within)
+        );
+    }
+}
+
+/// Keeps systemd's `STATUS=` line current (`3/3 instances running, 12/12 workers ready`, or
+/// what is not), woken by the actors' summaries and by changes of the registry (reloads),
+/// never by a timer.
+pub(crate) async fn report_status(published: Arc<Published>, stop: CancellationToken) {
+    let mut set = published.subscribe();
+    let mut last = String::new();
+    loop {
+        set.borrow_and_update();
+        let entries = published.snapshot();
+        let poke = Arc::new(tokio::sync::Notify::new());
+        let mut watchers = tokio::task::JoinSet::new();
+        let mut summaries = Vec::new();
+        for e in &entries {
+            let mut rx = e.handle.summary();
+            summaries.push((e.config.key.to_string(), rx.clone()));
+            let poke = poke.clone();
+            watchers.spawn(async move {
+                while rx.changed().await.is_ok() {
+                    poke.notify_one();
+                }
+            });
+        }
+        loop {
+            let line = status_line(summaries.iter().map(|(k, rx)| (k.as_str(), *rx.borrow())));
+            if line != last {
+                notify::sd_notify(&format!("STATUS={line}"));
+                last = line;
+            }
+            tokio::select! {
+                // Nothing after STOPPING=1's status line.
+                biased;
+                () = stop.cancelled() => return,
+                () = poke.notified() => {}
+                r = set.changed() => if r.is_ok() { break } else { return },
+            }
+        }
+    }
+}
+
+/// `3/3 instances running, 12/12 workers ready`, followed by the instances that are not
+/// running (`; jordan failing, iraq starting`).
+fn status_line<'a>(summaries: impl Iterator<Item = (&'a str, cts_supervisor::Summary)>) -> String {
+    use cts_supervisor::InstanceState as S;
+    let (mut running, mut total, mut ready, mut desired) = (0, 0, 0, 0);
+    let mut others = Vec::new();
+    for (key, s) in summaries {
+        total += 1;
+        ready += s.ready;
+        desired += s.desired;
+        let state = match s.state {
+            S::Running => {
+                running += 1;
+                continue;
+            }
+            S::Starting => "starting",
+            S::Stopping => "stopping",
+            S::Stopped => "stopped",
+            S::Failing => "failing",
+        };
+        others.push(format!("{key} {state}"));
+    }
+    let mut line = format!("{running}/{total} instances running, {ready}/{desired} workers ready");
+    if !others.is_empty() {
+        line.push_str("; ");
+        line.push_str(&others.join(", "));
+    }
+    line
+}
