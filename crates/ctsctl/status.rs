@@ -114,13 +114,20 @@ fn row(i: &InstanceStatus) -> [String; 9] {
     [
         i.key.to_string(),
         i.state.as_str().to_owned(),
-        i.port.to_string(),
+        if i.listening {
+            i.port.to_string()
+        } else {
+            format!("{} closed", i.port)
+        },
         if i.prefix.is_empty() {
             "-".into()
         } else {
             i.prefix.clone()
         },
-        format!("{}/{}", i.ready_workers, i.desired_workers),
+        match i.file_workers {
+            Some(file) => format!("{}/{} (file: {file})", i.ready_workers, i.desired_workers),
+            None => format!("{}/{}", i.ready_workers, i.desired_workers),
+        },
         if pids.is_empty() {
             "-".into()
         } else {
@@ -176,6 +183,8 @@ mod tests {
                 })
                 .collect(),
             log_dropped_bytes: 0,
+            listening: true,
+            file_workers: None,
         };
         let report = StatusReport {
             daemon_version: "0.1.0".into(),

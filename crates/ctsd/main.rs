@@ -28,10 +28,16 @@ fn main() -> ExitCode {
         Err(errors) => {
             eprintln!("{errors}");
             eprintln!(
-                "ctsd: {} is not valid ({} error{}); nothing was started",
+                "ctsd: {} is not valid ({} error{}){}",
                 args.config.display(),
                 errors.0.len(),
-                if errors.0.len() == 1 { "" } else { "s" }
+                if errors.0.len() == 1 { "" } else { "s" },
+                // A check starts nothing anyway.
+                if args.check {
+                    ""
+                } else {
+                    "; nothing was started"
+                }
             );
             return ExitCode::from(2);
         }
@@ -96,8 +102,8 @@ fn main() -> ExitCode {
     match runtime.block_on(cts_daemon::run(config, opts, std::future::pending())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // Once: the log goes to stderr (and to `ctsd.log_file` when set).
             tracing::error!("{e}");
-            eprintln!("ctsd: {e}");
             ExitCode::FAILURE
         }
     }

@@ -39,3 +39,52 @@ fn status_exits_with_a_verdict_and_quiet_prints_nothing() {
     assert_eq!(code(&["status", "-q"]), Some(exit_codes::STOPPED.into()));
     assert_eq!(code(&["status", "-q", "jordan"]), Some(0));
 }
+
+#[test]
+fn a_stopped_instance_refuses_connections_and_start_serves_again() {
+    let d = Daemon::start(three(), "");
+    d.wait_running("jordan");
+    let port = d.port("jordan");
+    assert!(get(port, "/").is_ok());
+    let out = d.ctl(&["stop", "jordan"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(d.instance("jordan")["state"], "stopped");
+    assert_eq!(d.instance("jordan")["listening"], false);
+    // Refused at once, not left waiting in a backlog nobody accepts from.
+    let refused = std::net::TcpStream::connect(("127.0.0.1", port));
+    assert_eq!(
+        refused.map_err(|e| e.kind()).err(),
+        Some(std::io::ErrorKind::ConnectionRefused)
+    );
+    let table = String::from_utf8_lossy(&d.ctl(&["status", "jordan"]).stdout).into_owned();
+    assert!(table.contains(&format!("{port} closed")), "{table}");
+    // The other instances keep their ports.
+    assert!(get(d.port("iraq"), "/").is_ok());
+
+    let out = d.ctl(&["start", "jordan"]);
+    assert!(out.status.success(), "{out:?}");
+    d.wait_running("jordan");
+    assert_eq!(d.instance("jordan")["listening"], true);
+    let answer = get(port, "/").expect("jordan serves again");
+    assert_eq!(answer["instance"], "jordan");
+    // A restart, unlike a stop, keeps the port: covered by the rolling-restart tests.
+}
+
+#[test]
+fn a_scale_that_differs_from_the_file_is_shown() {
+    let d = Daemon::start(three(), "");
+    d.wait_running("iraq");
+    let out = d.ctl(&["scale", "iraq", "3"]);
+    assert!(out.status.success(), "{out:?}");
+    d.wait_running("iraq");
+    let iraq = d.instance("iraq");
+    assert_eq!(iraq["desired_workers"], 3);
+    assert_eq!(iraq["file_workers"], 2);
+    assert!(d.instance("jordan").get("file_workers").is_none());
+    let table = String::from_utf8_lossy(&d.ctl(&["status"]).stdout).into_owned();
+    assert!(table.contains("3/3 (file: 2)"), "{table}");
+    // Back to the file's number: no drift left to show.
+    let out = d.ctl(&["scale", "iraq", "2"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(d.instance("iraq").get("file_workers").is_none());
+}

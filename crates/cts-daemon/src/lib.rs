@@ -39,6 +39,7 @@ pub mod control;
 pub mod listeners;
 pub mod notify;
 pub mod output;
+pub mod port;
 pub mod registry;
 pub mod reload;
 pub mod signals;
@@ -155,7 +156,7 @@ pub async fn run(
     let summary = config.summary();
     let mut instances = Instances::new(&config, opts.shim.clone(), published.clone(), passed);
     for (inst, listener) in config.instances.iter().zip(listeners) {
-        instances.launch(inst, listener.fd)?;
+        instances.launch(inst, listener.fd, listener.fresh)?;
     }
     // The control server outlives the actors' shutdown, so that `ctsctl status` shows the
     // instances stopping; it is cancelled once they are all gone.

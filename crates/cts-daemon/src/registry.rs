@@ -15,6 +15,7 @@
 //! This module is at the bottom of the daemon: it uses [`output`] and [`listeners`], and
 //! nothing above it.
 
+use crate::port::Port;
 use crate::{listeners, output};
 use cts_config::{Config, DaemonSettings, InstanceConfig};
 use cts_logs::InstanceLog;
@@ -38,6 +39,10 @@ pub struct InstanceEntry {
     pub log: cts_logs::LogHandle,
     /// Its `stderr.log`, with `logs.stderr: separate`.
     pub err_log: Option<cts_logs::LogHandle>,
+    /// Its listening socket.
+    pub port: Arc<Port>,
+    /// `workers` as the configuration file says (a `scale` may differ until the next reload).
+    pub file_workers: u32,
 }
 
 impl InstanceEntry {
@@ -110,6 +115,10 @@ struct Running {
     err_log: Option<InstanceLog>,
     /// Where new workers' output goes.
     output: Arc<output::LogOutput>,
+    /// Its listening socket.
+    port: Arc<Port>,
+    /// `workers` as the configuration file says.
+    file_workers: u32,
 }
 
 impl Running {
@@ -179,11 +188,12 @@ impl Instances {
         &mut self.passed
     }
 
-    /// Starts the actor of `inst` on `listener`.
+    /// Starts the actor of `inst` on `listener` (`own`: ctsd bound it, systemd did not pass it).
     pub(crate) fn launch(
         &mut self,
         inst: &InstanceConfig,
         listener: OwnedFd,
+        own: bool,
     ) -> Result<InstanceHandle, LaunchError> {
         let dir = self.daemon.log_dir.join(inst.key.as_str());
         prepare_log_dir(&dir, inst);
@@ -202,10 +212,13 @@ impl Instances {
             err: std::sync::Mutex::new(err_log.as_ref().map(InstanceLog::sender)),
         });
         let token = self.root.child_token();
+        let listener = Arc::new(listener);
+        let addr = std::net::SocketAddr::new(self.daemon.bind, inst.port);
+        let port = Port::new(addr, listener.clone(), own);
         let (handle, join) = cts_supervisor::launch(
             cts_supervisor::Instance {
                 config: inst.clone(),
-                listener: Arc::new(listener),
+                listener,
                 shim: self.shim.clone(),
                 output: output.clone(),
             },
@@ -220,6 +233,8 @@ impl Instances {
             log,
             err_log,
             output,
+            port,
+            file_workers: inst.pool.workers,
         });
         self.publish();
         Ok(handle)
@@ -263,7 +278,15 @@ impl Instances {
     /// changed it; the caller tells the actor, and [`Instances::adopt`] publishes).
     pub(crate) fn set_config(&mut self, inst: InstanceConfig) {
         if let Some(r) = self.running.iter_mut().find(|r| r.config.key == inst.key) {
+            r.file_workers = inst.pool.workers;
             r.config = Arc::new(inst);
+        }
+    }
+
+    /// A reload gave `key` a new listening socket (`own`: bound by ctsd).
+    pub(crate) fn set_listener(&mut self, key: &str, fd: Arc<OwnedFd>, own: bool) {
+        if let Some(r) = self.running.iter().find(|r| r.config.key.as_str() == key) {
+            r.port.replace(fd, own);
         }
     }
 
@@ -372,6 +395,8 @@ impl Instances {
                 handle: r.handle.clone(),
                 log: r.log.handle(),
                 err_log: r.err_log.as_ref().map(InstanceLog::handle),
+                port: r.port.clone(),
+                file_workers: r.file_workers,
             })
             .collect();
         self.published.replace(entries);

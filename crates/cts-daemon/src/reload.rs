@@ -157,8 +157,7 @@ fn apply(
                 if got.fresh {
                     notify::fd_store(&key, &got.fd);
                 }
-                let fd = got.fd;
-                match instances.launch(inst, fd) {
+                match instances.launch(inst, got.fd, got.fresh) {
                     Ok(handle) => {
                         pending.spawn(async move {
                             let r = handle.start().await;
@@ -182,7 +181,9 @@ fn apply(
                     if got.fresh {
                         notify::fd_store(&key, &got.fd);
                     }
-                    Arc::new(got.fd)
+                    let fd = Arc::new(got.fd);
+                    instances.set_listener(&key, fd.clone(), got.fresh);
+                    fd
                 });
                 let roll = matches!(c.action, Action::Restart | Action::Rebind);
                 instances.set_config(inst.clone());

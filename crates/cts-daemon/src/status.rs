@@ -5,11 +5,22 @@ use cts_config::InstanceConfig;
 use cts_proto as proto;
 use cts_supervisor as sup;
 
+/// What the daemon knows of an instance besides its actor's status.
+#[derive(Debug, Clone, Copy)]
+pub struct Extra {
+    /// Bytes its logs could not write.
+    pub log_dropped_bytes: u64,
+    /// Whether its port accepts connections.
+    pub listening: bool,
+    /// The file's `workers`.
+    pub file_workers: u32,
+}
+
 /// The wire form of one instance's status; `None` (the actor has ended) reads as stopped.
 pub fn to_proto(
     cfg: &InstanceConfig,
     status: Option<&sup::Status>,
-    log_dropped_bytes: u64,
+    extra: Extra,
 ) -> proto::InstanceStatus {
     let base = proto::InstanceStatus {
         key: cfg.key.as_str().into(),
@@ -24,10 +35,13 @@ pub fn to_proto(
         uptime_secs: None,
         last_exit: None,
         workers: Vec::new(),
-        log_dropped_bytes,
+        log_dropped_bytes: extra.log_dropped_bytes,
+        listening: extra.listening,
+        file_workers: (extra.file_workers != cfg.pool.workers).then_some(extra.file_workers),
     };
     let Some(s) = status else { return base };
     proto::InstanceStatus {
+        file_workers: (extra.file_workers != s.desired).then_some(extra.file_workers),
         state: match s.state {
             sup::InstanceState::Starting => proto::InstanceState::Starting,
             sup::InstanceState::Running => proto::InstanceState::Running,

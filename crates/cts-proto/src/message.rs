@@ -491,6 +491,14 @@ pub struct InstanceStatus {
     /// directory not writable); a line in the log marks each gap.
     #[serde(default)]
     pub log_dropped_bytes: u64,
+    /// Whether the port accepts connections: false once an operator stopped the instance
+    /// (a socket systemd passed stays listening). Absent from older daemons: true.
+    #[serde(default = "yes")]
+    pub listening: bool,
+    /// The configuration file's `workers`, when a `ctsctl scale` made the pool differ from it
+    /// (the next reload or ctsd restart returns to the file's number).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_workers: Option<u32>,
 }
 
 /// One worker in an [`InstanceStatus`].
@@ -618,6 +626,11 @@ const KNOWN_REQUESTS: &[&str] = &[
     "reload",
     "logs",
 ];
+
+/// `serde(default)` for fields that read as true when absent.
+fn yes() -> bool {
+    true
+}
 
 #[cfg(test)]
 mod tests {

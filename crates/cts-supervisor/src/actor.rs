@@ -200,6 +200,11 @@ impl Actor {
                 let _ = tx.send(self.pool.status());
                 return None;
             }
+            Control::Listen(listener, tx) => {
+                self.listener = listener;
+                let _ = tx.send(());
+                return None;
+            }
             Control::Start(tx) => (Request::Start, tx),
             Control::Stop(tx) => (Request::Stop, tx),
             Control::Restart(tx) => (Request::Restart, tx),

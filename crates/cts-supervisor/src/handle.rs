@@ -37,6 +37,9 @@ pub enum Control {
         /// The answer.
         done: oneshot::Sender<Outcome>,
     },
+    /// Serve on this listening socket from now on (the port was closed by a stop and bound
+    /// again); workers started from now on get it. Answered at once.
+    Listen(std::sync::Arc<std::os::fd::OwnedFd>, oneshot::Sender<()>),
     /// Send a signal to every live worker's process group; answered at once.
     Signal(nix::sys::signal::Signal, oneshot::Sender<Outcome>),
 }
@@ -98,6 +101,11 @@ impl InstanceHandle {
         })
         .await
         .unwrap_or_else(gone)
+    }
+
+    /// Hands the actor a new listening socket; see [`Control::Listen`].
+    pub async fn listen(&self, listener: std::sync::Arc<std::os::fd::OwnedFd>) {
+        let _ = self.ask(|tx| Control::Listen(listener, tx)).await;
     }
 
     /// Signals every worker; see [`Control::Signal`].

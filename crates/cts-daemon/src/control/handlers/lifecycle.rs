@@ -5,7 +5,7 @@
 
 use super::Emit;
 use crate::control::Shared;
-use cts_proto::{Outcome, Outcomes, Progress, Response, TargetRequest};
+use cts_proto::{Failure, Outcome, Outcomes, Progress, Response, TargetRequest};
 use std::path::Path;
 use tokio::task::JoinSet;
 
@@ -57,8 +57,17 @@ pub async fn handle(op: Op, req: &TargetRequest, shared: &Shared, emit: Emit) ->
         }
         set.spawn(async move {
             let r = match op {
-                Op::Start => entry.handle.start().await,
-                Op::Stop => entry.handle.stop().await,
+                Op::Start => match listen_again(&key, &entry).await {
+                    Ok(()) => entry.handle.start().await,
+                    Err(e) => return (order, Outcome::failed(&key, Failure::Other, e)),
+                },
+                Op::Stop => {
+                    // A stopped instance refuses connections instead of leaving them waiting.
+                    if entry.port.close() {
+                        crate::notify::fd_store_remove(&key);
+                    }
+                    entry.handle.stop().await
+                }
                 Op::Restart => entry.handle.restart().await,
             };
             let mut r = super::outcome(&key, r);
@@ -101,6 +110,22 @@ pub async fn handle(op: Op, req: &TargetRequest, shared: &Shared, emit: Emit) ->
     Response::Outcomes(Outcomes {
         results: results.into_iter().map(|(_, r)| r).collect(),
     })
+}
+
+/// Binds the instance's port again if a stop closed it, and gives the socket to its actor.
+async fn listen_again(key: &str, entry: &crate::registry::InstanceEntry) -> Result<(), String> {
+    match entry.port.reopen() {
+        Ok(None) => Ok(()),
+        Ok(Some(fd)) => {
+            crate::notify::fd_store(key, &fd);
+            entry.handle.listen(fd).await;
+            Ok(())
+        }
+        Err(e) => Err(format!(
+            "cannot listen on {} again: {} (is another program using the port?)",
+            e.addr, e.source
+        )),
+    }
 }
 
 /// `message`, then the last lines of the log at `path` (read backwards, off the runtime

@@ -13,10 +13,15 @@ pub async fn handle(names: &[InstanceName], shared: &Shared) -> Response {
     for i in idx {
         let entry = &instances[i];
         let status = entry.handle.status().await;
+        let extra = crate::status::Extra {
+            log_dropped_bytes: entry.dropped_bytes(),
+            listening: entry.port.listening(),
+            file_workers: entry.file_workers,
+        };
         report.push(crate::status::to_proto(
             &entry.config,
             status.as_ref(),
-            entry.dropped_bytes(),
+            extra,
         ));
     }
     Response::Status(StatusReport {

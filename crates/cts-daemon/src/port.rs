@@ -1,0 +1,107 @@
+//! An instance's listening socket as the daemon holds it: listening, or closed because an
+//! operator stopped the instance.
+//!
+//! A restart keeps the socket (connections wait in the backlog while workers are replaced); an
+//! operator's `stop` must not leave a port that accepts connections nobody will answer, so it
+//! stops listening at once: new connections are refused (nginx answers 502 at once instead of
+//! waiting for its timeouts) and those still in the backlog are reset. Linux cannot make a
+//! socket listen on its port again after that, so `start` binds a new one on the same address
+//! and hands it to the actor. A socket systemd passed (a socket unit) is systemd's: it keeps
+//! listening, and `status` says so.
+
+use crate::listeners;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// One instance's port; shared by the registry and the control handlers.
+#[derive(Debug)]
+pub struct Port {
+    /// `ctsd.bind`:`port`.
+    addr: SocketAddr,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    fd: Arc<OwnedFd>,
+    /// Bound by ctsd, which may close and bind it again; false for systemd's.
+    own: bool,
+    listening: bool,
+}
+
+impl Port {
+    /// The listening socket `fd` on `addr`; `own` when ctsd bound it itself.
+    pub fn new(addr: SocketAddr, fd: Arc<OwnedFd>, own: bool) -> Arc<Port> {
+        Arc::new(Port {
+            addr,
+            state: Mutex::new(State {
+                fd,
+                own,
+                listening: true,
+            }),
+        })
+    }
+
+    /// The current socket.
+    pub fn fd(&self) -> Arc<OwnedFd> {
+        self.lock().fd.clone()
+    }
+
+    /// Whether the port accepts connections.
+    pub fn listening(&self) -> bool {
+        self.lock().listening
+    }
+
+    /// A reload bound (or was passed) a new socket for the instance.
+    pub fn replace(&self, fd: Arc<OwnedFd>, own: bool) {
+        *self.lock() = State {
+            fd,
+            own,
+            listening: true,
+        };
+    }
+
+    /// Stops accepting connections, if ctsd owns the socket: new ones are refused, queued ones
+    /// reset. Workers still serving what they accepted are not disturbed. Returns whether it
+    /// closed the port just now.
+    pub fn close(&self) -> bool {
+        let mut s = self.lock();
+        if !s.own || !s.listening {
+            return false;
+        }
+        // On a listening TCP socket, shutdown moves it out of the listening state for every
+        // process that holds it (the workers share it), and the port is free.
+        let _ = nix::sys::socket::shutdown(
+            std::os::fd::AsRawFd::as_raw_fd(&s.fd.as_fd()),
+            nix::sys::socket::Shutdown::Read,
+        );
+        s.listening = false;
+        true
+    }
+
+    /// Listens again after [`Port::close`]: a new socket on the same address, returned for the
+    /// actor (and the fd store). `None` when the port never stopped listening.
+    ///
+    /// # Errors
+    ///
+    /// When the address cannot be bound again (another process took the port meanwhile).
+    pub fn reopen(&self) -> Result<Option<Arc<OwnedFd>>, listeners::BindError> {
+        let mut s = self.lock();
+        if s.listening {
+            return Ok(None);
+        }
+        let fd = listeners::bind(self.addr).map_err(|source| listeners::BindError {
+            instance: String::new(),
+            addr: self.addr,
+            source,
+        })?;
+        s.fd = Arc::new(fd);
+        s.listening = true;
+        Ok(Some(s.fd.clone()))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
