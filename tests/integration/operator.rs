@@ -88,3 +88,19 @@ fn a_scale_that_differs_from_the_file_is_shown() {
     assert!(out.status.success(), "{out:?}");
     assert!(d.instance("iraq").get("file_workers").is_none());
 }
+
+#[test]
+fn a_misspelt_instance_gets_a_suggestion() {
+    let d = Daemon::start(three(), "");
+    let out = d.ctl(&["restart", "jordna"]);
+    assert_eq!(out.status.code(), Some(exit_codes::UNKNOWN_INSTANCE.into()));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown instance jordna (did you mean jordan?)"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    let out = d.ctl(&["status", "qwerty"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("did you mean"), "nothing close: {err}");
+}

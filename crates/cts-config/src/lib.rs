@@ -86,6 +86,7 @@ pub use model::{
 pub use names::{Currency, InstanceKey, Prefix};
 pub use socket::{control_socket, socket_given, SOCKET_ENV};
 pub use units::{parse_duration, parse_size};
+pub use yaml::closest;
 
 use error::Diag;
 

@@ -150,7 +150,7 @@ fn list(names: &[&str]) -> String {
 
 /// The candidate closest to `word` by edit distance, if within 2 edits (and
 /// fewer edits than `word` has characters, so `x` does not suggest `h`).
-pub(crate) fn closest<'c>(word: &str, candidates: &[&'c str]) -> Option<&'c str> {
+pub fn closest<'c>(word: &str, candidates: &[&'c str]) -> Option<&'c str> {
     let limit = 2.min(word.chars().count().saturating_sub(1));
     candidates
         .iter()

@@ -77,12 +77,19 @@ fn resolve(names: &[InstanceName], instances: &[InstanceEntry]) -> Result<Vec<us
         return Ok(found);
     }
     let known: Vec<&str> = instances.iter().map(|i| i.config.key.as_str()).collect();
+    let named: Vec<String> = unknown
+        .iter()
+        .map(|u| match cts_config::closest(u, &known) {
+            Some(k) => format!("{u} (did you mean {k}?)"),
+            None => (*u).to_owned(),
+        })
+        .collect();
     Err(ErrorReply::new(
         ErrorKind::UnknownInstance,
         format!(
             "unknown instance{} {}; configured: {}",
             if unknown.len() > 1 { "s" } else { "" },
-            unknown.join(", "),
+            named.join(", "),
             known.join(", ")
         ),
     ))
