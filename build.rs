@@ -38,7 +38,14 @@ fn main() -> std::io::Result<()> {
         clap_complete::Shell::Zsh,
         clap_complete::Shell::Fish,
     ] {
-        clap_complete::generate_to(shell, &mut ctsctl.clone(), "ctsctl", &completions)?;
+        let script =
+            clap_complete::generate_to(shell, &mut ctsctl.clone(), "ctsctl", &completions)?;
+        // Instance names, which clap cannot know: see `completion_extra`.
+        let extra = ctsctl_cli::completion_extra(shell);
+        if !extra.is_empty() {
+            let mut f = std::fs::OpenOptions::new().append(true).open(&script)?;
+            std::io::Write::write_all(&mut f, extra.as_bytes())?;
+        }
         clap_complete::generate_to(shell, &mut ctsd.clone(), "ctsd", &completions)?;
     }
     Ok(())

@@ -132,12 +132,59 @@ pub enum Command {
         #[arg(last = true, required = true, value_name = "COMMAND")]
         command: Vec<std::ffi::OsString>,
     },
+    /// Print the instance keys, one a line: from the running ctsd, else from the
+    /// configuration file (what shell completion offers).
+    List,
     /// Print a shell completion script: `ctsctl completions bash > /etc/bash_completion.d/ctsctl`.
+    /// The bash and fish scripts complete instance names too (through `ctsctl list`).
     Completions {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
 }
+
+/// What the generated completion script of `shell` gets appended: completion of instance
+/// names (from `ctsctl list`) for the commands that take them.
+pub fn completion_extra(shell: clap_complete::Shell) -> &'static str {
+    match shell {
+        clap_complete::Shell::Bash => BASH_INSTANCES,
+        clap_complete::Shell::Fish => FISH_INSTANCES,
+        _ => "",
+    }
+}
+
+const BASH_INSTANCES: &str = r#"
+# Instance names, from `ctsctl list` (the running ctsd, else the configuration file).
+_ctsctl_instances() {
+    local cur=${COMP_WORDS[COMP_CWORD]} sub="" i
+    for ((i = 1; i < COMP_CWORD; i++)); do
+        case ${COMP_WORDS[i]} in
+            --socket|--config|-c) ((i++)) ;;
+            -*) ;;
+            *) sub=${COMP_WORDS[i]}; break ;;
+        esac
+    done
+    case $sub in
+        status|start|stop|restart|scale|signal|logs|run)
+            if [[ $cur != -* ]]; then
+                local args=()
+                for ((i = 1; i < COMP_CWORD; i++)); do
+                    case ${COMP_WORDS[i]} in --socket|--config|-c) args+=("${COMP_WORDS[i]}" "${COMP_WORDS[i+1]}") ;; esac
+                done
+                COMPREPLY=($(compgen -W "$(ctsctl "${args[@]}" list 2>/dev/null)" -- "$cur"))
+                return 0
+            fi
+            ;;
+    esac
+    _ctsctl "$@"
+}
+complete -F _ctsctl_instances -o nosort -o bashdefault -o default ctsctl
+"#;
+
+const FISH_INSTANCES: &str = r#"
+# Instance names, from `ctsctl list` (the running ctsd, else the configuration file).
+complete -c ctsctl -n "__fish_seen_subcommand_from status start stop restart scale signal logs run" -f -a "(ctsctl list 2>/dev/null)"
+"#;
 
 #[derive(Debug, Args)]
 pub struct TargetArgs {

@@ -13,6 +13,7 @@
 
 mod act;
 mod cli;
+mod list;
 mod logs;
 mod nginx;
 mod reload;
@@ -28,13 +29,24 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// The configuration file when `--config` is not given.
+const DEFAULT_CONFIG: &str = "/etc/cts/ctsd.yaml";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
         Command::Completions { shell } => {
             let out = &mut std::io::stdout();
             clap_complete::generate(*shell, &mut Cli::command(), "ctsctl", out);
+            print!("{}", cli::completion_extra(*shell));
             ExitCode::SUCCESS
+        }
+        Command::List => {
+            let config = cli.config.clone().unwrap_or_else(|| DEFAULT_CONFIG.into());
+            online(
+                &cli,
+                |socket| async move { list::run(&socket, &config).await },
+            )
         }
         Command::NginxConfig {
             server_name,
@@ -186,7 +198,7 @@ fn read_config(
     let path = cli
         .config
         .clone()
-        .unwrap_or_else(|| PathBuf::from("/etc/cts/ctsd.yaml"));
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
     let opts = cts_config::LoadOptions {
         environment: env.and_then(|e| e.parse().ok()),
         skip_accounts,

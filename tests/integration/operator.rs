@@ -104,3 +104,39 @@ fn a_misspelt_instance_gets_a_suggestion() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("did you mean"), "nothing close: {err}");
 }
+
+#[test]
+fn bash_completes_instance_names_from_the_running_daemon() {
+    let d = Daemon::start(three(), "");
+    let out = d.ctl(&["list"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "turkey\niraq\njordan\n"
+    );
+    let bin_dir = std::path::Path::new(ctsctl_bin())
+        .parent()
+        .expect("binary directory");
+    let script = format!(
+        "source <(ctsctl completions bash)
+         COMP_WORDS=(ctsctl --socket {socket} restart jo); COMP_CWORD=4
+         _ctsctl_instances; echo \"${{COMPREPLY[*]}}\"
+         COMP_WORDS=(ctsctl --socket {socket} status ''); COMP_CWORD=4
+         _ctsctl_instances; echo \"${{COMPREPLY[*]}}\"",
+        socket = d.socket.display()
+    );
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                bin_dir.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .output()
+        .expect("bash");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text, "jordan\nturkey iraq jordan\n", "{out:?}");
+}
