@@ -34,10 +34,19 @@ pub fn run(config: &Config, instance: &str, argv: &[OsString], socket: &Path) ->
     };
     let mut cmd = std::process::Command::new(program);
     cmd.args(args).env_clear().envs(environment(inst, socket));
-    // SAFETY: `apply` makes only async-signal-safe system calls on data prepared here; in this
-    // single-threaded process it runs right before exec (and enters the instance's cwd).
+    let before_exec = move || {
+        // SAFETY: as `Privileges::apply` requires, this runs (from `pre_exec` below, called by
+        // `exec`, which does not fork) in a single-threaded process (`run` is called before
+        // ctsctl starts a runtime or a thread) right before it execs the command, which is
+        // meant to run with the user, limits and cwd `apply` switches to. If exec fails,
+        // ctsctl only prints the error and exits.
+        unsafe { privileges.apply() }
+    };
+    // SAFETY: `exec` runs the closure in this process right before execve; it only calls
+    // `apply`, which makes only async-signal-safe system calls on data prepared here and
+    // allocates nothing.
     unsafe {
-        cmd.pre_exec(move || privileges.apply());
+        cmd.pre_exec(before_exec);
     }
     let err = cmd.exec();
     eprintln!(

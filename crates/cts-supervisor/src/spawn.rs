@@ -160,14 +160,26 @@ impl Privileges {
     }
 
     /// Applies them to this process. Only async-signal-safe system calls on data prepared
-    /// beforehand, and no allocation: safe between fork and exec.
+    /// beforehand, and no allocation: usable between fork and exec.
+    ///
+    /// # Safety
+    ///
+    /// Call it only in a process that is about to `exec` and runs no other thread: the child
+    /// between fork and exec (e.g. in [`std::os::unix::process::CommandExt::pre_exec`]), or a
+    /// single-threaded process right before it execs. It changes process-wide state (user,
+    /// groups, umask, resource limits, working directory) under the feet of any other code
+    /// in the process, such as other threads or open relative paths, and it is meant to run
+    /// where only async-signal-safe calls are allowed, which it keeps to.
     ///
     /// # Errors
     ///
     /// The OS error of the first call that failed.
-    pub fn apply(&self) -> io::Result<()> {
+    pub unsafe fn apply(&self) -> io::Result<()> {
         use nix::libc;
-        // SAFETY: plain system calls on integers and on a slice allocated before the fork.
+        // SAFETY: these libc calls take integers, a pointer and length into `self.groups` (a
+        // live Vec, allocated before the fork, with `n` elements) and a pointer to the
+        // NUL-terminated `self.cwd` (a live CString); none of them keeps the pointers. The
+        // caller guarantees that changing the process's credentials, limits and cwd is fine.
         unsafe {
             if let Some(mask) = self.umask {
                 libc::umask(mask as libc::mode_t);
@@ -256,11 +268,16 @@ pub fn spawn(
         parent: std::process::id() as nix::libc::pid_t,
         privileges: spec.privileges.clone(),
     };
+    let in_child = move || {
+        // SAFETY: this closure is only given to `pre_exec` below, which runs it in the child
+        // between fork and exec, where `run` belongs.
+        unsafe { setup.run() }
+    };
     // SAFETY: the closure runs between fork and exec and only makes async-signal-safe system
-    // calls (fcntl, dup2, prctl, getppid, umask, setrlimit, setgroups, setgid, setuid) on
-    // values prepared before the fork; it neither allocates nor locks.
+    // calls (fcntl, dup2, prctl, getppid, umask, setrlimit, setgroups, setgid, setuid, chdir)
+    // on values prepared before the fork; it neither allocates nor locks.
     unsafe {
-        cmd.pre_exec(move || setup.run());
+        cmd.pre_exec(in_child);
     }
     cmd.spawn()
 }
@@ -274,16 +291,30 @@ struct ChildSetup {
 
 impl ChildSetup {
     /// Runs in the child between fork and exec: only async-signal-safe calls.
-    fn run(&self) -> io::Result<()> {
-        self.privileges.apply()?;
-        child_setup(self.listener, self.parent)
+    ///
+    /// # Safety
+    ///
+    /// Only in the child between fork and exec: see [`Privileges::apply`] and [`child_setup`].
+    unsafe fn run(&self) -> io::Result<()> {
+        // SAFETY: our caller runs us in the child between fork and exec.
+        unsafe {
+            self.privileges.apply()?;
+            child_setup(self.listener, self.parent)
+        }
     }
 }
 
 /// The socket and the parent-death signal: only async-signal-safe calls.
-fn child_setup(listener: Option<RawFd>, parent: nix::libc::pid_t) -> io::Result<()> {
+///
+/// # Safety
+///
+/// Only in the child between fork and exec: it puts `listener` on fd 3, replacing whatever
+/// fd 3 was, which may belong to some other owner in this process.
+unsafe fn child_setup(listener: Option<RawFd>, parent: nix::libc::pid_t) -> io::Result<()> {
     use nix::libc;
-    // SAFETY: plain system calls on integers.
+    // SAFETY: fcntl and dup2 on integer fds. Replacing fd 3 is what the caller allows (the
+    // child is about to exec and owns nothing on it that is used afterwards); `listener`
+    // stays open, as it is only duplicated.
     unsafe {
         let Some(listener) = listener else {
             return parent_death_signal(parent);
@@ -304,7 +335,7 @@ fn child_setup(listener: Option<RawFd>, parent: nix::libc::pid_t) -> io::Result<
 /// SIGKILL when ctsd dies: only async-signal-safe calls.
 fn parent_death_signal(parent: nix::libc::pid_t) -> io::Result<()> {
     use nix::libc;
-    // SAFETY: plain system calls on integers.
+    // SAFETY: prctl and getppid on integers; no memory is passed or kept.
     unsafe {
         if libc::prctl(
             libc::PR_SET_PDEATHSIG,
