@@ -80,7 +80,8 @@ pub use diff::{diff, Action, Change, Plan};
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
     Accounts, Admins, ByteSize, Config, CrashLoop, DaemonSettings, Environment, InstanceConfig,
-    Limit, Limits, LogFormat, LogSettings, PoolSpec, ReadySpec, RestartPolicy, Rotate, StderrLog,
+    Limit, Limits, LogFormat, LogSettings, PoolSpec, ReadySpec, Resource, RestartPolicy, Rotate,
+    StderrLog,
 };
 pub use names::{Currency, InstanceKey, Prefix};
 pub use units::{parse_duration, parse_size};

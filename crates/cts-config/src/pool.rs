@@ -15,8 +15,8 @@ use serde_yaml::Value;
 
 use crate::error::{child, index, Diag};
 use crate::model::{
-    ByteSize, CrashLoop, Limit, Limits, LogFormat, LogSettings, PoolSpec, ReadySpec, RestartPolicy,
-    Rotate, StderrLog,
+    ByteSize, CrashLoop, Limit, Limits, LogFormat, LogSettings, PoolSpec, ReadySpec, Resource,
+    RestartPolicy, Rotate, StderrLog,
 };
 use crate::template::{Template, Vars};
 use crate::yaml::{
@@ -110,12 +110,8 @@ pub(crate) struct RawPool {
     pub(crate) stderr: Option<StderrLog>,
     /// `umask`.
     pub(crate) umask: Option<u32>,
-    /// `limits.nofile`.
-    pub(crate) nofile: Option<Limit>,
-    /// `limits.nproc`.
-    pub(crate) nproc: Option<Limit>,
-    /// `limits.core`.
-    pub(crate) core: Option<Limit>,
+    /// `limits`, merged by resource.
+    pub(crate) limits: Limits,
 }
 
 /// Reads the pool settings of `map` (the caller checks for unknown keys,
@@ -195,25 +191,22 @@ fn read_limits(value: &Value, path: &str, diag: &mut Diag, pool: &mut RawPool) {
     let Some(map) = Map::read(value, path, diag) else {
         return;
     };
-    map.check_keys(&["nofile", "nproc", "core"], diag);
-    for (key, slot) in [
-        ("nofile", &mut pool.nofile),
-        ("nproc", &mut pool.nproc),
-        ("core", &mut pool.core),
-    ] {
+    map.check_keys(&Resource::ALL.map(Resource::name), diag);
+    for resource in Resource::ALL {
+        let key = resource.name();
         let Some(v) = map.get(key) else { continue };
         let path = map.path_of(key);
-        *slot = match v {
+        let unlimited = matches!(v, Value::String(s) if s == "unlimited" || s == "infinity");
+        *pool.limits.slot_mut(resource) = match resource {
             // The kernel refuses an open-file limit above fs.nr_open, even to root.
-            Value::String(s) if (s == "unlimited" || s == "infinity") && key == "nofile" => {
+            Resource::Nofile if unlimited => {
                 diag.error(
                     &path,
                     "nofile cannot be unlimited (the kernel caps it at fs.nr_open): give a number",
                 );
                 None
             }
-            Value::String(s) if s == "unlimited" || s == "infinity" => Some(Limit::Unlimited),
-            _ if key == "nofile" => read_int(v, &path, diag).and_then(|n| {
+            Resource::Nofile => read_int(v, &path, diag).and_then(|n| {
                 if (64..=1 << 30).contains(&n) {
                     Some(Limit::Value(n as u64))
                 } else {
@@ -221,16 +214,19 @@ fn read_limits(value: &Value, path: &str, diag: &mut Diag, pool: &mut RawPool) {
                     None
                 }
             }),
-            _ => read_int(v, &path, diag).and_then(|n| match u64::try_from(n) {
-                Ok(n) => Some(Limit::Value(n)),
-                Err(_) => {
-                    diag.error(
-                        &path,
-                        format!("{n} is negative: give a number or `unlimited`"),
-                    );
-                    None
-                }
-            }),
+            Resource::Nproc | Resource::Core if unlimited => Some(Limit::Unlimited),
+            Resource::Nproc | Resource::Core => {
+                read_int(v, &path, diag).and_then(|n| match u64::try_from(n) {
+                    Ok(n) => Some(Limit::Value(n)),
+                    Err(_) => {
+                        diag.error(
+                            &path,
+                            format!("{n} is negative: give a number or `unlimited`"),
+                        );
+                        None
+                    }
+                })
+            }
         };
     }
 }
@@ -509,9 +505,7 @@ impl RawPool {
             max_age: self.max_age.or(defaults.max_age),
             stderr: self.stderr.or(defaults.stderr),
             umask: self.umask.or(defaults.umask),
-            nofile: self.nofile.or(defaults.nofile),
-            nproc: self.nproc.or(defaults.nproc),
-            core: self.core.or(defaults.core),
+            limits: self.limits.over(&defaults.limits),
         }
     }
 
@@ -557,11 +551,7 @@ impl RawPool {
             group: self.group.clone(),
             accounts: None,
             umask: self.umask,
-            limits: Limits {
-                nofile: self.nofile,
-                nproc: self.nproc,
-                core: self.core,
-            },
+            limits: self.limits,
             ready: ReadySpec {
                 notify: self.notify.unwrap_or(ready.notify),
                 after: self.after.unwrap_or(ready.after),

@@ -106,18 +106,13 @@ impl Privileges {
             None => None,
         };
         let mut limits = Vec::new();
-        for (name, limit) in pool.limits.iter() {
-            use nix::sys::resource::Resource;
-            let resource = match name {
-                "nofile" => Resource::RLIMIT_NOFILE,
-                "nproc" => Resource::RLIMIT_NPROC,
-                _ => Resource::RLIMIT_CORE,
-            };
+        for (which, limit) in pool.limits.iter() {
+            let resource = which.rlimit();
             let value = match limit {
                 cts_config::Limit::Value(v) => v,
                 cts_config::Limit::Unlimited => nix::libc::RLIM_INFINITY,
             };
-            if name == "nofile" {
+            if which == cts_config::Resource::Nofile {
                 // Above fs.nr_open the kernel refuses even root.
                 let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
                     .ok()
@@ -130,7 +125,7 @@ impl Privileges {
             }
             if !root {
                 let (_, hard) = nix::sys::resource::getrlimit(resource)
-                    .map_err(|e| format!("cannot read limit {name}: {e}"))?;
+                    .map_err(|e| format!("cannot read limit {which}: {e}"))?;
                 if value > hard {
                     let shown = if value == nix::libc::RLIM_INFINITY {
                         "unlimited".to_owned()
@@ -138,7 +133,7 @@ impl Privileges {
                         value.to_string()
                     };
                     return Err(format!(
-                        "limits.{name} {shown} is above the hard limit {hard}, which only root may raise"
+                        "limits.{which} {shown} is above the hard limit {hard}, which only root may raise"
                     ));
                 }
             }
