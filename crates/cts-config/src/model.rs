@@ -87,6 +87,11 @@ pub struct InstanceConfig {
 
 /// Everything about how an instance's workers run; `defaults:` merged with the
 /// instance's own overrides, placeholders already rendered.
+///
+/// A new setting is a field here, a field of `RawPool` and its entry in `POOL_SETTINGS`
+/// (key and reader, `pool.rs`); the compiler then asks for it in `RawPool::over`,
+/// `RawPool::build` and the reload diff (`diff.rs`, which decides its reload action). Its
+/// documentation is in `packaging/man/ctsd.yaml.5` and the README's table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolSpec {
     /// Number of workers, at least 1.

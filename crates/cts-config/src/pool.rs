@@ -24,22 +24,56 @@ use crate::yaml::{
     Map,
 };
 
-/// The pool settings, valid in `defaults:` and in every instance.
-pub(crate) const POOL_KEYS: &[&str] = &[
-    "workers",
-    "command",
-    "cwd",
-    "env",
-    "user",
-    "group",
-    "ready",
-    "stop_timeout",
-    "restart",
-    "logs",
-    "rolling",
-    "umask",
-    "limits",
+/// How one pool setting is read into a [`RawPool`]: its value, its key path, the collector
+/// of problems.
+type ReadSetting = fn(&Value, &str, &mut Diag, &mut RawPool);
+
+/// The pool settings, valid in `defaults:` and in every instance, each with its reader: the
+/// one list of them, from which [`POOL_KEYS`] is taken. Nested sections (`ready`, `restart`,
+/// `logs`, `limits`) check their own keys.
+const POOL_SETTINGS: &[(&str, ReadSetting)] = &[
+    ("workers", |v, path, diag, pool| {
+        pool.workers = read_u32_in(v, path, diag, 1, MAX_WORKERS);
+    }),
+    ("command", |v, path, diag, pool| {
+        pool.command_written = true;
+        pool.command = read_command(v, path, diag);
+    }),
+    ("cwd", |v, path, diag, pool| {
+        pool.cwd = read_cwd(v, path, diag)
+    }),
+    ("env", |v, path, diag, pool| {
+        pool.env = read_env(v, path, diag)
+    }),
+    ("user", |v, path, diag, pool| {
+        pool.user = read_name(v, path, diag)
+    }),
+    ("group", |v, path, diag, pool| {
+        pool.group = read_name(v, path, diag)
+    }),
+    ("ready", read_ready),
+    ("stop_timeout", |v, path, diag, pool| {
+        pool.stop_timeout = read_duration(v, path, diag);
+    }),
+    ("restart", read_restart),
+    ("logs", read_logs),
+    ("rolling", read_rolling),
+    ("umask", |v, path, diag, pool| {
+        pool.umask = read_umask(v, path, diag)
+    }),
+    ("limits", read_limits),
 ];
+
+/// The keys of [`POOL_SETTINGS`], in its order.
+pub(crate) const POOL_KEYS: &[&str] = &{
+    let mut keys = [""; POOL_SETTINGS.len()];
+    let mut i = 0;
+    while i < keys.len() {
+        keys[i] = POOL_SETTINGS[i].0;
+        i += 1;
+    }
+    keys
+};
 
 /// Default number of workers per instance.
 const DEFAULT_WORKERS: u32 = 2;
@@ -114,48 +148,37 @@ pub(crate) struct RawPool {
     pub(crate) limits: Limits,
 }
 
-/// Reads the pool settings of `map` (the caller checks for unknown keys,
+/// Reads the pool settings of `map` in file order (the caller checks for unknown keys,
 /// since instances allow more).
 pub(crate) fn read_pool(map: &Map<'_>, diag: &mut Diag) -> RawPool {
     let mut pool = RawPool::default();
     for (key, value) in map.entries() {
-        let path = map.path_of(key);
-        match key {
-            "workers" => pool.workers = read_u32_in(value, &path, diag, 1, MAX_WORKERS),
-            "command" => {
-                pool.command_written = true;
-                pool.command = read_command(value, &path, diag);
-            }
-            "cwd" => {
-                pool.cwd = read_str(value, &path, diag).and_then(|text| {
-                    if text.is_empty() {
-                        diag.error(&path, "the working directory is empty");
-                        return None;
-                    }
-                    Template::parse(text).map_err(|e| diag.error(&path, e)).ok()
-                });
-            }
-            "env" => pool.env = read_env(value, &path, diag),
-            "user" => pool.user = read_name(value, &path, diag),
-            "group" => pool.group = read_name(value, &path, diag),
-            "ready" => read_ready(value, &path, diag, &mut pool),
-            "stop_timeout" => pool.stop_timeout = read_duration(value, &path, diag),
-            "restart" => read_restart(value, &path, diag, &mut pool),
-            "logs" => read_logs(value, &path, diag, &mut pool),
-            "umask" => pool.umask = read_umask(value, &path, diag),
-            "limits" => read_limits(value, &path, diag, &mut pool),
-            "rolling" => {
-                if let Some(map) = Map::read(value, &path, diag) {
-                    map.check_keys(&["batch"], diag);
-                    if let Some(v) = map.get("batch") {
-                        pool.rolling_batch = read_u32_in(v, &map.path_of("batch"), diag, 1, 1024);
-                    }
-                }
-            }
-            _ => {}
+        if let Some((_, read)) = POOL_SETTINGS.iter().find(|(k, _)| *k == key) {
+            read(value, &map.path_of(key), diag, &mut pool);
         }
     }
     pool
+}
+
+/// `cwd`: a non-empty template.
+fn read_cwd(value: &Value, path: &str, diag: &mut Diag) -> Option<Template> {
+    read_str(value, path, diag).and_then(|text| {
+        if text.is_empty() {
+            diag.error(path, "the working directory is empty");
+            return None;
+        }
+        Template::parse(text).map_err(|e| diag.error(path, e)).ok()
+    })
+}
+
+/// `rolling: {batch}`.
+fn read_rolling(value: &Value, path: &str, diag: &mut Diag, pool: &mut RawPool) {
+    if let Some(map) = Map::read(value, path, diag) {
+        map.check_keys(&["batch"], diag);
+        if let Some(v) = map.get("batch") {
+            pool.rolling_batch = read_u32_in(v, &map.path_of("batch"), diag, 1, 1024);
+        }
+    }
 }
 
 /// `umask`: octal digits as a string: `"0027"`, or `027` unquoted (which YAML keeps as a
