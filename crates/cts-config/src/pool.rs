@@ -23,6 +23,7 @@ use crate::yaml::{
     read_bool, read_duration, read_int, read_list, read_scalar, read_size, read_str, read_u32_in,
     Map,
 };
+use crate::MAX_WORKERS;
 
 /// How one pool setting is read into a [`RawPool`]: its value, its key path, the collector
 /// of problems.
@@ -77,8 +78,6 @@ pub(crate) const POOL_KEYS: &[&str] = &{
 
 /// Default number of workers per instance.
 const DEFAULT_WORKERS: u32 = 2;
-/// Upper bound on workers per instance: beyond it a typo (`workers: 40000`) is likelier than intent.
-const MAX_WORKERS: u32 = 1024;
 /// Default grace between SIGTERM and SIGKILL.
 const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Variables ctsd itself sets for each worker; configuring them would break
@@ -176,7 +175,8 @@ fn read_rolling(value: &Value, path: &str, diag: &mut Diag, pool: &mut RawPool) 
     if let Some(map) = Map::read(value, path, diag) {
         map.check_keys(&["batch"], diag);
         if let Some(v) = map.get("batch") {
-            pool.rolling_batch = read_u32_in(v, &map.path_of("batch"), diag, 1, 1024);
+            // A batch beyond the most workers an instance may have means nothing more.
+            pool.rolling_batch = read_u32_in(v, &map.path_of("batch"), diag, 1, MAX_WORKERS);
         }
     }
 }
