@@ -2,6 +2,7 @@
 //! instance and per field, and the action each instance gets. The daemon acts on this plan;
 //! `ctsctl reload --dry-run` prints it.
 
+use crate::template::Vars;
 use crate::{Config, InstanceConfig, LogSettings, PoolSpec};
 
 /// What a reload does to one instance.
@@ -196,20 +197,12 @@ fn changed_fields(o: &InstanceConfig, n: &InstanceConfig) -> Vec<(&'static str, 
 /// The worker environment without the contract variables that merely mirror the instance's
 /// own fields (those show up as `port`, `prefix`, ... already).
 fn configured_env(i: &InstanceConfig) -> Vec<(&str, &str)> {
-    let port = i.port.to_string();
-    let derived = [
-        ("CTS_INSTANCE", i.key.as_str()),
-        ("CTS_INSTANCE_NAME", i.name.as_str()),
-        ("CTS_PREFIX", i.prefix.as_str()),
-        ("CTS_CURRENCY", i.currency.as_str()),
-        ("PORT", port.as_str()),
-        ("SCRIPT_NAME", i.prefix.as_str()),
-    ];
+    let derived = crate::validate::instance_env(&Vars::of(i));
     i.pool
         .env
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
-        .filter(|(k, v)| !derived.contains(&(*k, *v)))
+        .filter(|(k, v)| !derived.iter().any(|(dk, dv)| dk == k && dv == v))
         .collect()
 }
 
