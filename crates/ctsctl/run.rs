@@ -5,6 +5,7 @@
 
 use cts_config::{Config, InstanceConfig};
 use cts_proto::exit_codes;
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -67,8 +68,8 @@ pub fn run(config: &Config, instance: &str, argv: &[OsString], socket: &Path) ->
 
 /// ctsd's own environment when it runs and can be read (the workers inherit it), else this
 /// process's; without the variables ctsd removes for workers; then the instance's variables.
-fn environment(inst: &InstanceConfig, socket: &Path) -> Vec<(OsString, OsString)> {
-    let mut env: Vec<(OsString, OsString)> = match daemon_environment(socket) {
+fn environment(inst: &InstanceConfig, socket: &Path) -> BTreeMap<OsString, OsString> {
+    let inherited: Vec<(OsString, OsString)> = match daemon_environment(socket) {
         Ok(Some(env)) => env,
         Ok(None) => std::env::vars_os().collect(),
         Err(why) => {
@@ -79,16 +80,7 @@ fn environment(inst: &InstanceConfig, socket: &Path) -> Vec<(OsString, OsString)
             std::env::vars_os().collect()
         }
     };
-    env.retain(|(k, _)| {
-        !cts_supervisor::INHERITED_VARS_TO_DROP
-            .iter()
-            .any(|v| k.as_os_str() == *v)
-    });
-    for (k, v) in &inst.pool.env {
-        env.retain(|(name, _)| name.as_os_str() != k.as_str());
-        env.push((k.into(), v.into()));
-    }
-    env
+    cts_supervisor::worker_environment(inherited, &inst.pool.env)
 }
 
 /// The environment of the ctsd listening on `socket` (found by its peer credentials):

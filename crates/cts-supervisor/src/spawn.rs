@@ -6,7 +6,8 @@
 //! which the child may not compute with `setenv` between fork and exec) and then `exec`s the
 //! worker command, so the worker keeps the pid, the process group and the parent-death signal.
 
-use std::ffi::OsString;
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,31 @@ pub const INHERITED_VARS_TO_DROP: &[&str] = &[
     "JOURNAL_STREAM",
     "CTSD_SOCKET",
 ];
+
+/// The environment a worker runs with: `inherited` (ctsd's own, or for `ctsctl run` the
+/// running ctsd's) without [`INHERITED_VARS_TO_DROP`], then `configured` (the pool's `env`,
+/// contract variables included) over it. Later entries of either win over earlier ones of
+/// the same name, as in `environ`-based lookups. The variables that only a spawned worker
+/// gets (`LISTEN_FDS`, `LISTEN_FDNAMES`, `NOTIFY_SOCKET`) are not added here.
+pub fn worker_environment<K, V>(
+    inherited: impl IntoIterator<Item = (OsString, OsString)>,
+    configured: impl IntoIterator<Item = (K, V)>,
+) -> BTreeMap<OsString, OsString>
+where
+    K: AsRef<OsStr>,
+    V: AsRef<OsStr>,
+{
+    let mut env: BTreeMap<OsString, OsString> = inherited
+        .into_iter()
+        .filter(|(k, _)| !INHERITED_VARS_TO_DROP.iter().any(|v| k.as_os_str() == *v))
+        .collect();
+    env.extend(
+        configured
+            .into_iter()
+            .map(|(k, v)| (k.as_ref().to_owned(), v.as_ref().to_owned())),
+    );
+    env
+}
 
 /// Everything needed to start workers of one pool, resolved once.
 #[derive(Debug, Clone)]
@@ -242,10 +268,10 @@ pub fn spawn(
 ) -> io::Result<Child> {
     let mut cmd = Command::new(&spec.shim);
     cmd.arg(EXEC_WORKER_ARG).arg("--").args(&spec.argv);
-    for var in INHERITED_VARS_TO_DROP {
-        cmd.env_remove(var);
-    }
-    cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
+    cmd.env_clear().envs(worker_environment(
+        std::env::vars_os(),
+        spec.env.iter().map(|(k, v)| (k, v)),
+    ));
     if listener.is_some() {
         cmd.env("LISTEN_FDS", "1")
             .env("LISTEN_FDNAMES", &spec.fd_name);
@@ -393,4 +419,37 @@ pub fn program_name(argv: &[String]) -> &str {
                 .unwrap_or(p)
         })
         .unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_environment_drops_ctsds_own_variables_and_lays_the_pools_over() {
+        let os = |k: &str, v: &str| (OsString::from(k), OsString::from(v));
+        let inherited = vec![
+            os("PATH", "/usr/bin"),
+            os("NOTIFY_SOCKET", "/run/systemd/notify"),
+            os("LISTEN_FDS", "2"),
+            os("CTSD_SOCKET", "/run/ctsd/ctsd.sock"),
+            os("LANG", "C"),
+            os("JOURNAL_STREAM", "8:123"),
+        ];
+        let configured = [("LANG", "C.UTF-8"), ("PORT", "8003"), ("CTSD_SOCKET", "/x")];
+        let env = worker_environment(inherited, configured);
+        let got: Vec<(&str, &str)> = env
+            .iter()
+            .map(|(k, v)| (k.to_str().unwrap(), v.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("CTSD_SOCKET", "/x"),
+                ("LANG", "C.UTF-8"),
+                ("PATH", "/usr/bin"),
+                ("PORT", "8003"),
+            ]
+        );
+    }
 }
