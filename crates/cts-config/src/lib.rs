@@ -17,7 +17,8 @@
 //! - `model.rs`: the validated types ([`Config`], [`PoolSpec`], ...) that the
 //!   rest of ctsd is written against, with their built-in defaults.
 //! - `names.rs`: the checked newtypes [`InstanceKey`], [`Prefix`], [`Currency`].
-//! - `units.rs`: [`parse_duration`], [`parse_size`], [`ByteSize`]'s display.
+//! - `units.rs`: [`parse_duration`], [`format_duration`], [`parse_size`], [`ByteSize`]'s
+//!   display.
 //! - `error.rs`: [`ConfigError`], [`ConfigErrors`], and the collector the walk
 //!   records problems into.
 //! - `yaml.rs`: typed reads from `serde_yaml::Value` that report instead of
@@ -84,7 +85,7 @@ pub use model::{
     StderrLog,
 };
 pub use names::{Currency, InstanceKey, Prefix};
-pub use units::{parse_duration, parse_size};
+pub use units::{format_duration, parse_duration, parse_size, DurationStyle};
 
 use error::Diag;
 
