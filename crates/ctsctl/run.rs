@@ -5,6 +5,7 @@
 
 use cts_config::{Config, InstanceConfig};
 use cts_proto::exit_codes;
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -34,10 +35,19 @@ pub fn run(config: &Config, instance: &str, argv: &[OsString], socket: &Path) ->
     };
     let mut cmd = std::process::Command::new(program);
     cmd.args(args).env_clear().envs(environment(inst, socket));
-    // SAFETY: `apply` makes only async-signal-safe system calls on data prepared here; in this
-    // single-threaded process it runs right before exec (and enters the instance's cwd).
+    let before_exec = move || {
+        // SAFETY: as `Privileges::apply` requires, this runs (from `pre_exec` below, called by
+        // `exec`, which does not fork) in a single-threaded process (`run` is called before
+        // ctsctl starts a runtime or a thread) right before it execs the command, which is
+        // meant to run with the user, limits and cwd `apply` switches to. If exec fails,
+        // ctsctl only prints the error and exits.
+        unsafe { privileges.apply() }
+    };
+    // SAFETY: `exec` runs the closure in this process right before execve; it only calls
+    // `apply`, which makes only async-signal-safe system calls on data prepared here and
+    // allocates nothing.
     unsafe {
-        cmd.pre_exec(move || privileges.apply());
+        cmd.pre_exec(before_exec);
     }
     let err = cmd.exec();
     eprintln!(
@@ -58,8 +68,8 @@ pub fn run(config: &Config, instance: &str, argv: &[OsString], socket: &Path) ->
 
 /// ctsd's own environment when it runs and can be read (the workers inherit it), else this
 /// process's; without the variables ctsd removes for workers; then the instance's variables.
-fn environment(inst: &InstanceConfig, socket: &Path) -> Vec<(OsString, OsString)> {
-    let mut env: Vec<(OsString, OsString)> = match daemon_environment(socket) {
+fn environment(inst: &InstanceConfig, socket: &Path) -> BTreeMap<OsString, OsString> {
+    let inherited: Vec<(OsString, OsString)> = match daemon_environment(socket) {
         Ok(Some(env)) => env,
         Ok(None) => std::env::vars_os().collect(),
         Err(why) => {
@@ -70,16 +80,7 @@ fn environment(inst: &InstanceConfig, socket: &Path) -> Vec<(OsString, OsString)
             std::env::vars_os().collect()
         }
     };
-    env.retain(|(k, _)| {
-        !cts_supervisor::INHERITED_VARS_TO_DROP
-            .iter()
-            .any(|v| k.as_os_str() == *v)
-    });
-    for (k, v) in &inst.pool.env {
-        env.retain(|(name, _)| name.as_os_str() != k.as_str());
-        env.push((k.into(), v.into()));
-    }
-    env
+    cts_supervisor::worker_environment(inherited, &inst.pool.env)
 }
 
 /// The environment of the ctsd listening on `socket` (found by its peer credentials):

@@ -145,12 +145,8 @@ fn row(i: &InstanceStatus) -> [String; 9] {
 }
 
 fn uptime(s: u64) -> String {
-    match (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60) {
-        (0, 0, 0, s) => format!("{s}s"),
-        (0, 0, m, s) => format!("{m}m{s}s"),
-        (0, h, m, _) => format!("{h}h{m}m"),
-        (d, h, _, _) => format!("{d}d{h}h"),
-    }
+    use cts_config::{format_duration, DurationStyle};
+    format_duration(std::time::Duration::from_secs(s), DurationStyle::Elapsed)
 }
 
 #[cfg(test)]

@@ -300,7 +300,8 @@ fn django_under_gunicorn_behind_nginx_one_database_per_instance() {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.path().join("ctsd.stderr")).expect("stderr"));
-    // SAFETY: dup2 is async-signal-safe.
+    // SAFETY: dup2 is async-signal-safe and allocates nothing; `wfd` stays open until the
+    // spawn below returns (`write` is dropped after it).
     unsafe {
         cmd.pre_exec(move || {
             if nix::libc::dup2(wfd, 3) == -1 {

@@ -76,7 +76,7 @@ fn workers_get_the_contract_environment_and_only_fd_3() {
          CTS_INSTANCE=$CTS_INSTANCE CTS_INSTANCE_NAME=$CTS_INSTANCE_NAME CTS_PREFIX=$CTS_PREFIX \
          CTS_CURRENCY=$CTS_CURRENCY PORT=$PORT SCRIPT_NAME=$SCRIPT_NAME \
          DJANGO_SETTINGS_MODULE=$DJANGO_SETTINGS_MODULE EXTRA=$EXTRA; \
-         echo FDS $(ls /proc/$$/fd | sort -n | tr '\\n' ' '); exec {}",
+         printf 'FDS '; for f in /proc/$$/fd/*; do printf '%s ' \"${{{{f##*/}}}}\"; done; echo; exec {}",
         worker_bin()
     );
     let cmd = yaml_list(&["sh", "-c", &script]);

@@ -2,7 +2,8 @@
 //! instance and per field, and the action each instance gets. The daemon acts on this plan;
 //! `ctsctl reload --dry-run` prints it.
 
-use crate::{Config, InstanceConfig};
+use crate::template::Vars;
+use crate::{Config, InstanceConfig, LogSettings, PoolSpec};
 
 /// What a reload does to one instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,14 +72,14 @@ pub fn diff(old: &Config, new: &Config) -> Plan {
                 fields: Vec::new(),
             },
             Some(o) => {
-                let mut fields = changed_fields(o, n);
-                if rebind_all && !fields.contains(&"port") {
-                    fields.insert(0, "bind");
+                let mut changed = changed_fields(o, n);
+                if rebind_all && !changed.iter().any(|(field, _)| *field == "port") {
+                    changed.insert(0, ("bind", Action::Rebind));
                 }
                 Change {
                     key: n.key.to_string(),
-                    action: action_for(&fields),
-                    fields,
+                    action: strongest(changed.iter().map(|(_, action)| *action)),
+                    fields: changed.into_iter().map(|(field, _)| field).collect(),
                 }
             }
         };
@@ -110,73 +111,103 @@ pub fn diff(old: &Config, new: &Config) -> Plan {
     plan
 }
 
-fn changed_fields(o: &InstanceConfig, n: &InstanceConfig) -> Vec<&'static str> {
-    let (op, np) = (&o.pool, &n.pool);
-    let checks: [(&'static str, bool); 18] = [
-        ("port", o.port != n.port),
-        ("name", o.name != n.name),
-        ("prefix", o.prefix != n.prefix),
-        ("currency", o.currency != n.currency),
-        ("workers", op.workers != np.workers),
-        ("command", op.command != np.command),
-        ("cwd", op.cwd != np.cwd),
-        ("env", configured_env(o) != configured_env(n)),
+/// The fields of the instance that differ, in a fixed order, each with the action it needs.
+///
+/// Both the instance and its pool are destructured without `..`: a field added to
+/// [`InstanceConfig`], [`PoolSpec`] or [`LogSettings`] does not compile until it is given
+/// its place (and action) here, rather than being silently ignored by a reload.
+fn changed_fields(o: &InstanceConfig, n: &InstanceConfig) -> Vec<(&'static str, Action)> {
+    use Action::{Rebind, Restart, Scale, Update};
+    let InstanceConfig {
+        key: _, // instances are matched by key: it never differs here
+        name,
+        prefix,
+        currency,
+        port,
+        pool,
+    } = o;
+    let PoolSpec {
+        workers,
+        command,
+        cwd,
+        env: _, // compared as `configured_env`, without what mirrors the instance's fields
+        user,
+        group,
+        accounts,
+        umask,
+        limits,
+        ready,
+        stop_timeout,
+        rolling_batch,
+        restart,
+        logs,
+    } = pool;
+    // Where stderr goes is decided when a worker starts: new workers apply it. The other log
+    // settings are applied to the running log in place.
+    let LogSettings {
+        stderr,
+        rotate: _,
+        max_size: _,
+        keep: _,
+        max_age: _,
+        compress: _,
+        format: _,
+    } = logs;
+    let np = &n.pool;
+    let checks: [(&'static str, Action, bool); 18] = [
+        ("port", Rebind, *port != n.port),
+        // `name`, `prefix` and `currency` reach the workers through their environment.
+        ("name", Restart, *name != n.name),
+        ("prefix", Restart, *prefix != n.prefix),
+        ("currency", Restart, *currency != n.currency),
+        ("workers", Scale, *workers != np.workers),
+        ("command", Restart, *command != np.command),
+        ("cwd", Restart, *cwd != np.cwd),
+        ("env", Restart, configured_env(o) != configured_env(n)),
         // The same name may now stand for other ids (or other groups).
-        ("user", op.user != np.user || op.accounts != np.accounts),
-        ("group", op.group != np.group),
-        ("umask", op.umask != np.umask),
-        ("limits", op.limits != np.limits),
-        ("ready", op.ready != np.ready),
-        ("stop_timeout", op.stop_timeout != np.stop_timeout),
-        ("restart", op.restart != np.restart),
+        (
+            "user",
+            Restart,
+            *user != np.user || *accounts != np.accounts,
+        ),
+        ("group", Restart, *group != np.group),
+        ("umask", Restart, *umask != np.umask),
+        ("limits", Restart, *limits != np.limits),
+        ("ready", Update, *ready != np.ready),
+        ("stop_timeout", Update, *stop_timeout != np.stop_timeout),
+        ("restart", Update, *restart != np.restart),
         (
             "logs",
-            crate::LogSettings {
+            Update,
+            LogSettings {
                 stderr: np.logs.stderr,
-                ..op.logs
+                ..*logs
             } != np.logs,
         ),
-        // Where stderr goes is decided when a worker starts: new workers apply it.
-        ("logs.stderr", op.logs.stderr != np.logs.stderr),
-        ("rolling", op.rolling_batch != np.rolling_batch),
+        ("logs.stderr", Restart, *stderr != np.logs.stderr),
+        ("rolling", Update, *rolling_batch != np.rolling_batch),
     ];
     checks
         .into_iter()
-        .filter(|(_, c)| *c)
-        .map(|(f, _)| f)
+        .filter(|(_, _, changed)| *changed)
+        .map(|(field, action, _)| (field, action))
         .collect()
 }
 
 /// The worker environment without the contract variables that merely mirror the instance's
 /// own fields (those show up as `port`, `prefix`, ... already).
 fn configured_env(i: &InstanceConfig) -> Vec<(&str, &str)> {
-    let port = i.port.to_string();
-    let derived = [
-        ("CTS_INSTANCE", i.key.as_str()),
-        ("CTS_INSTANCE_NAME", i.name.as_str()),
-        ("CTS_PREFIX", i.prefix.as_str()),
-        ("CTS_CURRENCY", i.currency.as_str()),
-        ("PORT", port.as_str()),
-        ("SCRIPT_NAME", i.prefix.as_str()),
-    ];
+    let derived = crate::validate::instance_env(&Vars::of(i));
     i.pool
         .env
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
-        .filter(|(k, v)| !derived.contains(&(*k, *v)))
+        .filter(|(k, v)| !derived.iter().any(|(dk, dv)| dk == k && dv == v))
         .collect()
 }
 
-/// The strongest action any changed field needs.
-fn action_for(fields: &[&str]) -> Action {
-    let needs = |f: &str| match f {
-        "port" | "bind" => Action::Rebind,
-        // `name`, `prefix` and `currency` reach the workers through their environment.
-        "name" | "prefix" | "currency" | "command" | "cwd" | "env" | "user" | "group" | "umask"
-        | "limits" | "logs.stderr" => Action::Restart,
-        "workers" => Action::Scale,
-        _ => Action::Update,
-    };
+/// The strongest of the actions the changed fields need; [`Action::None`] for none.
+fn strongest(actions: impl Iterator<Item = Action>) -> Action {
     let rank = |a: Action| match a {
         Action::None => 0,
         Action::Update => 1,
@@ -185,11 +216,7 @@ fn action_for(fields: &[&str]) -> Action {
         Action::Rebind => 4,
         Action::Start | Action::Stop => 5,
     };
-    fields
-        .iter()
-        .map(|f| needs(f))
-        .max_by_key(|a| rank(*a))
-        .unwrap_or(Action::None)
+    actions.max_by_key(|a| rank(*a)).unwrap_or(Action::None)
 }
 
 #[cfg(test)]

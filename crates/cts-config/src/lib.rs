@@ -17,7 +17,8 @@
 //! - `model.rs`: the validated types ([`Config`], [`PoolSpec`], ...) that the
 //!   rest of ctsd is written against, with their built-in defaults.
 //! - `names.rs`: the checked newtypes [`InstanceKey`], [`Prefix`], [`Currency`].
-//! - `units.rs`: [`parse_duration`], [`parse_size`], [`ByteSize`]'s display.
+//! - `units.rs`: [`parse_duration`], [`format_duration`], [`parse_size`], [`ByteSize`]'s
+//!   display.
 //! - `error.rs`: [`ConfigError`], [`ConfigErrors`], and the collector the walk
 //!   records problems into.
 //! - `yaml.rs`: typed reads from `serde_yaml::Value` that report instead of
@@ -81,14 +82,20 @@ pub use diff::{diff, Action, Change, Plan};
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
     Accounts, Admins, ByteSize, Config, CrashLoop, DaemonSettings, Environment, InstanceConfig,
-    Limit, Limits, LogFormat, LogSettings, PoolSpec, ReadySpec, RestartPolicy, Rotate, StderrLog,
+    Limit, Limits, LogFormat, LogSettings, PoolSpec, ReadySpec, Resource, RestartPolicy, Rotate,
+    StderrLog,
 };
 pub use names::{Currency, InstanceKey, Prefix};
 pub use socket::{control_socket, socket_given, SOCKET_ENV};
-pub use units::{parse_duration, parse_size};
+pub use units::{format_duration, parse_duration, parse_size, DurationStyle};
 pub use yaml::closest;
 
 use error::Diag;
+
+/// The most workers one instance may have, in `workers:` and in `ctsctl scale`: beyond it a
+/// typo (`workers: 40000`) is likelier than intent. Documented as 1-1024 in the README, the
+/// man page ctsd.yaml(5) and `ctsctl scale --help` (a test here keeps those in step).
+pub const MAX_WORKERS: u32 = 1024;
 
 /// The control socket when neither `--socket`, `$CTSD_SOCKET` nor the
 /// config's `ctsd.socket` names one.
@@ -146,4 +153,30 @@ pub fn parse_str(text: &str, source: &Path, opts: &LoadOptions) -> Result<Config
         validate::build(raw, opts.environment, source, dir, &mut diag)
     });
     diag.finish(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MAX_WORKERS;
+
+    /// The worker limit is written out where a constant cannot reach (the README, the man
+    /// page, the ctsctl help that build.rs renders without this crate): those must say
+    /// [`MAX_WORKERS`].
+    #[test]
+    fn documented_worker_limit_is_max_workers() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let read = |path: &str| std::fs::read_to_string(root.join(path)).expect(path);
+        let range = format!("1-{MAX_WORKERS}");
+        assert!(read("README.md").contains(&format!("| `workers` | {range} |")));
+        let man = read("packaging/man/ctsd.yaml.5");
+        assert!(man.contains(&format!("\\fBworkers\\fR (integer 1\\(en{MAX_WORKERS};")));
+        assert!(man.contains(&format!(
+            "\\fBrolling.batch\\fR (integer 1\\(en{MAX_WORKERS};"
+        )));
+        assert!(
+            read("crates/ctsctl/cli.rs").contains(&format!("/// New number of workers ({range})."))
+        );
+        assert!(read("crates/cts-proto/src/message.rs")
+            .contains(&format!("/// The new number of workers ({range},")));
+    }
 }

@@ -87,6 +87,11 @@ pub struct InstanceConfig {
 
 /// Everything about how an instance's workers run; `defaults:` merged with the
 /// instance's own overrides, placeholders already rendered.
+///
+/// A new setting is a field here, a field of `RawPool` and its entry in `POOL_SETTINGS`
+/// (key and reader, `pool.rs`); the compiler then asks for it in `RawPool::over`,
+/// `RawPool::build` and the reload diff (`diff.rs`, which decides its reload action). Its
+/// documentation is in `packaging/man/ctsd.yaml.5` and the README's table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolSpec {
     /// Number of workers, at least 1.
@@ -138,6 +143,49 @@ pub struct Accounts {
     pub groups: Vec<u32>,
 }
 
+/// A resource that `limits:` can set. Its key in the file and its `RLIMIT_*` constant are
+/// both here, so a new limit is a new variant, and every `match` that does not handle it yet
+/// (the key, the constant, the [`Limits`] field) is a compile error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Resource {
+    /// `nofile`: open files (RLIMIT_NOFILE).
+    Nofile,
+    /// `nproc`: processes of the user (RLIMIT_NPROC).
+    Nproc,
+    /// `core`: core file size in bytes (RLIMIT_CORE).
+    Core,
+}
+
+impl Resource {
+    /// Every resource, in the order of the file's documentation.
+    pub const ALL: [Resource; 3] = [Resource::Nofile, Resource::Nproc, Resource::Core];
+
+    /// Its key under `limits:` (`nofile`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Resource::Nofile => "nofile",
+            Resource::Nproc => "nproc",
+            Resource::Core => "core",
+        }
+    }
+
+    /// The `setrlimit(2)` resource it sets.
+    pub fn rlimit(self) -> nix::sys::resource::Resource {
+        use nix::sys::resource::Resource as R;
+        match self {
+            Resource::Nofile => R::RLIMIT_NOFILE,
+            Resource::Nproc => R::RLIMIT_NPROC,
+            Resource::Core => R::RLIMIT_CORE,
+        }
+    }
+}
+
+impl fmt::Display for Resource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// `limits:` (`setrlimit`, soft and hard alike); `None` keeps what ctsd has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Limits {
@@ -159,15 +207,44 @@ pub enum Limit {
 }
 
 impl Limits {
-    /// The set limits, with their names (`nofile`, ...).
-    pub fn iter(&self) -> impl Iterator<Item = (&'static str, Limit)> {
-        [
-            ("nofile", self.nofile),
-            ("nproc", self.nproc),
-            ("core", self.core),
-        ]
-        .into_iter()
-        .filter_map(|(n, l)| l.map(|l| (n, l)))
+    /// The limit set for `resource`, if any.
+    pub fn get(&self, resource: Resource) -> Option<Limit> {
+        *self.slot(resource)
+    }
+
+    /// Where the limit of `resource` is kept.
+    fn slot(&self, resource: Resource) -> &Option<Limit> {
+        match resource {
+            Resource::Nofile => &self.nofile,
+            Resource::Nproc => &self.nproc,
+            Resource::Core => &self.core,
+        }
+    }
+
+    /// Where the limit of `resource` is kept, to set it.
+    pub(crate) fn slot_mut(&mut self, resource: Resource) -> &mut Option<Limit> {
+        match resource {
+            Resource::Nofile => &mut self.nofile,
+            Resource::Nproc => &mut self.nproc,
+            Resource::Core => &mut self.core,
+        }
+    }
+
+    /// These limits with those of `defaults` filling the ones not set here.
+    pub(crate) fn over(&self, defaults: &Limits) -> Limits {
+        let mut merged = *self;
+        for r in Resource::ALL {
+            let slot = merged.slot_mut(r);
+            *slot = slot.or(defaults.get(r));
+        }
+        merged
+    }
+
+    /// The set limits, with their resources.
+    pub fn iter(&self) -> impl Iterator<Item = (Resource, Limit)> + '_ {
+        Resource::ALL
+            .into_iter()
+            .filter_map(|r| self.get(r).map(|l| (r, l)))
     }
 }
 
@@ -481,5 +558,30 @@ mod tests {
             assert_eq!(rotate.as_str().parse::<Rotate>(), Ok(rotate));
         }
         assert!("weekly".parse::<Rotate>().is_err());
+    }
+
+    #[test]
+    fn every_resource_has_its_own_key_slot_and_rlimit() {
+        let mut limits = Limits::default();
+        for (i, r) in Resource::ALL.into_iter().enumerate() {
+            *limits.slot_mut(r) = Some(Limit::Value(i as u64));
+        }
+        let set: Vec<(Resource, Limit)> = limits.iter().collect();
+        assert_eq!(set.len(), Resource::ALL.len());
+        for (i, (r, l)) in set.into_iter().enumerate() {
+            assert_eq!((r, l), (Resource::ALL[i], Limit::Value(i as u64)));
+            assert_eq!(r.to_string(), r.name());
+        }
+        let names: std::collections::BTreeSet<_> = Resource::ALL.map(Resource::name).into();
+        let rlimits: std::collections::BTreeSet<_> =
+            Resource::ALL.map(|r| r.rlimit() as i64).into();
+        assert_eq!((names.len(), rlimits.len()), (3, 3));
+        let only_core = Limits {
+            core: Some(Limit::Unlimited),
+            ..Limits::default()
+        };
+        let merged = only_core.over(&limits);
+        assert_eq!(merged.core, Some(Limit::Unlimited));
+        assert_eq!(merged.nofile, limits.nofile);
     }
 }

@@ -15,36 +15,69 @@ use serde_yaml::Value;
 
 use crate::error::{child, index, Diag};
 use crate::model::{
-    ByteSize, CrashLoop, Limit, Limits, LogFormat, LogSettings, PoolSpec, ReadySpec, RestartPolicy,
-    Rotate, StderrLog,
+    ByteSize, CrashLoop, Limit, Limits, LogFormat, LogSettings, PoolSpec, ReadySpec, Resource,
+    RestartPolicy, Rotate, StderrLog,
 };
 use crate::template::{Template, Vars};
 use crate::yaml::{
     read_bool, read_duration, read_int, read_list, read_scalar, read_size, read_str, read_u32_in,
     Map,
 };
+use crate::MAX_WORKERS;
 
-/// The pool settings, valid in `defaults:` and in every instance.
-pub(crate) const POOL_KEYS: &[&str] = &[
-    "workers",
-    "command",
-    "cwd",
-    "env",
-    "user",
-    "group",
-    "ready",
-    "stop_timeout",
-    "restart",
-    "logs",
-    "rolling",
-    "umask",
-    "limits",
+/// How one pool setting is read into a [`RawPool`]: its value, its key path, the collector
+/// of problems.
+type ReadSetting = fn(&Value, &str, &mut Diag, &mut RawPool);
+
+/// The pool settings, valid in `defaults:` and in every instance, each with its reader: the
+/// one list of them, from which [`POOL_KEYS`] is taken. Nested sections (`ready`, `restart`,
+/// `logs`, `limits`) check their own keys.
+const POOL_SETTINGS: &[(&str, ReadSetting)] = &[
+    ("workers", |v, path, diag, pool| {
+        pool.workers = read_u32_in(v, path, diag, 1, MAX_WORKERS);
+    }),
+    ("command", |v, path, diag, pool| {
+        pool.command_written = true;
+        pool.command = read_command(v, path, diag);
+    }),
+    ("cwd", |v, path, diag, pool| {
+        pool.cwd = read_cwd(v, path, diag)
+    }),
+    ("env", |v, path, diag, pool| {
+        pool.env = read_env(v, path, diag)
+    }),
+    ("user", |v, path, diag, pool| {
+        pool.user = read_name(v, path, diag)
+    }),
+    ("group", |v, path, diag, pool| {
+        pool.group = read_name(v, path, diag)
+    }),
+    ("ready", read_ready),
+    ("stop_timeout", |v, path, diag, pool| {
+        pool.stop_timeout = read_duration(v, path, diag);
+    }),
+    ("restart", read_restart),
+    ("logs", read_logs),
+    ("rolling", read_rolling),
+    ("umask", |v, path, diag, pool| {
+        pool.umask = read_umask(v, path, diag)
+    }),
+    ("limits", read_limits),
 ];
+
+/// The keys of [`POOL_SETTINGS`], in its order.
+pub(crate) const POOL_KEYS: &[&str] = &{
+    let mut keys = [""; POOL_SETTINGS.len()];
+    let mut i = 0;
+    while i < keys.len() {
+        keys[i] = POOL_SETTINGS[i].0;
+        i += 1;
+    }
+    keys
+};
 
 /// Default number of workers per instance.
 const DEFAULT_WORKERS: u32 = 2;
-/// Upper bound on workers per instance: beyond it a typo (`workers: 40000`) is likelier than intent.
-const MAX_WORKERS: u32 = 1024;
 /// Default grace between SIGTERM and SIGKILL.
 const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Variables ctsd itself sets for each worker; configuring them would break
@@ -110,56 +143,42 @@ pub(crate) struct RawPool {
     pub(crate) stderr: Option<StderrLog>,
     /// `umask`.
     pub(crate) umask: Option<u32>,
-    /// `limits.nofile`.
-    pub(crate) nofile: Option<Limit>,
-    /// `limits.nproc`.
-    pub(crate) nproc: Option<Limit>,
-    /// `limits.core`.
-    pub(crate) core: Option<Limit>,
+    /// `limits`, merged by resource.
+    pub(crate) limits: Limits,
 }
 
-/// Reads the pool settings of `map` (the caller checks for unknown keys,
+/// Reads the pool settings of `map` in file order (the caller checks for unknown keys,
 /// since instances allow more).
 pub(crate) fn read_pool(map: &Map<'_>, diag: &mut Diag) -> RawPool {
     let mut pool = RawPool::default();
     for (key, value) in map.entries() {
-        let path = map.path_of(key);
-        match key {
-            "workers" => pool.workers = read_u32_in(value, &path, diag, 1, MAX_WORKERS),
-            "command" => {
-                pool.command_written = true;
-                pool.command = read_command(value, &path, diag);
-            }
-            "cwd" => {
-                pool.cwd = read_str(value, &path, diag).and_then(|text| {
-                    if text.is_empty() {
-                        diag.error(&path, "the working directory is empty");
-                        return None;
-                    }
-                    Template::parse(text).map_err(|e| diag.error(&path, e)).ok()
-                });
-            }
-            "env" => pool.env = read_env(value, &path, diag),
-            "user" => pool.user = read_name(value, &path, diag),
-            "group" => pool.group = read_name(value, &path, diag),
-            "ready" => read_ready(value, &path, diag, &mut pool),
-            "stop_timeout" => pool.stop_timeout = read_duration(value, &path, diag),
-            "restart" => read_restart(value, &path, diag, &mut pool),
-            "logs" => read_logs(value, &path, diag, &mut pool),
-            "umask" => pool.umask = read_umask(value, &path, diag),
-            "limits" => read_limits(value, &path, diag, &mut pool),
-            "rolling" => {
-                if let Some(map) = Map::read(value, &path, diag) {
-                    map.check_keys(&["batch"], diag);
-                    if let Some(v) = map.get("batch") {
-                        pool.rolling_batch = read_u32_in(v, &map.path_of("batch"), diag, 1, 1024);
-                    }
-                }
-            }
-            _ => {}
+        if let Some((_, read)) = POOL_SETTINGS.iter().find(|(k, _)| *k == key) {
+            read(value, &map.path_of(key), diag, &mut pool);
         }
     }
     pool
+}
+
+/// `cwd`: a non-empty template.
+fn read_cwd(value: &Value, path: &str, diag: &mut Diag) -> Option<Template> {
+    read_str(value, path, diag).and_then(|text| {
+        if text.is_empty() {
+            diag.error(path, "the working directory is empty");
+            return None;
+        }
+        Template::parse(text).map_err(|e| diag.error(path, e)).ok()
+    })
+}
+
+/// `rolling: {batch}`.
+fn read_rolling(value: &Value, path: &str, diag: &mut Diag, pool: &mut RawPool) {
+    if let Some(map) = Map::read(value, path, diag) {
+        map.check_keys(&["batch"], diag);
+        if let Some(v) = map.get("batch") {
+            // A batch beyond the most workers an instance may have means nothing more.
+            pool.rolling_batch = read_u32_in(v, &map.path_of("batch"), diag, 1, MAX_WORKERS);
+        }
+    }
 }
 
 /// `umask`: octal digits as a string: `"0027"`, or `027` unquoted (which YAML keeps as a
@@ -195,25 +214,22 @@ fn read_limits(value: &Value, path: &str, diag: &mut Diag, pool: &mut RawPool) {
     let Some(map) = Map::read(value, path, diag) else {
         return;
     };
-    map.check_keys(&["nofile", "nproc", "core"], diag);
-    for (key, slot) in [
-        ("nofile", &mut pool.nofile),
-        ("nproc", &mut pool.nproc),
-        ("core", &mut pool.core),
-    ] {
+    map.check_keys(&Resource::ALL.map(Resource::name), diag);
+    for resource in Resource::ALL {
+        let key = resource.name();
         let Some(v) = map.get(key) else { continue };
         let path = map.path_of(key);
-        *slot = match v {
+        let unlimited = matches!(v, Value::String(s) if s == "unlimited" || s == "infinity");
+        *pool.limits.slot_mut(resource) = match resource {
             // The kernel refuses an open-file limit above fs.nr_open, even to root.
-            Value::String(s) if (s == "unlimited" || s == "infinity") && key == "nofile" => {
+            Resource::Nofile if unlimited => {
                 diag.error(
                     &path,
                     "nofile cannot be unlimited (the kernel caps it at fs.nr_open): give a number",
                 );
                 None
             }
-            Value::String(s) if s == "unlimited" || s == "infinity" => Some(Limit::Unlimited),
-            _ if key == "nofile" => read_int(v, &path, diag).and_then(|n| {
+            Resource::Nofile => read_int(v, &path, diag).and_then(|n| {
                 if (64..=1 << 30).contains(&n) {
                     Some(Limit::Value(n as u64))
                 } else {
@@ -221,16 +237,19 @@ fn read_limits(value: &Value, path: &str, diag: &mut Diag, pool: &mut RawPool) {
                     None
                 }
             }),
-            _ => read_int(v, &path, diag).and_then(|n| match u64::try_from(n) {
-                Ok(n) => Some(Limit::Value(n)),
-                Err(_) => {
-                    diag.error(
-                        &path,
-                        format!("{n} is negative: give a number or `unlimited`"),
-                    );
-                    None
-                }
-            }),
+            Resource::Nproc | Resource::Core if unlimited => Some(Limit::Unlimited),
+            Resource::Nproc | Resource::Core => {
+                read_int(v, &path, diag).and_then(|n| match u64::try_from(n) {
+                    Ok(n) => Some(Limit::Value(n)),
+                    Err(_) => {
+                        diag.error(
+                            &path,
+                            format!("{n} is negative: give a number or `unlimited`"),
+                        );
+                        None
+                    }
+                })
+            }
         };
     }
 }
@@ -509,9 +528,7 @@ impl RawPool {
             max_age: self.max_age.or(defaults.max_age),
             stderr: self.stderr.or(defaults.stderr),
             umask: self.umask.or(defaults.umask),
-            nofile: self.nofile.or(defaults.nofile),
-            nproc: self.nproc.or(defaults.nproc),
-            core: self.core.or(defaults.core),
+            limits: self.limits.over(&defaults.limits),
         }
     }
 
@@ -557,11 +574,7 @@ impl RawPool {
             group: self.group.clone(),
             accounts: None,
             umask: self.umask,
-            limits: Limits {
-                nofile: self.nofile,
-                nproc: self.nproc,
-                core: self.core,
-            },
+            limits: self.limits,
             ready: ReadySpec {
                 notify: self.notify.unwrap_or(ready.notify),
                 after: self.after.unwrap_or(ready.after),

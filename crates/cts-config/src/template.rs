@@ -6,6 +6,7 @@
 //! written, so a mistake in `defaults:` is reported once against the key
 //! that holds it rather than once per instance; rendering cannot fail.
 
+use crate::model::InstanceConfig;
 use crate::yaml::closest;
 
 /// A value that may be substituted into a template.
@@ -61,6 +62,19 @@ pub(crate) struct Vars<'a> {
     pub(crate) currency: &'a str,
     /// `{port}`.
     pub(crate) port: u16,
+}
+
+impl<'a> Vars<'a> {
+    /// The values of a finished instance.
+    pub(crate) fn of(instance: &'a InstanceConfig) -> Vars<'a> {
+        Vars {
+            instance: instance.key.as_str(),
+            name: &instance.name,
+            prefix: instance.prefix.as_str(),
+            currency: instance.currency.as_str(),
+            port: instance.port,
+        }
+    }
 }
 
 impl Template {

@@ -122,6 +122,47 @@ fn scaled(number: &str, scale: u128) -> Option<u128> {
     whole.checked_add(numerator.checked_mul(scale)? / denominator)
 }
 
+/// How [`format_duration`] writes a duration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DurationStyle {
+    /// As a setting reads, for timeouts and delays in messages: `500ms`, `1.5s` (one decimal,
+    /// under 10 s), `30s`, `5m`, `1m30s`, `2h0m`. Hours are the largest unit; from an hour on
+    /// the seconds are left out, and so are zero seconds after whole minutes.
+    Setting,
+    /// As an elapsed time such as a worker's uptime: whole seconds, the two largest units from
+    /// days down, the second one even when zero: `5s`, `1m0s`, `2h1m`, `1d1h`.
+    Elapsed,
+}
+
+/// Writes `d` for people, in the units [`parse_duration`] reads (`ms`, `s`, `m`, `h`, `d`),
+/// combined: `1m30s`. See [`DurationStyle`] for the two ways.
+pub fn format_duration(d: Duration, style: DurationStyle) -> String {
+    let s = d.as_secs();
+    match style {
+        DurationStyle::Setting => {
+            let ms = d.as_millis();
+            if ms < 1000 {
+                format!("{ms}ms")
+            } else if ms % 1000 != 0 && ms < 10_000 {
+                format!("{:.1}s", d.as_secs_f64())
+            } else {
+                match (s / 3600, s / 60 % 60, s % 60) {
+                    (0, 0, s) => format!("{s}s"),
+                    (0, m, 0) => format!("{m}m"),
+                    (0, m, s) => format!("{m}m{s}s"),
+                    (h, m, _) => format!("{h}h{m}m"),
+                }
+            }
+        }
+        DurationStyle::Elapsed => match (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60) {
+            (0, 0, 0, s) => format!("{s}s"),
+            (0, 0, m, s) => format!("{m}m{s}s"),
+            (0, h, m, _) => format!("{h}h{m}m"),
+            (d, h, _, _) => format!("{d}d{h}h"),
+        },
+    }
+}
+
 impl fmt::Display for ByteSize {
     /// The largest unit that divides the size exactly: `100MB`, `1536KB`, `7B`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -160,6 +201,46 @@ mod tests {
         ];
         for (text, want) in cases {
             assert_eq!(parse_duration(text), Ok(want), "{text}");
+        }
+    }
+
+    #[test]
+    fn formatted_durations() {
+        use DurationStyle::{Elapsed, Setting};
+        let ms = Duration::from_millis;
+        let s = Duration::from_secs;
+        let cases = [
+            (ms(0), Setting, "0ms"),
+            (ms(500), Setting, "500ms"),
+            (ms(999), Setting, "999ms"),
+            (ms(1000), Setting, "1s"),
+            (ms(1500), Setting, "1.5s"),
+            (ms(9_999), Setting, "10.0s"),
+            (ms(10_500), Setting, "10s"),
+            (s(30), Setting, "30s"),
+            (s(60), Setting, "1m"),
+            (s(90), Setting, "1m30s"),
+            (s(300), Setting, "5m"),
+            (s(3600), Setting, "1h0m"),
+            (s(7265), Setting, "2h1m"),
+            (s(90_000), Setting, "25h0m"),
+            (s(0), Elapsed, "0s"),
+            (ms(1500), Elapsed, "1s"),
+            (s(5), Elapsed, "5s"),
+            (s(60), Elapsed, "1m0s"),
+            (s(65), Elapsed, "1m5s"),
+            (s(3600), Elapsed, "1h0m"),
+            (s(7260), Elapsed, "2h1m"),
+            (s(86_400), Elapsed, "1d0h"),
+            (s(90_000), Elapsed, "1d1h"),
+        ];
+        for (d, style, want) in cases {
+            assert_eq!(format_duration(d, style), want, "{d:?} {style:?}");
+        }
+        // What the setting style writes in a single unit reads back as the same duration.
+        for text in ["500ms", "1.5s", "30s", "5m"] {
+            let d = parse_duration(text).unwrap();
+            assert_eq!(format_duration(d, Setting), text);
         }
     }
 

@@ -120,20 +120,7 @@ fn build_instance(
         currency: currency.as_str(),
         port,
     };
-    let base_env: BTreeMap<String, String> = [
-        ("CTS_INSTANCE", key.to_string()),
-        ("CTS_INSTANCE_NAME", name.clone()),
-        ("CTS_PREFIX", prefix.to_string()),
-        ("CTS_CURRENCY", currency.to_string()),
-        ("CTS_ENVIRONMENT", environment.to_string()),
-        ("PORT", port.to_string()),
-        ("SCRIPT_NAME", prefix.to_string()),
-        ("DJANGO_SETTINGS_MODULE", format!("cts.settings.{key}")),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    let pool = pool.build(&vars, base_env, dir)?;
+    let pool = pool.build(&vars, contract_env(&vars, environment), dir)?;
     Some(InstanceConfig {
         key,
         name,
@@ -142,6 +129,34 @@ fn build_instance(
         port,
         pool,
     })
+}
+
+/// The contract variables that only mirror the instance's own fields (key, name, prefix,
+/// currency, port). The reload diff leaves them out of `env`: a change of theirs shows as the
+/// change of the field itself.
+pub(crate) fn instance_env(vars: &Vars<'_>) -> [(&'static str, String); 6] {
+    [
+        ("CTS_INSTANCE", vars.instance.to_owned()),
+        ("CTS_INSTANCE_NAME", vars.name.to_owned()),
+        ("CTS_PREFIX", vars.prefix.to_owned()),
+        ("CTS_CURRENCY", vars.currency.to_owned()),
+        ("PORT", vars.port.to_string()),
+        ("SCRIPT_NAME", vars.prefix.to_owned()),
+    ]
+}
+
+/// Every contract variable of an instance, which its configured `env` is rendered over:
+/// [`instance_env`], `CTS_ENVIRONMENT` and `DJANGO_SETTINGS_MODULE=cts.settings.<key>`.
+fn contract_env(vars: &Vars<'_>, environment: Environment) -> BTreeMap<String, String> {
+    let settings = format!("cts.settings.{}", vars.instance);
+    instance_env(vars)
+        .into_iter()
+        .chain([
+            ("CTS_ENVIRONMENT", environment.to_string()),
+            ("DJANGO_SETTINGS_MODULE", settings),
+        ])
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
 }
 
 /// `backoff_initial` must not exceed `backoff_max`. `written` holds the

@@ -72,7 +72,9 @@ impl PassedSockets {
                 tracing::warn!("LISTEN_FDS names fd {number}, which is not open; ignored");
                 continue;
             }
-            // SAFETY: the fd is open (checked above) and handed to this process alone.
+            // SAFETY: the fd is open (checked above) and was handed to this process alone
+            // (LISTEN_PID); nothing else here owns it, and it is taken once: the variables that
+            // name it were removed above, so a second call takes nothing.
             let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(number) };
             passed.push(Passed { name, number, fd });
         }

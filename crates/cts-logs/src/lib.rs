@@ -6,6 +6,7 @@
 //!   and, with [`LineFormat::Timestamped`], stamping each run with the prefix its lines get.
 //! - [`writer`]: one thread per instance, appending those runs to the instance's file and
 //!   deciding when to rotate it.
+//! - `prefix` (private): building a line's prefix and inserting it before each line of a chunk.
 //! - `rotate` (private): the directory side of rotation: names of rotated files, retention,
 //!   gzip on a helper thread.
 //! - [`options`]: [`LogOptions`] (size, time, retention, compression, line format).
@@ -47,6 +48,7 @@
 #![warn(missing_docs)]
 
 pub mod options;
+mod prefix;
 pub mod reader;
 mod rotate;
 pub mod since;

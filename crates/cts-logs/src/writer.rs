@@ -450,7 +450,7 @@ impl Writer {
         let before = out.len();
         let filled = self.size + before as u64;
         if filled > 0 && self.options.rotate.period((self.clock)()) == self.period {
-            crate::reader::prefix_into(out, chunk, prefix);
+            crate::prefix::prefix_into(out, chunk, prefix);
             let max = self.options.max_size;
             if max == 0 || self.size + out.len() as u64 <= max {
                 return;
@@ -460,7 +460,7 @@ impl Writer {
         }
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
-        crate::reader::prefix_into(&mut scratch, chunk, prefix);
+        crate::prefix::prefix_into(&mut scratch, chunk, prefix);
         self.push(out, &scratch);
         self.scratch = scratch;
     }

@@ -170,7 +170,7 @@ impl PlanAction {
 pub struct ScaleRequest {
     /// The instance.
     pub instance: InstanceName,
-    /// The new number of workers (1-1024).
+    /// The new number of workers (1-1024, `cts_config::MAX_WORKERS`; ctsd refuses others).
     pub workers: u32,
 }
 

@@ -45,4 +45,6 @@ pub use core::{human, Done, Refusal};
 pub use handle::{
     Control, InstanceHandle, InstanceState, Outcome, Status, Summary, WorkerInfo, WorkerState,
 };
-pub use spawn::{exec_worker, Privileges, EXEC_WORKER_ARG, INHERITED_VARS_TO_DROP};
+pub use spawn::{
+    exec_worker, worker_environment, Privileges, EXEC_WORKER_ARG, INHERITED_VARS_TO_DROP,
+};

@@ -6,7 +6,8 @@
 //! which the child may not compute with `setenv` between fork and exec) and then `exec`s the
 //! worker command, so the worker keeps the pid, the process group and the parent-death signal.
 
-use std::ffi::OsString;
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,31 @@ pub const INHERITED_VARS_TO_DROP: &[&str] = &[
     "JOURNAL_STREAM",
     "CTSD_SOCKET",
 ];
+
+/// The environment a worker runs with: `inherited` (ctsd's own, or for `ctsctl run` the
+/// running ctsd's) without [`INHERITED_VARS_TO_DROP`], then `configured` (the pool's `env`,
+/// contract variables included) over it. Later entries of either win over earlier ones of
+/// the same name, as in `environ`-based lookups. The variables that only a spawned worker
+/// gets (`LISTEN_FDS`, `LISTEN_FDNAMES`, `NOTIFY_SOCKET`) are not added here.
+pub fn worker_environment<K, V>(
+    inherited: impl IntoIterator<Item = (OsString, OsString)>,
+    configured: impl IntoIterator<Item = (K, V)>,
+) -> BTreeMap<OsString, OsString>
+where
+    K: AsRef<OsStr>,
+    V: AsRef<OsStr>,
+{
+    let mut env: BTreeMap<OsString, OsString> = inherited
+        .into_iter()
+        .filter(|(k, _)| !INHERITED_VARS_TO_DROP.iter().any(|v| k.as_os_str() == *v))
+        .collect();
+    env.extend(
+        configured
+            .into_iter()
+            .map(|(k, v)| (k.as_ref().to_owned(), v.as_ref().to_owned())),
+    );
+    env
+}
 
 /// Everything needed to start workers of one pool, resolved once.
 #[derive(Debug, Clone)]
@@ -106,18 +132,13 @@ impl Privileges {
             None => None,
         };
         let mut limits = Vec::new();
-        for (name, limit) in pool.limits.iter() {
-            use nix::sys::resource::Resource;
-            let resource = match name {
-                "nofile" => Resource::RLIMIT_NOFILE,
-                "nproc" => Resource::RLIMIT_NPROC,
-                _ => Resource::RLIMIT_CORE,
-            };
+        for (which, limit) in pool.limits.iter() {
+            let resource = which.rlimit();
             let value = match limit {
                 cts_config::Limit::Value(v) => v,
                 cts_config::Limit::Unlimited => nix::libc::RLIM_INFINITY,
             };
-            if name == "nofile" {
+            if which == cts_config::Resource::Nofile {
                 // Above fs.nr_open the kernel refuses even root.
                 let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
                     .ok()
@@ -130,7 +151,7 @@ impl Privileges {
             }
             if !root {
                 let (_, hard) = nix::sys::resource::getrlimit(resource)
-                    .map_err(|e| format!("cannot read limit {name}: {e}"))?;
+                    .map_err(|e| format!("cannot read limit {which}: {e}"))?;
                 if value > hard {
                     let shown = if value == nix::libc::RLIM_INFINITY {
                         "unlimited".to_owned()
@@ -138,7 +159,7 @@ impl Privileges {
                         value.to_string()
                     };
                     return Err(format!(
-                        "limits.{name} {shown} is above the hard limit {hard}, which only root may raise"
+                        "limits.{which} {shown} is above the hard limit {hard}, which only root may raise"
                     ));
                 }
             }
@@ -160,14 +181,26 @@ impl Privileges {
     }
 
     /// Applies them to this process. Only async-signal-safe system calls on data prepared
-    /// beforehand, and no allocation: safe between fork and exec.
+    /// beforehand, and no allocation: usable between fork and exec.
+    ///
+    /// # Safety
+    ///
+    /// Call it only in a process that is about to `exec` and runs no other thread: the child
+    /// between fork and exec (e.g. in [`std::os::unix::process::CommandExt::pre_exec`]), or a
+    /// single-threaded process right before it execs. It changes process-wide state (user,
+    /// groups, umask, resource limits, working directory) under the feet of any other code
+    /// in the process, such as other threads or open relative paths, and it is meant to run
+    /// where only async-signal-safe calls are allowed, which it keeps to.
     ///
     /// # Errors
     ///
     /// The OS error of the first call that failed.
-    pub fn apply(&self) -> io::Result<()> {
+    pub unsafe fn apply(&self) -> io::Result<()> {
         use nix::libc;
-        // SAFETY: plain system calls on integers and on a slice allocated before the fork.
+        // SAFETY: these libc calls take integers, a pointer and length into `self.groups` (a
+        // live Vec, allocated before the fork, with `n` elements) and a pointer to the
+        // NUL-terminated `self.cwd` (a live CString); none of them keeps the pointers. The
+        // caller guarantees that changing the process's credentials, limits and cwd is fine.
         unsafe {
             if let Some(mask) = self.umask {
                 libc::umask(mask as libc::mode_t);
@@ -235,10 +268,10 @@ pub fn spawn(
 ) -> io::Result<Child> {
     let mut cmd = Command::new(&spec.shim);
     cmd.arg(EXEC_WORKER_ARG).arg("--").args(&spec.argv);
-    for var in INHERITED_VARS_TO_DROP {
-        cmd.env_remove(var);
-    }
-    cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
+    cmd.env_clear().envs(worker_environment(
+        std::env::vars_os(),
+        spec.env.iter().map(|(k, v)| (k, v)),
+    ));
     if listener.is_some() {
         cmd.env("LISTEN_FDS", "1")
             .env("LISTEN_FDNAMES", &spec.fd_name);
@@ -256,11 +289,16 @@ pub fn spawn(
         parent: std::process::id() as nix::libc::pid_t,
         privileges: spec.privileges.clone(),
     };
+    let in_child = move || {
+        // SAFETY: this closure is only given to `pre_exec` below, which runs it in the child
+        // between fork and exec, where `run` belongs.
+        unsafe { setup.run() }
+    };
     // SAFETY: the closure runs between fork and exec and only makes async-signal-safe system
-    // calls (fcntl, dup2, prctl, getppid, umask, setrlimit, setgroups, setgid, setuid) on
-    // values prepared before the fork; it neither allocates nor locks.
+    // calls (fcntl, dup2, prctl, getppid, umask, setrlimit, setgroups, setgid, setuid, chdir)
+    // on values prepared before the fork; it neither allocates nor locks.
     unsafe {
-        cmd.pre_exec(move || setup.run());
+        cmd.pre_exec(in_child);
     }
     cmd.spawn()
 }
@@ -274,16 +312,30 @@ struct ChildSetup {
 
 impl ChildSetup {
     /// Runs in the child between fork and exec: only async-signal-safe calls.
-    fn run(&self) -> io::Result<()> {
-        self.privileges.apply()?;
-        child_setup(self.listener, self.parent)
+    ///
+    /// # Safety
+    ///
+    /// Only in the child between fork and exec: see [`Privileges::apply`] and [`child_setup`].
+    unsafe fn run(&self) -> io::Result<()> {
+        // SAFETY: our caller runs us in the child between fork and exec.
+        unsafe {
+            self.privileges.apply()?;
+            child_setup(self.listener, self.parent)
+        }
     }
 }
 
 /// The socket and the parent-death signal: only async-signal-safe calls.
-fn child_setup(listener: Option<RawFd>, parent: nix::libc::pid_t) -> io::Result<()> {
+///
+/// # Safety
+///
+/// Only in the child between fork and exec: it puts `listener` on fd 3, replacing whatever
+/// fd 3 was, which may belong to some other owner in this process.
+unsafe fn child_setup(listener: Option<RawFd>, parent: nix::libc::pid_t) -> io::Result<()> {
     use nix::libc;
-    // SAFETY: plain system calls on integers.
+    // SAFETY: fcntl and dup2 on integer fds. Replacing fd 3 is what the caller allows (the
+    // child is about to exec and owns nothing on it that is used afterwards); `listener`
+    // stays open, as it is only duplicated.
     unsafe {
         let Some(listener) = listener else {
             return parent_death_signal(parent);
@@ -304,7 +356,7 @@ fn child_setup(listener: Option<RawFd>, parent: nix::libc::pid_t) -> io::Result<
 /// SIGKILL when ctsd dies: only async-signal-safe calls.
 fn parent_death_signal(parent: nix::libc::pid_t) -> io::Result<()> {
     use nix::libc;
-    // SAFETY: plain system calls on integers.
+    // SAFETY: prctl and getppid on integers; no memory is passed or kept.
     unsafe {
         if libc::prctl(
             libc::PR_SET_PDEATHSIG,
@@ -367,4 +419,37 @@ pub fn program_name(argv: &[String]) -> &str {
                 .unwrap_or(p)
         })
         .unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_environment_drops_ctsds_own_variables_and_lays_the_pools_over() {
+        let os = |k: &str, v: &str| (OsString::from(k), OsString::from(v));
+        let inherited = vec![
+            os("PATH", "/usr/bin"),
+            os("NOTIFY_SOCKET", "/run/systemd/notify"),
+            os("LISTEN_FDS", "2"),
+            os("CTSD_SOCKET", "/run/ctsd/ctsd.sock"),
+            os("LANG", "C"),
+            os("JOURNAL_STREAM", "8:123"),
+        ];
+        let configured = [("LANG", "C.UTF-8"), ("PORT", "8003"), ("CTSD_SOCKET", "/x")];
+        let env = worker_environment(inherited, configured);
+        let got: Vec<(&str, &str)> = env
+            .iter()
+            .map(|(k, v)| (k.to_str().unwrap(), v.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("CTSD_SOCKET", "/x"),
+                ("LANG", "C.UTF-8"),
+                ("PATH", "/usr/bin"),
+                ("PORT", "8003"),
+            ]
+        );
+    }
 }

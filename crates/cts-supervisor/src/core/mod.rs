@@ -168,20 +168,8 @@ pub enum Effect {
     Settled,
 }
 
-/// `100ms`, `2s`, `1m30s`: durations as the config file writes them.
+/// `100ms`, `2s`, `1m30s`: durations as the config file writes them
+/// ([`cts_config::format_duration`] in [`cts_config::DurationStyle::Setting`]).
 pub fn human(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else if ms % 1000 != 0 && ms < 10_000 {
-        format!("{:.1}s", d.as_secs_f64())
-    } else {
-        let s = d.as_secs();
-        match (s / 3600, s / 60 % 60, s % 60) {
-            (0, 0, s) => format!("{s}s"),
-            (0, m, 0) => format!("{m}m"),
-            (0, m, s) => format!("{m}m{s}s"),
-            (h, m, _) => format!("{h}h{m}m"),
-        }
-    }
+    cts_config::format_duration(d, cts_config::DurationStyle::Setting)
 }

@@ -4,10 +4,8 @@
 
 use crate::control::Shared;
 use crate::signals::DaemonEvent;
+use cts_config::MAX_WORKERS;
 use cts_proto::{ErrorKind, ErrorReply, Outcomes, Response, ScaleRequest};
-
-/// The most workers one instance may have (as in the config's validation).
-const MAX_WORKERS: u32 = 1024;
 
 pub async fn handle(r: &ScaleRequest, shared: &Shared) -> Response {
     if r.workers == 0 || r.workers > MAX_WORKERS {
