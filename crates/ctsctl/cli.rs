@@ -53,6 +53,7 @@ pub enum Command {
         /// Instance key.
         instance: String,
         /// New number of workers (1-1024).
+        #[arg(value_parser = clap::value_parser!(u32).range(1..=1024))]
         workers: u32,
     },
     /// Send a signal to every worker of instances: `ctsctl signal jordan USR1`,

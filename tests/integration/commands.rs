@@ -43,8 +43,11 @@ fn scale_adds_and_drains_workers_without_touching_the_others() {
     assert_eq!(d.pids("turkey"), turkey);
     assert!(get(d.port("jordan"), "/").is_ok());
 
+    // A number out of range is a usage error, like one that is no number at all.
     let out = d.ctl(&["scale", "jordan", "0"]);
-    assert_eq!(out.status.code(), Some(1), "0 workers is refused");
+    assert_eq!(out.status.code(), Some(2), "0 workers is refused");
+    let out = d.ctl(&["scale", "jordan", "abc"]);
+    assert_eq!(out.status.code(), Some(2));
     let out = d.ctl(&["scale", "jordn", "2"]);
     assert_eq!(out.status.code(), Some(5));
 }

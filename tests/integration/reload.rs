@@ -43,7 +43,7 @@ fn reload_applies_a_plan_that_touches_only_what_changed() {
         String::from_utf8_lossy(&out.stderr)
     );
     for line in [
-        "iraq: scale (workers)",
+        "iraq: scale (workers 2 → 3)",
         "jordan: rolling restart (command)",
         "egypt: none",
         "kuwait: start",
@@ -195,7 +195,11 @@ fn reload_after_a_scale_returns_to_the_files_workers() {
     let out = d.ctl(&["reload", "--dry-run"]);
     let plan = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "{plan}");
-    for line in ["iraq: scale (workers)", "turkey: none", "jordan: none"] {
+    for line in [
+        "iraq: scale (workers 4 → 2)",
+        "turkey: none",
+        "jordan: none",
+    ] {
         assert!(plan.contains(line), "plan lacks `{line}`:\n{plan}");
     }
 
@@ -207,7 +211,7 @@ fn reload_after_a_scale_returns_to_the_files_workers() {
         String::from_utf8_lossy(&out.stderr),
         d.stderr()
     );
-    assert!(plan.contains("iraq: scale (workers)"), "{plan}");
+    assert!(plan.contains("iraq: scale (workers 4 → 2)"), "{plan}");
     assert_eq!(d.instance("iraq")["desired_workers"], 2);
     let mut down = d.pids("iraq");
     assert!(

@@ -126,29 +126,3 @@ fn workers_get_the_contract_environment_and_only_fd_3() {
         "only 0-3 (and ls's own directory fd) may be open: {fds_line}"
     );
 }
-
-#[test]
-fn a_worker_that_binds_nothing_still_has_ctsd_socket_kept_open() {
-    // The port belongs to ctsd: with every worker stopped the port still accepts connections.
-    let d = Daemon::start(vec![Inst::new("jordan", "Jordan", "/JO", "JOD")], "");
-    d.wait_running("jordan");
-    let out = d.ctl(&["stop", "jordan"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(d.instance("jordan")["state"], "stopped");
-    let conn = std::net::TcpStream::connect(("127.0.0.1", d.port("jordan")));
-    assert!(
-        conn.is_ok(),
-        "the listening socket stays open while jordan is stopped"
-    );
-    let out = d.ctl(&["start", "jordan"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(get(d.port("jordan"), "/").is_ok());
-}

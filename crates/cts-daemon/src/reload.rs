@@ -58,10 +58,12 @@ pub(crate) async fn reload_now(
     let result = match loaded {
         Err(e) => Err(e),
         Ok(new) => {
-            let plan = cts_config::diff(&instances.config(), &new);
+            let old = instances.config();
+            let plan = cts_config::diff(&old, &new);
             if dry_run {
-                Ok((report(&plan, false), None))
+                Ok((report(&plan, &old, &new, false), None))
             } else {
+                let report = report(&plan, &old, &new, true);
                 for c in plan
                     .changes
                     .iter()
@@ -69,7 +71,7 @@ pub(crate) async fn reload_now(
                 {
                     tracing::info!(instance = %c.key, "reload: {} ({})", c.action.as_str(), c.fields.join(", "));
                 }
-                apply(instances, new, &plan).map(|pending| (report(&plan, true), Some(pending)))
+                apply(instances, new, &plan).map(|pending| (report, Some(pending)))
             }
         }
     };
@@ -78,7 +80,18 @@ pub(crate) async fn reload_now(
 }
 
 /// The plan in the wire's terms.
-pub fn report(plan: &cts_config::Plan, applied: bool) -> ReloadReport {
+pub fn report(
+    plan: &cts_config::Plan,
+    old: &cts_config::Config,
+    new: &cts_config::Config,
+    applied: bool,
+) -> ReloadReport {
+    // `workers` says from what to what (a scale may have made the pool differ from the file);
+    // other fields are named only (an env value may be a secret).
+    let field = |key: &str, f: &str| match (f, old.instance(key), new.instance(key)) {
+        ("workers", Some(o), Some(n)) => format!("workers {} → {}", o.pool.workers, n.pool.workers),
+        _ => f.to_owned(),
+    };
     ReloadReport {
         plan: plan
             .changes
@@ -94,7 +107,7 @@ pub fn report(plan: &cts_config::Plan, applied: bool) -> ReloadReport {
                     Action::Start => PlanAction::Start,
                     Action::Stop => PlanAction::Stop,
                 },
-                fields: c.fields.iter().map(|f| (*f).to_owned()).collect(),
+                fields: c.fields.iter().map(|f| field(&c.key, f)).collect(),
             })
             .collect(),
         not_applied: plan.not_applied.clone(),
