@@ -125,6 +125,7 @@ struct Step {
     state: Option<S>,
     deadline: Option<Option<u64>>,
     note: Option<&'static str>,
+    no_note: Option<&'static str>,
 }
 
 fn at(ms: u64, input: Input) -> Step {
@@ -136,6 +137,7 @@ fn at(ms: u64, input: Input) -> Step {
         state: None,
         deadline: None,
         note: None,
+        no_note: None,
     }
 }
 
@@ -160,6 +162,11 @@ impl Step {
     /// A log note containing this text.
     fn note(mut self, text: &'static str) -> Self {
         self.note = Some(text);
+        self
+    }
+    /// No log note containing this text.
+    fn no_note(mut self, text: &'static str) -> Self {
+        self.no_note = Some(text);
         self
     }
 }
@@ -221,6 +228,12 @@ fn run(settings: Settings, steps: Vec<Step>) -> Pool {
             assert!(
                 notes.iter().any(|t| t.contains(text)),
                 "step {n}: no note containing {text:?} in {notes:#?}"
+            );
+        }
+        if let Some(text) = step.no_note {
+            assert!(
+                !notes.iter().any(|t| t.contains(text)),
+                "step {n}: a note contains {text:?}: {notes:#?}"
             );
         }
         if singleton {
@@ -1404,4 +1417,98 @@ fn durations_read_as_the_config_file_writes_them() {
     for (millis, text) in table {
         assert_eq!(human(MS(millis)), text, "{millis}ms");
     }
+}
+
+#[test]
+fn a_second_stop_while_workers_are_stopping_waits_for_them_too() {
+    run(
+        web(1),
+        vec![
+            at(0, Input::Boot).want([spawn(0, 0)]),
+            at(10, ready(0)).want([settled()]),
+            at(20, req(1, Request::Stop)).want([term(0)]),
+            at(30, req(2, Request::Stop)).want([]),
+            at(40, exit(0)).want([kill(0), ok(1, Done::Stopped), ok(2, Done::Stopped)]),
+        ],
+    );
+}
+
+#[test]
+fn a_stop_of_a_running_pool_with_no_live_worker_is_not_already_stopped() {
+    // Both workers crashed and back off: the pool is up, just empty for a moment.
+    let mut s = web(1);
+    s.restart.backoff_initial = MS(1000);
+    run(
+        s,
+        vec![
+            at(0, Input::Boot).want([spawn(0, 0)]),
+            at(10, crash(0)).want([kill(0), spawn(1, 0), settled()]),
+            at(20, crash(1)).want([kill(1)]),
+            at(30, req(1, Request::Stop))
+                .want([ok(1, Done::Stopped)])
+                .note("stopping"),
+        ],
+    );
+}
+
+#[test]
+fn a_worker_stopped_before_its_pid_is_known_gets_sigterm_and_its_sigkill_deadline() {
+    let t0 = Instant::now();
+    let mut pool = Pool::new("jordan", web(1), Jitter::fixed(0.5), t0);
+    assert_eq!(pool.start(t0), [spawn(0, 0)]);
+    // ctsd is told to stop before the spawn is answered (the actor answers at once; the
+    // core does not rely on it).
+    let got = pool.handle(Event::Shutdown, t0 + MS(1));
+    assert!(got.iter().all(|e| matches!(e, Effect::Note(_))), "{got:?}");
+    let got = pool.handle(Event::Spawned(0, pid(0)), t0 + MS(5));
+    assert_eq!(got[0], term(0));
+    assert_eq!(pool.deadline(), Some(t0 + MS(5) + MS(30_000)));
+}
+
+#[test]
+fn a_singleton_whose_new_process_cannot_be_spawned_backs_off() {
+    let pool = run(
+        singleton(),
+        vec![
+            at(0, Input::Boot).want([spawn_bare(0, 0)]),
+            at(10, ready(0)).want([settled()]),
+            at(20, req(1, Request::Restart)).want([progress(0, 1), term(0)]),
+            at(30, exit(0))
+                .spawn_fails("ENOENT")
+                .want([
+                    kill(0),
+                    spawn_bare(1, 0),
+                    err(
+                        1,
+                        Refusal::RolledBack("could not start a new worker: ENOENT".into()),
+                    ),
+                ])
+                .deadline(Some(130))
+                .note("worker 0 could not be started: ENOENT; retrying in 100ms"),
+            at(130, tick()).want([spawn_bare(2, 0)]),
+        ],
+    );
+    assert_eq!(pool.status().restarts, 1);
+}
+
+#[test]
+fn the_crash_loop_is_announced_once() {
+    let mut s = web(1);
+    s.restart.crash_loop.restarts = 1;
+    run(
+        s,
+        vec![
+            at(0, Input::Boot).want([spawn(0, 0)]),
+            at(10, crash(0)).want([kill(0), spawn(1, 0), settled()]),
+            at(20, crash(1))
+                .want([kill(1)])
+                .state(S::Failing)
+                .note("failing: 2 crashes"),
+            at(30_020, tick()).want([spawn(2, 0)]),
+            at(30_030, crash(2))
+                .want([kill(2)])
+                .state(S::Failing)
+                .no_note("failing:"),
+        ],
+    );
 }
