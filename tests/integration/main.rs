@@ -6,6 +6,7 @@ mod check;
 mod commands;
 mod control;
 mod crash;
+mod hostile;
 mod logs;
 mod operator;
 mod reload;

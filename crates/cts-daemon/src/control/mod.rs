@@ -1,10 +1,11 @@
 //! The control socket: a Unix stream socket speaking `cts-proto`.
 //!
-//! Each connection is its own task, bounded in number ([`MAX_CONNECTIONS`]), in time (the
-//! handshake must arrive within [`HANDSHAKE_TIMEOUT`], an idle connection is closed after
-//! [`IDLE_TIMEOUT`]) and in frame size ([`cts_proto::MAX_FRAME`], checked before allocating).
-//! A slow or hostile client therefore holds at most one task and a small buffer; it never stalls
-//! the instance actors or other clients.
+//! Each connection is its own task, bounded in number (see [`admission`]: a reserve for admins,
+//! a share per user), in time (the handshake must arrive within [`HANDSHAKE_TIMEOUT`], an idle
+//! connection is closed after [`IDLE_TIMEOUT`]) and in frame size (by who sends it, checked
+//! before allocating, large frames within one budget for all connections). A slow or hostile
+//! client therefore holds at most one task and a small buffer; it never stalls the instance
+//! actors, other clients, or the operators.
 //!
 //! Handlers read the instances from what the [registry](crate::registry) publishes and talk to
 //! their actors directly; what acts on the daemon itself (`shutdown`, `reopen-logs`, `reload`,
@@ -12,6 +13,7 @@
 //! [`DaemonEvent`]. Nothing below this module uses it.
 
 pub mod access;
+pub mod admission;
 pub mod handlers;
 
 use crate::registry::{InstanceEntry, Published};
@@ -24,19 +26,20 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::io::AsyncReadExt;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Connections served at once; further ones are told the daemon is busy and closed.
-pub const MAX_CONNECTIONS: usize = 512;
 /// Time a client has to send its `Hello`.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time a connection may stay silent between requests.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Time to write one response to a client that does not read.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a refused client is given to read why before its connection is closed.
+pub const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 
 /// What control connections share.
 #[derive(Debug)]
@@ -134,7 +137,7 @@ pub fn bind(path: &Path, mode: u32, group: Option<&str>) -> Result<UnixListener,
 
 /// Accepts connections until `cancel` fires, then waits for the connections in progress.
 pub async fn serve(listener: UnixListener, shared: Arc<Shared>, cancel: CancellationToken) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let admission = admission::Admission::default();
     let tracker = TaskTracker::new();
     loop {
         let accepted = tokio::select! {
@@ -150,29 +153,51 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>, cancel: Cancella
                 continue;
             }
         };
-        match limit.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let shared = shared.clone();
-                let cancel = cancel.clone();
+        let (uid, role) = match stream.peer_cred() {
+            Ok(c) => (c.uid(), shared.access.role(c.uid(), c.gid(), c.pid())),
+            Err(e) => {
+                tracing::warn!("control connection without peer credentials: {e}");
+                (u32::MAX, access::Role::None)
+            }
+        };
+        match admission.admit(uid, role) {
+            Ok(ticket) => {
+                let (shared, cancel, admission) =
+                    (shared.clone(), cancel.clone(), admission.clone());
                 tracker.spawn(async move {
-                    connection(stream, &shared, &cancel).await;
-                    drop(permit);
+                    connection(stream, role, &shared, &cancel, &admission).await;
+                    drop(ticket);
                 });
             }
-            Err(_) => {
-                tracker.spawn(async move {
-                    let mut stream = stream;
-                    let busy = ErrorReply::new(
-                        ErrorKind::Failed,
-                        "ctsd is busy: too many control connections; retry",
-                    );
-                    let _ = send(&mut stream, &busy.into()).await;
-                });
-            }
+            // Told why, within a bound; beyond it the connection is simply closed.
+            Err(why) => match admission.refusal() {
+                Some(permit) => {
+                    tracker.spawn(async move {
+                        refuse(stream, why).await;
+                        drop(permit);
+                    });
+                }
+                None => drop(stream),
+            },
         }
     }
     tracker.close();
     tracker.wait().await;
+}
+
+/// Tells a refused client why and lets it read that: the reply is written first, then the
+/// connection stays open (its `hello` read and dropped) until the client closes it or
+/// [`REFUSAL_LINGER`] passes, so the client's own write does not fail with a broken pipe.
+async fn refuse(mut stream: UnixStream, why: admission::Refused) {
+    let busy = ErrorReply::new(ErrorKind::Failed, why.message());
+    if send(&mut stream, &busy.into()).await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+        let mut sink = [0u8; 512];
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }
 
 async fn send(stream: &mut UnixStream, resp: &Response) -> Result<(), FrameError> {
@@ -182,32 +207,79 @@ async fn send(stream: &mut UnixStream, resp: &Response) -> Result<(), FrameError
     }
 }
 
-/// Reads one frame within `limit`; `None` when the connection should end.
-async fn receive(stream: &mut UnixStream, limit: Duration) -> Option<Result<Vec<u8>, FrameError>> {
-    match tokio::time::timeout(limit, cts_proto::read_frame(stream)).await {
-        Err(_) => None,
-        Ok(Ok(None)) => None,
-        Ok(Ok(Some(b))) => Some(Ok(b)),
-        Ok(Err(e)) => Some(Err(e)),
-    }
+/// What reading a frame gave.
+enum Inbound {
+    /// A whole frame.
+    Frame(Vec<u8>),
+    /// The connection should end without a word: closed, timed out, or failed.
+    Gone,
+    /// The connection should end with this reply (a frame too large, a budget spent, a
+    /// stream that cannot be resynchronised).
+    Reject(ErrorReply),
+}
+
+/// Reads one frame within `within`, of at most `max` bytes; a frame above the small size takes
+/// its bytes from the shared budget before anything is allocated.
+async fn receive(
+    stream: &mut UnixStream,
+    within: Duration,
+    max: u32,
+    admission: &admission::Admission,
+) -> Inbound {
+    let read = async {
+        let mut len = [0u8; 4];
+        let mut got = 0;
+        while got < 4 {
+            match stream.read(&mut len[got..]).await {
+                Ok(0) if got == 0 => return Inbound::Gone,
+                Ok(0) => return Inbound::Reject(frame_error(&FrameError::Truncated)),
+                Ok(n) => got += n,
+                Err(_) => return Inbound::Gone,
+            }
+        }
+        let len = u32::from_be_bytes(len);
+        if len > max {
+            return Inbound::Reject(ErrorReply::new(
+                ErrorKind::TooLarge,
+                format!("a frame of {len} bytes is larger than the {max} bytes this peer may send"),
+            ));
+        }
+        let Some(_reserved) = admission.reserve_frame(len) else {
+            return Inbound::Reject(ErrorReply::new(
+                ErrorKind::Failed,
+                "ctsd is busy: too much request data is in flight; retry",
+            ));
+        };
+        let mut buf = vec![0u8; len as usize];
+        match stream.read_exact(&mut buf).await {
+            Ok(_) => Inbound::Frame(buf),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                Inbound::Reject(frame_error(&FrameError::Truncated))
+            }
+            Err(_) => Inbound::Gone,
+        }
+    };
+    tokio::time::timeout(within, read)
+        .await
+        .unwrap_or(Inbound::Gone)
 }
 
 /// One client: handshake, then requests until it hangs up, idles out, or ctsd shuts down.
-async fn connection(mut stream: UnixStream, shared: &Shared, cancel: &CancellationToken) {
-    let role = match stream.peer_cred() {
-        Ok(c) => shared.access.role(c.uid(), c.gid(), c.pid()),
-        Err(e) => {
-            tracing::warn!("control connection without peer credentials: {e}");
-            access::Role::None
-        }
-    };
-    let first = match receive(&mut stream, HANDSHAKE_TIMEOUT).await {
-        Some(Ok(bytes)) => bytes,
-        Some(Err(e)) => {
-            let _ = send(&mut stream, &frame_error(&e).into()).await;
+async fn connection(
+    mut stream: UnixStream,
+    role: access::Role,
+    shared: &Shared,
+    cancel: &CancellationToken,
+    admission: &admission::Admission,
+) {
+    let hello_max = admission::frame_limit(role, false);
+    let first = match receive(&mut stream, HANDSHAKE_TIMEOUT, hello_max, admission).await {
+        Inbound::Frame(bytes) => bytes,
+        Inbound::Reject(e) => {
+            let _ = send(&mut stream, &e.into()).await;
             return;
         }
-        None => return,
+        Inbound::Gone => return,
     };
     // Refused peers still get the handshake read first, so their client sees the reason
     // instead of a broken pipe.
@@ -254,19 +326,20 @@ async fn connection(mut stream: UnixStream, shared: &Shared, cancel: &Cancellati
             return;
         }
     }
+    let max = admission::frame_limit(role, true);
     loop {
         let frame = tokio::select! {
             // ctsd is shutting down: drop the connection.
             () = cancel.cancelled() => return,
             // The next request (or silence until the idle timeout).
-            f = receive(&mut stream, IDLE_TIMEOUT) => f,
+            f = receive(&mut stream, IDLE_TIMEOUT, max, admission) => f,
         };
         let bytes = match frame {
-            None => return,
-            Some(Ok(b)) => b,
-            Some(Err(e)) => {
+            Inbound::Gone => return,
+            Inbound::Frame(b) => b,
+            Inbound::Reject(e) => {
                 // After a bad length or a truncated frame the stream cannot be resynchronised.
-                let _ = send(&mut stream, &frame_error(&e).into()).await;
+                let _ = send(&mut stream, &e.into()).await;
                 return;
             }
         };

@@ -1,0 +1,184 @@
+//! Hostile peers on the control socket: operators still get through, and ctsd's memory stays
+//! within its budget whatever clients announce.
+
+use crate::util::*;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// `nobody`, who hogs the socket in these tests.
+const NOBODY: u32 = 65534;
+
+/// A process this test started, killed by pid when dropped (also when the test fails).
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Lets `nobody` reach the control socket of `d` (the test directory is private).
+fn open_to_everyone(d: &Daemon) {
+    use std::os::unix::fs::PermissionsExt;
+    for dir in [d.dir.path().to_path_buf(), d.dir.path().join("run")] {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+}
+
+/// Not a test: the hog that `operators_get_through_while_a_reader_hogs_the_socket` runs as
+/// `nobody` (this same test binary, started again with `CTS_HOG_SOCKET`). It keeps opening
+/// connections and holding them without a word, dropping the oldest as it goes.
+#[test]
+#[ignore = "a helper process of the hostile tests, not a test"]
+fn hog_helper() {
+    let Some(socket) = std::env::var_os("CTS_HOG_SOCKET") else {
+        return;
+    };
+    let end = Instant::now() + Duration::from_secs(60);
+    let mut held = std::collections::VecDeque::new();
+    while Instant::now() < end {
+        if let Ok(s) = UnixStream::connect(&socket) {
+            held.push_back(s);
+        }
+        if held.len() > 1000 {
+            held.pop_front();
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn operators_get_through_while_a_reader_hogs_the_socket() {
+    if !is_root() {
+        eprintln!("SKIPPED operators_get_through_while_a_reader_hogs_the_socket: needs root to run the hog as another user");
+        return;
+    }
+    let d = Daemon::start_with(
+        vec![Inst::new("jordan", "Jordan", "/JO", "JOD")],
+        // Anyone may connect and, with no socket_group, read: the worst case.
+        "socket_mode: \"0666\"",
+        "",
+    );
+    d.wait_running("jordan");
+    open_to_everyone(&d);
+    let hog = Command::new(std::env::current_exe().expect("this test binary"))
+        .args([
+            "--exact",
+            "hostile::hog_helper",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env("CTS_HOG_SOCKET", &d.socket)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the hog");
+    let _hog = Reaped(hog);
+    // The hog holds all it may; one more connection of its user is refused with the reason.
+    let refused = wait_until(WAIT, || {
+        let out = Command::new(ctsctl_bin())
+            .args(["--socket"])
+            .arg(&d.socket)
+            .arg("status")
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .output()
+            .expect("ctsctl as nobody");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !err.contains("Broken pipe"),
+            "the refusal is told, not a broken pipe: {err}"
+        );
+        err.contains("this user already holds")
+    });
+    assert!(refused, "the hog reached its share");
+    let (mut status_ok, mut restart_ok) = (0, 0);
+    for _ in 0..20 {
+        if d.ctl(&["status"]).status.success() {
+            status_ok += 1;
+        }
+        let out = d.ctl(&["restart", "jordan"]);
+        if out.status.success() {
+            restart_ok += 1;
+        } else {
+            eprintln!("restart failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    assert_eq!(
+        (status_ok, restart_ok),
+        (20, 20),
+        "root's status and restart"
+    );
+}
+
+/// A `hello` frame.
+fn hello() -> Vec<u8> {
+    let hello = cts_proto::Request::Hello(cts_proto::Hello {
+        proto: cts_proto::PROTO_VERSION,
+        client: "hostile test".into(),
+    });
+    let body = serde_json::to_vec(&hello).expect("encode");
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend(body);
+    frame
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn partial_frames_from_many_clients_stay_within_the_request_budget() {
+    let d = Daemon::start(vec![Inst::new("jordan", "Jordan", "/JO", "JOD")], "");
+    d.wait_running("jordan");
+    let before = rss_kib(d.pid());
+    let chunk = vec![b'x'; 256 << 10];
+    let mut clients = Vec::new();
+    for _ in 0..500 {
+        let Ok(mut s) = UnixStream::connect(&d.socket) else {
+            continue;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
+        if s.write_all(&hello()).is_err() {
+            continue;
+        }
+        let mut len = [0u8; 4];
+        if s.read_exact(&mut len).is_err() {
+            continue;
+        }
+        let mut welcome = vec![0u8; u32::from_be_bytes(len) as usize];
+        let _ = s.read_exact(&mut welcome);
+        // Announce the largest frame an admin may send, and send a quarter of it.
+        let _ = s.write_all(&cts_proto::MAX_FRAME.to_be_bytes());
+        let _ = s.set_nonblocking(true);
+        let _ = s.write(&chunk);
+        clients.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let during = rss_kib(d.pid());
+    eprintln!("ctsd RSS {before} KiB before, {during} KiB with 500 partial 1 MiB frames");
+    let out = d.ctl(&["status"]);
+    assert!(out.status.success(), "status answers: {out:?}");
+    // The budget is 16 MiB of request bytes; without it this would be about 125 MiB.
+    assert!(
+        during.saturating_sub(before) < 40 << 10,
+        "ctsd grew from {before} KiB to {during} KiB holding partial frames"
+    );
+    drop(clients);
+}
