@@ -166,29 +166,3 @@ fn the_bundled_example_is_valid() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
-
-#[test]
-fn a_port_in_use_is_a_clear_start_up_error() {
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = taken.local_addr().expect("addr").port();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut inst = Inst::new("jordan", "Jordan", "/JO", "JOD");
-    inst.port = port;
-    let cfg = write_config(dir.path(), &[inst], "");
-    let out = Command::new(ctsd_bin())
-        .arg("--config")
-        .arg(&cfg)
-        .env_remove("CTSD_SOCKET")
-        .output()
-        .expect("run ctsd");
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("jordan") && err.contains(&port.to_string()) && err.contains("in use"),
-        "{err}"
-    );
-    assert!(
-        !dir.path().join("run/ctsd.sock").exists(),
-        "no control socket left behind"
-    );
-}

@@ -182,3 +182,35 @@ fn partial_frames_from_many_clients_stay_within_the_request_budget() {
     );
     drop(clients);
 }
+
+#[test]
+fn a_port_in_use_at_start_fails_only_its_instance_which_serves_once_it_is_free() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let mut jordan = Inst::new("jordan", "Jordan", "/JO", "JOD").with(
+        "restart: {backoff_max: 300ms, reset_after: 500ms, crash_loop: {restarts: 2, within: 1m}}",
+    );
+    jordan.port = taken.local_addr().expect("addr").port();
+    let d = Daemon::start(vec![jordan, Inst::new("iraq", "Iraq", "/IQ", "IQD")], "");
+    d.wait_running("iraq");
+    assert!(
+        get(d.port("iraq"), "/").is_ok(),
+        "the other instance serves"
+    );
+    assert!(
+        wait_until(WAIT, || d.instance("jordan")["state"] == "failing"),
+        "{}",
+        d.instance("jordan")
+    );
+    let why = d.instance("jordan")["last_exit"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let me = format!("held by pid {}", std::process::id());
+    assert!(why.contains("in use") && why.contains(&me), "{why}");
+    drop(taken);
+    d.wait_running("jordan");
+    assert_eq!(
+        get(d.port("jordan"), "/").expect("jordan serves")["instance"],
+        "jordan"
+    );
+}

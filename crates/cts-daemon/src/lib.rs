@@ -133,14 +133,35 @@ pub async fn run(
     )?;
     let remove_socket = SocketFileGuard(opts.socket.clone());
     let mut passed = opts.passed;
-    let listeners = listeners::bind_all(&config, &mut passed).map_err(DaemonError::Bind)?;
-    passed.report_unclaimed();
-    // Only what ctsd bound itself: systemd keeps what it passed (socket units, or the store).
-    for (inst, l) in config.instances.iter().zip(&listeners) {
-        if l.fresh {
-            notify::fd_store(inst.key.as_str(), &l.fd);
+    // A socket systemd passed that does not fit is a configuration error and stops ctsd; a
+    // port another process holds does not: the other instances are served, and that one's
+    // actor keeps trying to bind it with its backoff (and says why in `status`).
+    let mut listeners = Vec::new();
+    let mut misfits = Vec::new();
+    for (inst, got) in config
+        .instances
+        .iter()
+        .zip(listeners::bind_each(&config, &mut passed))
+    {
+        match got {
+            Ok(l) => {
+                // Only what ctsd bound itself: systemd keeps what it passed.
+                if l.fresh {
+                    notify::fd_store(inst.key.as_str(), &l.fd);
+                }
+                listeners.push((Some(l.fd), l.fresh));
+            }
+            Err(e) if e.source.kind() == std::io::ErrorKind::InvalidInput => misfits.push(e),
+            Err(e) => {
+                tracing::warn!("{e}; serving the other instances and retrying");
+                listeners.push((None, true));
+            }
         }
     }
+    if !misfits.is_empty() {
+        return Err(DaemonError::Bind(misfits));
+    }
+    passed.report_unclaimed();
     let (events_tx, mut events) = mpsc::channel(8);
     signals::spawn(opts.signals, events_tx.clone()).map_err(|source| DaemonError::Io {
         about: "installing signal handlers".into(),
@@ -156,7 +177,7 @@ pub async fn run(
     let summary = config.summary();
     let mut instances = Instances::new(&config, opts.shim.clone(), published.clone(), passed);
     for (inst, listener) in config.instances.iter().zip(listeners) {
-        instances.launch(inst, listener.fd, listener.fresh)?;
+        instances.launch(inst, listener.0, listener.1)?;
     }
     // The control server outlives the actors' shutdown, so that `ctsctl status` shows the
     // instances stopping; it is cancelled once they are all gone.

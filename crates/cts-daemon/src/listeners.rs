@@ -240,29 +240,16 @@ pub fn obtain(
 }
 
 /// Every instance's listening socket (`ctsd.bind`:`port`), in configuration order: passed by
-/// systemd or bound here. Reports every port that failed, not just the first.
-///
-/// # Errors
-///
-/// One [`BindError`] per port that could not be had.
-pub fn bind_all(
-    config: &Config,
-    passed: &mut PassedSockets,
-) -> Result<Vec<Obtained>, Vec<BindError>> {
-    let mut fds = Vec::new();
-    let mut errors = Vec::new();
-    for inst in &config.instances {
-        let addr = SocketAddr::new(config.daemon.bind, inst.port);
-        match obtain(passed, inst.key.as_str(), addr) {
-            Ok(fd) => fds.push(fd),
-            Err(e) => errors.push(e),
-        }
-    }
-    if errors.is_empty() {
-        Ok(fds)
-    } else {
-        Err(errors)
-    }
+/// systemd or bound here, or why it could not be had.
+pub fn bind_each(config: &Config, passed: &mut PassedSockets) -> Vec<Result<Obtained, BindError>> {
+    config
+        .instances
+        .iter()
+        .map(|inst| {
+            let addr = SocketAddr::new(config.daemon.bind, inst.port);
+            obtain(passed, inst.key.as_str(), addr)
+        })
+        .collect()
 }
 
 /// A blocking, close-on-exec listening TCP socket. It stays blocking: ctsd never accepts on it,
@@ -281,7 +268,60 @@ pub fn bind(addr: SocketAddr) -> io::Result<OwnedFd> {
     if addr.is_ipv6() {
         socket::setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
     }
-    socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
+    if let Err(e) = socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr)) {
+        let e = io::Error::from(e);
+        return Err(match (e.kind(), holder(addr.port())) {
+            (io::ErrorKind::AddrInUse, Some(who)) => {
+                io::Error::new(e.kind(), format!("{e}; held by {who}"))
+            }
+            _ => e,
+        });
+    }
     socket::listen(&fd, Backlog::new(BACKLOG).unwrap_or(Backlog::MAXCONN))?;
     Ok(fd)
+}
+
+/// Who listens on TCP `port`: `pid 1234 (python3 -m http.server 8001)`, found through
+/// `/proc/net/tcp{,6}` (the listening socket's inode) and the processes' fds. `None` when it
+/// cannot be told (another network namespace, or no permission to look).
+pub fn holder(port: u16) -> Option<String> {
+    let inode = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .find_map(|table| {
+            let text = std::fs::read_to_string(table).ok()?;
+            text.lines().skip(1).find_map(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                let local_port = f.get(1)?.rsplit(':').next()?;
+                // State 0A is LISTEN.
+                (u16::from_str_radix(local_port, 16).ok()? == port && *f.get(3)? == "0A")
+                    .then(|| f.get(9).map(|i| (*i).to_owned()))
+                    .flatten()
+            })
+        })?;
+    let wanted = format!("socket:[{inode}]");
+    for proc_entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = proc_entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(proc_entry.path().join("fd")) else {
+            continue;
+        };
+        let holds = fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|t| t.as_os_str() == wanted.as_str())
+        });
+        if holds {
+            let cmdline = std::fs::read(proc_entry.path().join("cmdline")).unwrap_or_default();
+            let cmdline: Vec<String> = cmdline
+                .split(|&b| b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            return Some(format!("pid {pid} ({})", cmdline.join(" ")));
+        }
+    }
+    None
 }

@@ -24,28 +24,50 @@ pub struct Port {
 
 #[derive(Debug)]
 struct State {
-    fd: Arc<OwnedFd>,
+    /// `None` while the port could not be had (another process holds it).
+    fd: Option<Arc<OwnedFd>>,
     /// Bound by ctsd, which may close and bind it again; false for systemd's.
     own: bool,
     listening: bool,
 }
 
 impl Port {
-    /// The listening socket `fd` on `addr`; `own` when ctsd bound it itself.
-    pub fn new(addr: SocketAddr, fd: Arc<OwnedFd>, own: bool) -> Arc<Port> {
+    /// The listening socket `fd` on `addr` (`None`: not had yet); `own` when ctsd bound it
+    /// itself.
+    pub fn new(addr: SocketAddr, fd: Option<Arc<OwnedFd>>, own: bool) -> Arc<Port> {
         Arc::new(Port {
             addr,
             state: Mutex::new(State {
+                listening: fd.is_some(),
+                own: own || fd.is_none(),
                 fd,
-                own,
-                listening: true,
             }),
         })
     }
 
-    /// The current socket.
-    pub fn fd(&self) -> Arc<OwnedFd> {
-        self.lock().fd.clone()
+    /// The listening socket: the current one, or one bound now if there is none (the port
+    /// was held by another process at start).
+    ///
+    /// # Errors
+    ///
+    /// When the port still cannot be bound.
+    pub fn listen_now(&self) -> Result<Arc<OwnedFd>, listeners::BindError> {
+        let mut s = self.lock();
+        if let (true, Some(fd)) = (s.listening, &s.fd) {
+            return Ok(fd.clone());
+        }
+        let fd = Arc::new(self.bind()?);
+        s.fd = Some(fd.clone());
+        s.listening = true;
+        Ok(fd)
+    }
+
+    fn bind(&self) -> Result<OwnedFd, listeners::BindError> {
+        listeners::bind(self.addr).map_err(|source| listeners::BindError {
+            instance: String::new(),
+            addr: self.addr,
+            source,
+        })
     }
 
     /// Whether the port accepts connections.
@@ -56,7 +78,7 @@ impl Port {
     /// A reload bound (or was passed) a new socket for the instance.
     pub fn replace(&self, fd: Arc<OwnedFd>, own: bool) {
         *self.lock() = State {
-            fd,
+            fd: Some(fd),
             own,
             listening: true,
         };
@@ -67,13 +89,13 @@ impl Port {
     /// closed the port just now.
     pub fn close(&self) -> bool {
         let mut s = self.lock();
-        if !s.own || !s.listening {
+        let Some(fd) = s.fd.as_ref().filter(|_| s.own && s.listening) else {
             return false;
-        }
+        };
         // On a listening TCP socket, shutdown moves it out of the listening state for every
         // process that holds it (the workers share it), and the port is free.
         let _ = nix::sys::socket::shutdown(
-            std::os::fd::AsRawFd::as_raw_fd(&s.fd.as_fd()),
+            std::os::fd::AsRawFd::as_raw_fd(&fd.as_fd()),
             nix::sys::socket::Shutdown::Read,
         );
         s.listening = false;
@@ -91,14 +113,10 @@ impl Port {
         if s.listening {
             return Ok(None);
         }
-        let fd = listeners::bind(self.addr).map_err(|source| listeners::BindError {
-            instance: String::new(),
-            addr: self.addr,
-            source,
-        })?;
-        s.fd = Arc::new(fd);
+        let fd = Arc::new(self.bind()?);
+        s.fd = Some(fd.clone());
         s.listening = true;
-        Ok(Some(s.fd.clone()))
+        Ok(Some(fd))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

@@ -188,11 +188,13 @@ impl Instances {
         &mut self.passed
     }
 
-    /// Starts the actor of `inst` on `listener` (`own`: ctsd bound it, systemd did not pass it).
+    /// Starts the actor of `inst` on `listener` (`own`: ctsd bound it, systemd did not pass
+    /// it); without one (its port is held by another process) the actor binds it before it
+    /// spawns, retrying with its backoff.
     pub(crate) fn launch(
         &mut self,
         inst: &InstanceConfig,
-        listener: OwnedFd,
+        listener: Option<OwnedFd>,
         own: bool,
     ) -> Result<InstanceHandle, LaunchError> {
         let dir = self.daemon.log_dir.join(inst.key.as_str());
@@ -212,13 +214,24 @@ impl Instances {
             err: std::sync::Mutex::new(err_log.as_ref().map(InstanceLog::sender)),
         });
         let token = self.root.child_token();
-        let listener = Arc::new(listener);
+        let listener = listener.map(Arc::new);
         let addr = std::net::SocketAddr::new(self.daemon.bind, inst.port);
         let port = Port::new(addr, listener.clone(), own);
+        let listen: cts_supervisor::Listen = {
+            let (port, key) = (port.clone(), inst.key.to_string());
+            Arc::new(move || {
+                let fd = port
+                    .listen_now()
+                    .map_err(|e| format!("cannot listen on {}: {}", e.addr, e.source))?;
+                crate::notify::fd_store(&key, &fd);
+                Ok(fd)
+            })
+        };
         let (handle, join) = cts_supervisor::launch(
             cts_supervisor::Instance {
                 config: inst.clone(),
                 listener,
+                listen,
                 shim: self.shim.clone(),
                 output: output.clone(),
             },

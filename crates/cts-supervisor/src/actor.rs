@@ -33,13 +33,21 @@ pub trait Output: Send + Sync + 'static {
 pub struct Instance {
     /// The instance's validated configuration.
     pub config: InstanceConfig,
-    /// The instance's listening socket, owned by ctsd for its whole life.
-    pub listener: Arc<OwnedFd>,
+    /// The instance's listening socket, owned by ctsd for its whole life; `None` when its
+    /// port could not be had at start (another process holds it): then `listen` is tried
+    /// before each spawn, and its error is the spawn's, with the usual backoff.
+    pub listener: Option<Arc<OwnedFd>>,
+    /// Binds the instance's port (again); the daemon's, which also records the new socket.
+    pub listen: Listen,
     /// The ctsd binary, run as exec shim for every worker.
     pub shim: PathBuf,
     /// Where output and events go.
     pub output: Arc<dyn Output>,
 }
+
+/// How an actor gets a listening socket it does not have: bind the instance's port, or say
+/// why not (`cannot listen on 127.0.0.1:8003: Address in use; held by pid 4242 (...)`).
+pub type Listen = Arc<dyn Fn() -> Result<Arc<OwnedFd>, String> + Send + Sync>;
 
 /// Starts the actor of one instance on the current runtime and starts its workers.
 ///
@@ -69,6 +77,7 @@ pub fn launch(
         shim: instance.shim,
         cfg: instance.config,
         listener: instance.listener,
+        listen: instance.listen,
         output: instance.output,
         events_tx,
         pool,
@@ -107,7 +116,9 @@ struct Actor {
     cfg: InstanceConfig,
     /// How to start a worker, or why workers cannot be started (unknown user, ...).
     spec: Result<SpawnSpec, String>,
-    listener: Arc<OwnedFd>,
+    /// `None` until its port could be had.
+    listener: Option<Arc<OwnedFd>>,
+    listen: Listen,
     output: Arc<dyn Output>,
     /// Abstract socket name prefix for per-worker notify sockets.
     notify_prefix: String,
@@ -201,7 +212,7 @@ impl Actor {
                 return None;
             }
             Control::Listen(listener, tx) => {
-                self.listener = listener;
+                self.listener = Some(listener);
                 let _ = tx.send(());
                 return None;
             }
@@ -222,7 +233,7 @@ impl Actor {
                 self.cfg = *config;
                 if let Some(l) = listener {
                     // Old workers keep their own copy of the old socket until they stop.
-                    self.listener = l;
+                    self.listener = Some(l);
                 }
                 self.spec = spawn_spec(&self.cfg, &self.shim);
                 if let Err(e) = &self.spec {
@@ -298,7 +309,17 @@ impl Actor {
         } else {
             None
         };
-        let listener = socket.then(|| self.listener.as_raw_fd());
+        let listener = match (socket, &self.listener) {
+            (false, _) => None,
+            (true, Some(l)) => Some(l.as_raw_fd()),
+            (true, None) => {
+                let l = (self.listen)()?;
+                self.note("listening on its port now");
+                let fd = l.as_raw_fd();
+                self.listener = Some(l);
+                Some(fd)
+            }
+        };
         let mut child = spawn::spawn(spec, listener, notify.as_ref().map(|(_, n)| n.as_str()))
             .map_err(|e| format!("{}: {e}", spawn::program_name(&spec.argv)))?;
         let Some(pid) = child.id() else {

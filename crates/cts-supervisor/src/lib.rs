@@ -40,7 +40,7 @@ pub mod handle;
 pub mod spawn;
 mod watcher;
 
-pub use actor::{launch, Instance, Output};
+pub use actor::{launch, Instance, Listen, Output};
 pub use core::{human, Done, Refusal};
 pub use handle::{
     Control, InstanceHandle, InstanceState, Outcome, Status, Summary, WorkerInfo, WorkerState,
