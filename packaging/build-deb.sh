@@ -13,17 +13,10 @@ fi
 echo "== building the release binaries (the build script renders man pages and completions)"
 cargo build --release --bin ctsd --bin ctsctl
 
-# The build script wrote them into its OUT_DIR; take the newest one's.
-out=$(ls -dt target/release/build/cts-*/out 2>/dev/null | while read -r d; do
-    [ -f "$d/man/ctsd.8" ] && { echo "$d"; break; }
-done)
-if [ -z "$out" ]; then
-    echo "build-deb: no generated man pages under target/release/build/cts-*/out" >&2
-    exit 1
-fi
-rm -rf target/assets
-mkdir -p target/assets
-cp -r "$out/man" "$out/completions" target/assets/
+# The build script wrote them into its OUT_DIR; the deb's assets (Cargo.toml) take them from
+# target/man/ and target/completions/, where this puts them (whatever CARGO_TARGET_DIR is).
+echo "== collecting the man pages and completions"
+bash packaging/collect-docs.sh --release target
 
 echo "== cargo deb"
 deb=$(cargo deb --no-build --no-strip | tail -n 1)

@@ -117,8 +117,11 @@ pub enum Command {
         #[arg(long)]
         locations_only: bool,
     },
-    /// Run a one-off command as an instance's workers run: `run iraq -- python manage.py migrate`.
+    /// Run a one-off command as an instance's workers run, e.g. the migrations:
+    /// `run iraq -- /var/www/cts/venv/bin/python manage.py migrate`.
     ///
+    /// Name the virtualenv's python (e.g. /var/www/cts/venv/bin/python), the one that has
+    /// Django: a bare `python` is whatever comes first on the PATH, usually without Django.
     /// The command gets the environment, working directory, user, umask and limits of the
     /// instance's workers, is attached to this terminal, and its exit status is ctsctl's.
     /// Reads the configuration file (--config, default /etc/cts/ctsd.yaml); starts from

@@ -5,8 +5,12 @@ use clap::Parser;
 use std::os::fd::RawFd;
 use std::path::PathBuf;
 
-/// Supervisor of the CTS country instances: one pre-fork worker pool per instance, on the
-/// instance's own port, with per-instance logs and a control socket for `ctsctl`.
+/// Supervisor of the CTS country instances.
+///
+/// One pre-fork worker pool per instance, on the instance's own port, with per-instance logs
+/// and a control socket for `ctsctl`. SIGTERM or SIGINT stops gracefully (a second one kills),
+/// SIGHUP reloads the configuration, SIGUSR1 reopens the logs. Exit status: 0 stopped (or
+/// `--check`: valid), 1 start-up failed, 2 invalid configuration or usage. See ctsd(8).
 #[derive(Debug, Parser)]
 #[command(name = "ctsd", version)]
 pub struct Args {
