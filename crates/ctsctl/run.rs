@@ -30,7 +30,7 @@ pub fn run(config: &Config, instance: &str, argv: &[OsString], socket: &Path) ->
         }
     };
     let Some((program, args)) = argv.split_first() else {
-        eprintln!("ctsctl: give the command after `--`, e.g. ctsctl run {instance} -- python manage.py migrate");
+        eprintln!("ctsctl: give the command after `--`, e.g. ctsctl run {instance} -- /var/www/cts/venv/bin/python manage.py migrate (the python of the virtualenv that has Django)");
         return ExitCode::from(exit_codes::USAGE);
     };
     let mut cmd = std::process::Command::new(program);

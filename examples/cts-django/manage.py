@@ -1,9 +1,11 @@
 #!/usr/bin/env python
 """Django's command-line utility for the CTS example.
 
-Pick the instance with DJANGO_SETTINGS_MODULE (ctsd sets it for its workers):
-    DJANGO_SETTINGS_MODULE=cts.settings.jordan python manage.py migrate
-Without it, the development instance `local` (no URL prefix) is used.
+Run it as an instance's workers run, with the virtualenv's python (the one that has Django):
+    ctsctl --config ctsd.yaml run jordan -- ../../target/e2e/venv/bin/python manage.py migrate
+(ctsctl run sets DJANGO_SETTINGS_MODULE=cts.settings.jordan and the rest of the worker
+environment). Without DJANGO_SETTINGS_MODULE, the development instance `local` (no URL
+prefix) is used.
 """
 import os
 import sys
