@@ -100,6 +100,12 @@ fn render_table(report: &StatusReport, colour: bool) -> String {
         });
         line(r, &mut out, c);
     }
+    for inst in report.instances.iter().filter(|i| i.strays > 0) {
+        out.push_str(&format!(
+            "warning: {}: {} process(es) left their worker's process group (killed when it exits)\n",
+            inst.key, inst.strays
+        ));
+    }
     for inst in report.instances.iter().filter(|i| i.log_dropped_bytes > 0) {
         out.push_str(&format!(
             "warning: {}: {} bytes of output could not be written to its log (disk full or directory not writable)\n",
@@ -181,6 +187,7 @@ mod tests {
             log_dropped_bytes: 0,
             listening: true,
             file_workers: None,
+            strays: 0,
         };
         let report = StatusReport {
             daemon_version: "0.1.0".into(),

@@ -214,3 +214,110 @@ fn a_port_in_use_at_start_fails_only_its_instance_which_serves_once_it_is_free()
         "jordan"
     );
 }
+
+/// An instance whose worker first leaves a `setsid` process behind, orphaned (its parent
+/// subshell exits), and writes its pid to `pidfile`.
+fn escaping(pidfile: &std::path::Path) -> Inst {
+    let script = format!(
+        "(setsid sleep 1000 </dev/null >/dev/null 2>&1 & echo $! > {}); exec {}",
+        pidfile.display(),
+        worker_bin()
+    );
+    Inst::new("jordan", "Jordan", "/JO", "JOD").with(&format!(
+        "workers: 1, command: {}",
+        yaml_list(&["sh", "-c", &script])
+    ))
+}
+
+fn escaped_pid(pidfile: &std::path::Path) -> u32 {
+    let mut pid = 0;
+    assert!(wait_until(WAIT, || {
+        pid = std::fs::read_to_string(pidfile)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        pid != 0
+    }));
+    pid
+}
+
+/// Kills `pid` at the end of a test, whatever happened (it is the test's own escapee).
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if pid_alive(self.0) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.0 as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+#[test]
+fn a_setsid_descendant_is_counted_and_does_not_survive_its_instances_stop() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let pidfile = tmp.path().join("escaped");
+    let d = Daemon::start(vec![escaping(&pidfile)], "");
+    d.wait_running("jordan");
+    let escaped = escaped_pid(&pidfile);
+    let _guard = KillOnDrop(escaped);
+    assert!(pid_alive(escaped));
+    assert!(
+        wait_until(WAIT, || d.instance("jordan")["strays"] == 1),
+        "{}",
+        d.instance("jordan")
+    );
+    let out = d.ctl(&["stop", "jordan"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        wait_until(WAIT, || !pid_alive(escaped)),
+        "the setsid process {escaped} outlived its instance's stop"
+    );
+    assert_eq!(d.instance("jordan")["strays"], 0);
+}
+
+#[test]
+fn a_setsid_descendant_goes_with_ctsd_and_ctsd_exits_at_once() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let pidfile = tmp.path().join("escaped");
+    let mut d = Daemon::start(vec![escaping(&pidfile)], "");
+    d.wait_running("jordan");
+    let escaped = escaped_pid(&pidfile);
+    let _guard = KillOnDrop(escaped);
+    let t = Instant::now();
+    let status = d.signal_and_wait(nix::sys::signal::Signal::SIGTERM);
+    assert!(status.success(), "{status:?}");
+    // The escapee held the workers' output pipe: ctsd used to wait 5 s for it.
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "ctsd took {:?}",
+        t.elapsed()
+    );
+    assert!(
+        wait_until(WAIT, || !pid_alive(escaped)),
+        "the setsid process {escaped} outlived ctsd"
+    );
+}
+
+#[test]
+fn what_a_killed_ctsd_left_running_is_killed_by_the_next_one() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let pidfile = tmp.path().join("escaped");
+    let mut d = Daemon::start(vec![escaping(&pidfile)], "");
+    d.wait_running("jordan");
+    let escaped = escaped_pid(&pidfile);
+    let _guard = KillOnDrop(escaped);
+    d.signal_and_wait(nix::sys::signal::Signal::SIGKILL);
+    // The workers die with ctsd (parent-death signal); the orphan escaped to init, holding
+    // the port. The next ctsd ends it and serves.
+    std::fs::remove_file(&pidfile).expect("forget the old pid");
+    d.respawn();
+    d.wait_running("jordan");
+    assert!(
+        wait_until(WAIT, || !pid_alive(escaped)),
+        "the process {escaped} left by the killed ctsd is still running"
+    );
+    assert!(get(d.port("jordan"), "/").is_ok());
+}

@@ -132,6 +132,7 @@ pub async fn run(
         config.daemon.socket_group.as_deref(),
     )?;
     let remove_socket = SocketFileGuard(opts.socket.clone());
+    let cgroups = contain_workers();
     let mut passed = opts.passed;
     // A socket systemd passed that does not fit is a configuration error and stops ctsd; a
     // port another process holds does not: the other instances are served, and that one's
@@ -175,7 +176,14 @@ pub async fn run(
         events: events_tx,
     });
     let summary = config.summary();
-    let mut instances = Instances::new(&config, opts.shim.clone(), published.clone(), passed);
+    let mut instances = Instances::new(
+        &config,
+        opts.shim.clone(),
+        published.clone(),
+        passed,
+        cgroups.clone(),
+    );
+    let reaper = tokio::spawn(reap_orphans());
     for (inst, listener) in config.instances.iter().zip(listeners) {
         instances.launch(inst, listener.0, listener.1)?;
     }
@@ -295,6 +303,12 @@ pub async fn run(
     };
     server_stop.cancel();
     let _ = server.await;
+    // What escaped its worker's process group goes too, before the pipes are drained.
+    cts_supervisor::contain::kill_all_orphans();
+    if let Some(c) = &cgroups {
+        c.remove();
+    }
+    reaper.abort();
     let retiring = instances.take_retiring();
     drop(instances);
     drop(shared);
@@ -318,6 +332,44 @@ pub async fn run(
     drop(remove_socket);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Sets up containment (see `cts_supervisor::contain`): ctsd becomes the subreaper of its
+/// workers' descendants, kills what a ctsd that was SIGKILLed left behind, and returns its
+/// per-worker cgroups when the system gives it a writable cgroup v2.
+fn contain_workers() -> Option<Arc<cts_supervisor::contain::Cgroups>> {
+    use cts_supervisor::contain;
+    if let Err(e) = contain::become_subreaper() {
+        tracing::warn!("cannot become the subreaper of the workers' descendants: {e}");
+    }
+    let left = contain::kill_leftovers();
+    if left > 0 {
+        tracing::warn!("killed {left} process(es) left running by a ctsd that is gone");
+    }
+    let cgroups = contain::Cgroups::detect();
+    match &cgroups {
+        Some(c) => tracing::info!(
+            "each worker runs in a cgroup of its own under {}",
+            c.root().display()
+        ),
+        None => tracing::info!(
+            "no writable cgroup v2 (under systemd: Delegate=yes): workers are contained by \
+             process group and CTS_WORKER tag"
+        ),
+    }
+    cgroups.map(Arc::new)
+}
+
+/// Reaps the orphaned descendants of workers that ctsd adopted as subreaper, whenever a child
+/// exits (SIGCHLD); the workers themselves are reaped by their watchers.
+async fn reap_orphans() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut sigchld) = signal(SignalKind::child()) else {
+        return;
+    };
+    while sigchld.recv().await.is_some() {
+        cts_supervisor::contain::reap_orphans();
+    }
 }
 
 /// Removes the control socket file when ctsd stops, also on a start-up error after binding.

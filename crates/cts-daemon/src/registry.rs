@@ -143,6 +143,8 @@ pub(crate) struct Instances {
     published: Arc<Published>,
     /// Sockets systemd passed that no instance has claimed yet.
     passed: listeners::PassedSockets,
+    /// Per-worker cgroups, where the system gives ctsd some.
+    cgroups: Option<Arc<cts_supervisor::contain::Cgroups>>,
     /// `stderr.log` writers a reload retired, finishing what their workers still write;
     /// waited for at shutdown.
     retiring: Vec<JoinHandle<()>>,
@@ -155,8 +157,10 @@ impl Instances {
         shim: PathBuf,
         published: Arc<Published>,
         passed: listeners::PassedSockets,
+        cgroups: Option<Arc<cts_supervisor::contain::Cgroups>>,
     ) -> Instances {
         Instances {
+            cgroups,
             source: config.source.clone(),
             daemon: config.daemon.clone(),
             running: Vec::new(),
@@ -232,6 +236,7 @@ impl Instances {
                 config: inst.clone(),
                 listener,
                 listen,
+                cgroups: self.cgroups.clone(),
                 shim: self.shim.clone(),
                 output: output.clone(),
             },

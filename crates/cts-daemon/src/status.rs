@@ -14,6 +14,8 @@ pub struct Extra {
     pub listening: bool,
     /// The file's `workers`.
     pub file_workers: u32,
+    /// Live orphans of its workers.
+    pub strays: u32,
 }
 
 /// The wire form of one instance's status; `None` (the actor has ended) reads as stopped.
@@ -36,6 +38,7 @@ pub fn to_proto(
         last_exit: None,
         workers: Vec::new(),
         log_dropped_bytes: extra.log_dropped_bytes,
+        strays: extra.strays,
         listening: extra.listening,
         file_workers: (extra.file_workers != cfg.pool.workers).then_some(extra.file_workers),
     };

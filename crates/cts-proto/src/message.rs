@@ -499,6 +499,10 @@ pub struct InstanceStatus {
     /// (the next reload or ctsd restart returns to the file's number).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_workers: Option<u32>,
+    /// Processes the instance's workers left outside their process group that are still
+    /// alive (orphans ctsd adopted); they are killed when their worker exits.
+    #[serde(default)]
+    pub strays: u32,
 }
 
 /// One worker in an [`InstanceStatus`].

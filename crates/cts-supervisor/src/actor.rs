@@ -3,6 +3,7 @@
 //! answering, publishing.
 
 use crate::backoff::Jitter;
+use crate::contain::{self, Cgroups, WorkerCgroup};
 use crate::core::{Effect, Event, Pool, Request, Settings, Sig, Ticket, WorkerId};
 use crate::handle::{Control, InstanceHandle, Outcome, Summary};
 use crate::spawn::{self, Privileges, SpawnSpec};
@@ -43,6 +44,8 @@ pub struct Instance {
     pub shim: PathBuf,
     /// Where output and events go.
     pub output: Arc<dyn Output>,
+    /// Per-worker cgroups, where the system gives ctsd some.
+    pub cgroups: Option<Arc<Cgroups>>,
 }
 
 /// How an actor gets a listening socket it does not have: bind the instance's port, or say
@@ -78,6 +81,8 @@ pub fn launch(
         cfg: instance.config,
         listener: instance.listener,
         listen: instance.listen,
+        cgroups: instance.cgroups,
+        worker_cgroups: HashMap::new(),
         output: instance.output,
         events_tx,
         pool,
@@ -119,6 +124,9 @@ struct Actor {
     /// `None` until its port could be had.
     listener: Option<Arc<OwnedFd>>,
     listen: Listen,
+    cgroups: Option<Arc<Cgroups>>,
+    /// The cgroup of each live worker that has one.
+    worker_cgroups: HashMap<WorkerId, WorkerCgroup>,
     output: Arc<dyn Output>,
     /// Abstract socket name prefix for per-worker notify sockets.
     notify_prefix: String,
@@ -177,7 +185,14 @@ impl Actor {
             };
             let event = match wake {
                 Wake::Worker(WorkerEvent::Ready(id)) => Event::Ready(id),
-                Wake::Worker(WorkerEvent::Exited(id, exit)) => Event::Exited(id, exit),
+                Wake::Worker(WorkerEvent::Exited(id, exit)) => {
+                    // What it started goes with it, also what left its process group.
+                    if let Some(cg) = self.worker_cgroups.remove(&id) {
+                        cg.kill();
+                    }
+                    contain::kill_orphans_of(&self.key, id);
+                    Event::Exited(id, exit)
+                }
                 Wake::Control(Some(c)) => match self.request(c) {
                     Some(e) => e,
                     None => continue,
@@ -320,11 +335,25 @@ impl Actor {
                 Some(fd)
             }
         };
-        let mut child = spawn::spawn(spec, listener, notify.as_ref().map(|(_, n)| n.as_str()))
+        let cgroup = self
+            .cgroups
+            .as_ref()
+            .and_then(|c| c.worker(&self.key, id).ok());
+        let tag = contain::tag(&self.key, id);
+        let containment = spawn::Containment {
+            tag: &tag,
+            cgroup: cgroup.as_ref().map(WorkerCgroup::procs),
+        };
+        let notify_name = notify.as_ref().map(|(_, n)| n.as_str());
+        let mut child = spawn::spawn(spec, listener, notify_name, &containment)
             .map_err(|e| format!("{}: {e}", spawn::program_name(&spec.argv)))?;
         let Some(pid) = child.id() else {
             return Err("the worker exited before it could be watched".into());
         };
+        contain::watching(pid);
+        if let Some(cg) = cgroup {
+            self.worker_cgroups.insert(id, cg);
+        }
         self.output
             .attach(slot, pid, child.stdout.take(), child.stderr.take());
         let notify = notify.map(|(sock, _)| sock);

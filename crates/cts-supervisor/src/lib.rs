@@ -35,6 +35,7 @@
 
 pub mod actor;
 pub mod backoff;
+pub mod contain;
 pub mod core;
 pub mod handle;
 pub mod spawn;

@@ -30,6 +30,7 @@ pub(crate) async fn watch(
         Exited(io::Result<ExitStatus>),
         Notified(io::Result<bool>),
     }
+    let pid = child.id();
     let mut buf = vec![0u8; 4096];
     let mut ready_sent = false;
     let status = loop {
@@ -49,6 +50,9 @@ pub(crate) async fn watch(
             Step::Notified(Err(_)) => notify = None,
         }
     };
+    if let Some(pid) = pid {
+        crate::contain::reaped(pid);
+    }
     let exit = match status {
         Ok(st) => describe(st),
         Err(e) => Exit {

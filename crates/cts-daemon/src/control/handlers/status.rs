@@ -17,6 +17,7 @@ pub async fn handle(names: &[InstanceName], shared: &Shared) -> Response {
             log_dropped_bytes: entry.dropped_bytes(),
             listening: entry.port.listening(),
             file_workers: entry.file_workers,
+            strays: cts_supervisor::contain::strays(entry.config.key.as_str()),
         };
         report.push(crate::status::to_proto(
             &entry.config,

@@ -1,0 +1,321 @@
+//! Nothing a worker starts outlives it: containment beyond the process group.
+//!
+//! A worker's process group catches what it forks, but not a descendant that calls `setsid()`
+//! (a daemonizing helper, `subprocess.Popen(..., start_new_session=True)`): such a process
+//! keeps the instance's listening socket and output pipes open after its worker is gone. ctsd
+//! uses the kernel's tools to find and end them:
+//!
+//! - **Subreaper** ([`become_subreaper`]): ctsd is `PR_SET_CHILD_SUBREAPER`, so an orphaned
+//!   descendant of a worker is re-parented to ctsd, not to init. [`reap_orphans`] reaps those
+//!   that exit (ctsd's own workers are reaped by their watchers).
+//! - **Tags**: every worker gets `CTS_WORKER=<ctsd pid>:<instance>:<worker id>` in its
+//!   environment, inherited by what it starts. When a worker exits, the orphans ctsd adopted
+//!   that carry its tag are killed ([`kill_orphans_of`]); they count as the instance's strays
+//!   meanwhile ([`strays`]). At start, processes tagged by a ctsd that no longer runs (it was
+//!   SIGKILLed) are killed too ([`kill_leftovers`]), so that they cannot hold a port.
+//! - **Cgroups** ([`Cgroups`]), where the system gives ctsd a writable cgroup v2 (systemd's
+//!   `Delegate=yes`, or root): each worker runs in a cgroup of its own, which it joins between
+//!   fork and exec, and which is killed as a whole (`cgroup.kill`) when the worker exits, so even
+//!   a descendant that cleared its environment goes.
+
+use std::collections::HashSet;
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+
+/// The environment variable that tags a worker and everything it starts.
+pub const WORKER_TAG: &str = "CTS_WORKER";
+
+/// The pids of the workers being watched (reaped by their watcher, never by
+/// [`reap_orphans`]).
+static WORKERS: Mutex<Option<HashSet<u32>>> = Mutex::new(None);
+
+/// The tag of worker `id` of `key` in this ctsd.
+pub fn tag(key: &str, id: u64) -> String {
+    format!("{}:{key}:{id}", std::process::id())
+}
+
+/// Makes ctsd the reaper of its workers' orphaned descendants.
+///
+/// # Errors
+///
+/// When the kernel refuses (it never does on Linux ≥ 3.4).
+pub fn become_subreaper() -> io::Result<()> {
+    nix::sys::prctl::set_child_subreaper(true).map_err(io::Error::from)
+}
+
+/// Records `pid` as a worker (its watcher reaps it).
+pub(crate) fn watching(pid: u32) {
+    let mut w = WORKERS.lock().unwrap_or_else(PoisonError::into_inner);
+    w.get_or_insert_with(HashSet::new).insert(pid);
+}
+
+/// `pid` was reaped by its watcher.
+pub(crate) fn reaped(pid: u32) {
+    let mut w = WORKERS.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(w) = w.as_mut() {
+        w.remove(&pid);
+    }
+}
+
+fn is_worker(pid: u32) -> bool {
+    WORKERS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .as_ref()
+        .is_some_and(|w| w.contains(&pid))
+}
+
+/// ctsd's children that are not workers: adopted orphans.
+fn adopted() -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .filter(|p| !is_worker(*p))
+        .collect()
+}
+
+/// Reaps the adopted orphans that have exited. Called when SIGCHLD arrives; never waits.
+pub fn reap_orphans() {
+    use nix::sys::wait::{waitpid, WaitPidFlag};
+    for pid in adopted() {
+        // Only zombies: a live orphan is left to its worker's exit (or ctsd's).
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+        if zombie {
+            let _ = waitpid(
+                nix::unistd::Pid::from_raw(pid as i32),
+                Some(WaitPidFlag::WNOHANG),
+            );
+        }
+    }
+}
+
+/// The value of `CTS_WORKER` in `pid`'s environment.
+fn tag_of(pid: u32) -> Option<String> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let prefix = format!("{WORKER_TAG}=");
+    environ
+        .split(|&b| b == 0)
+        .find_map(|v| v.strip_prefix(prefix.as_bytes()))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+fn kill(pid: u32) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
+/// Kills the adopted orphans that worker `id` of `key` left behind.
+pub fn kill_orphans_of(key: &str, id: u64) {
+    let wanted = tag(key, id);
+    for pid in adopted() {
+        if tag_of(pid).as_deref() == Some(wanted.as_str()) {
+            kill(pid);
+        }
+    }
+}
+
+/// Kills every adopted orphan (ctsd is exiting).
+pub fn kill_all_orphans() {
+    for pid in adopted() {
+        if tag_of(pid).is_some() {
+            kill(pid);
+        }
+    }
+}
+
+/// How many adopted orphans of `key`'s workers are alive.
+pub fn strays(key: &str) -> u32 {
+    let mine = format!("{}:{key}:", std::process::id());
+    adopted()
+        .into_iter()
+        .filter(|&pid| tag_of(pid).is_some_and(|t| t.starts_with(&mine)))
+        .count() as u32
+}
+
+/// Kills processes tagged by a ctsd that is no longer running (it was SIGKILLed and they
+/// escaped to init); returns how many.
+pub fn kill_leftovers() -> usize {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut killed = 0;
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Some(t) = tag_of(pid) else { continue };
+        let Some(owner) = t.split(':').next().and_then(|o| o.parse::<u32>().ok()) else {
+            continue;
+        };
+        if owner != std::process::id() && !alive(owner) {
+            kill(pid);
+            killed += 1;
+        }
+    }
+    killed
+}
+
+/// Whether a process `pid` runs (a zombie does not). A ctsd whose pid is alive is taken to be
+/// running, whatever program now has the pid: the careful side, never killing what another
+/// running ctsd (a release build beside a debug one, a second installation) looks after.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+    })
+}
+
+/// Per-worker cgroups under ctsd's own cgroup v2, when it may create them.
+#[derive(Debug)]
+pub struct Cgroups {
+    /// `<ctsd's cgroup>/ctsd-<pid>`, removed when ctsd exits.
+    root: PathBuf,
+}
+
+/// One worker's cgroup.
+#[derive(Debug)]
+pub struct WorkerCgroup {
+    dir: PathBuf,
+    /// `cgroup.procs`, for the child to join between fork and exec.
+    procs: CString,
+}
+
+impl WorkerCgroup {
+    /// The path the child writes `0` to, to join.
+    pub(crate) fn procs(&self) -> &CString {
+        &self.procs
+    }
+
+    /// Kills every process in it.
+    pub fn kill(&self) {
+        let _ = std::fs::write(self.dir.join("cgroup.kill"), "1");
+    }
+}
+
+impl Cgroups {
+    /// ctsd's cgroup v2, if mounted and writable: creates `ctsd-<pid>` in it, and removes those
+    /// of ctsds that no longer run (killing what was left in them).
+    pub fn detect() -> Option<Cgroups> {
+        let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+        let rel = own.lines().find_map(|l| l.strip_prefix("0::"))?.to_owned();
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+        let mount = mountinfo.lines().find_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            post.starts_with("cgroup2 ")
+                .then(|| pre.split_whitespace().nth(4).map(PathBuf::from))
+                .flatten()
+        })?;
+        let base = mount.join(rel.trim_start_matches('/'));
+        if !base.join("cgroup.kill").exists() && !base.join("cgroup.procs").exists() {
+            return None;
+        }
+        sweep_stale(&base);
+        let root = base.join(format!("ctsd-{}", std::process::id()));
+        match std::fs::create_dir(&root) {
+            Ok(()) => Some(Cgroups { root }),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Some(Cgroups { root }),
+            Err(_) => None,
+        }
+    }
+
+    /// Where the cgroups are.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// A new cgroup for worker `id` of `key`; on the way, removes those of exited workers that
+    /// have emptied.
+    ///
+    /// # Errors
+    ///
+    /// When it cannot be created.
+    pub fn worker(&self, key: &str, id: u64) -> io::Result<WorkerCgroup> {
+        self.tidy();
+        let dir = self.root.join(format!("{key}.{id}"));
+        std::fs::create_dir(&dir)?;
+        let procs = CString::new(dir.join("cgroup.procs").as_os_str().as_bytes())
+            .map_err(io::Error::other)?;
+        Ok(WorkerCgroup { dir, procs })
+    }
+
+    /// Removes the empty cgroups of exited workers.
+    pub fn tidy(&self) {
+        if let Ok(dirs) = std::fs::read_dir(&self.root) {
+            for d in dirs.flatten() {
+                if d.path().is_dir() && !populated(&d.path()) {
+                    let _ = std::fs::remove_dir(d.path());
+                }
+            }
+        }
+    }
+
+    /// Kills whatever is left in every worker cgroup and removes them (ctsd is exiting); waits
+    /// a bounded time for the killed processes to go.
+    pub fn remove(&self) {
+        let Ok(dirs) = std::fs::read_dir(&self.root) else {
+            return;
+        };
+        let dirs: Vec<PathBuf> = dirs
+            .flatten()
+            .map(|d| d.path())
+            .filter(|p| p.is_dir())
+            .collect();
+        for d in &dirs {
+            let _ = std::fs::write(d.join("cgroup.kill"), "1");
+        }
+        for d in &dirs {
+            for _ in 0..100 {
+                if std::fs::remove_dir(d).is_ok() || !d.exists() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+        let _ = std::fs::remove_dir(&self.root);
+    }
+}
+
+/// `populated 1` in `cgroup.events`.
+fn populated(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("cgroup.events"))
+        .map(|e| e.lines().any(|l| l == "populated 1"))
+        .unwrap_or(true)
+}
+
+/// Kills and removes `ctsd-<pid>` cgroups of ctsds that no longer run.
+fn sweep_stale(base: &Path) {
+    let Ok(dirs) = std::fs::read_dir(base) else {
+        return;
+    };
+    for d in dirs.flatten() {
+        let name = d.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("ctsd-"))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() || alive(pid) {
+            continue;
+        }
+        let stale = Cgroups { root: d.path() };
+        stale.remove();
+    }
+}
