@@ -321,3 +321,32 @@ fn what_a_killed_ctsd_left_running_is_killed_by_the_next_one() {
     );
     assert!(get(d.port("jordan"), "/").is_ok());
 }
+
+#[test]
+fn a_refused_user_reads_permission_denied_once() {
+    if !is_root() {
+        eprintln!("SKIPPED a_refused_user_reads_permission_denied_once: needs root to run ctsctl as nobody");
+        return;
+    }
+    // Anyone may connect, but only root's group may read.
+    let d = Daemon::start_with(
+        vec![Inst::new("jordan", "Jordan", "/JO", "JOD")],
+        "socket_mode: \"0666\"\nsocket_group: root",
+        "",
+    );
+    open_to_everyone(&d);
+    let out = Command::new(ctsctl_bin())
+        .arg("--socket")
+        .arg(&d.socket)
+        .arg("status")
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output()
+        .expect("ctsctl as nobody");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(cts_proto::exit_codes::PERMISSION_DENIED.into())
+    );
+    assert_eq!(err.matches("permission denied").count(), 1, "{err}");
+}

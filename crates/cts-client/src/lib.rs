@@ -35,8 +35,9 @@ pub enum ClientError {
     /// A socket file nobody listens on.
     #[error("is ctsd running? nothing listens on control socket {0} (a stale socket file)")]
     Refused(PathBuf),
-    /// The socket file's permissions, or the daemon, refused us.
-    #[error("permission denied: {0}")]
+    /// The socket file's permissions, or the daemon, refused us (the message says so: the
+    /// daemon's starts with `permission denied:` itself).
+    #[error("{0}")]
     PermissionDenied(String),
     /// Connecting or the handshake took too long.
     #[error("ctsd did not answer on {0} in time")]
@@ -98,7 +99,7 @@ impl Client {
                     io::ErrorKind::NotFound => ClientError::NotFound(path.to_owned()),
                     io::ErrorKind::ConnectionRefused => ClientError::Refused(path.to_owned()),
                     io::ErrorKind::PermissionDenied => ClientError::PermissionDenied(format!(
-                        "cannot open control socket {}",
+                        "permission denied: cannot open control socket {}",
                         path.display()
                     )),
                     _ => ClientError::Io {

@@ -58,6 +58,7 @@ pub(crate) async fn watch(
         Err(e) => Exit {
             success: false,
             description: format!("could not be waited for: {e}"),
+            killed: false,
         },
     };
     let _ = events.send(WorkerEvent::Exited(id, exit));
@@ -86,6 +87,7 @@ pub(crate) fn describe(st: ExitStatus) -> Exit {
         None => Exit {
             success: false,
             description: format!("ended ({st})"),
+            killed: false,
         },
     }
 }

@@ -65,6 +65,9 @@ pub struct Exit {
     pub success: bool,
     /// For people: "exited with status 1", "killed by SIGKILL".
     pub description: String,
+    /// Ended by a signal that stops a healthy program from outside (SIGKILL, SIGTERM, SIGINT),
+    /// not by a failure of its own (an exit status, SIGSEGV, SIGABRT, ...).
+    pub killed: bool,
 }
 
 impl Exit {
@@ -73,6 +76,7 @@ impl Exit {
         Exit {
             success: code == 0,
             description: format!("exited with status {code}"),
+            killed: false,
         }
     }
 
@@ -81,6 +85,7 @@ impl Exit {
         Exit {
             success: false,
             description: format!("killed by {name}"),
+            killed: matches!(name, "SIGKILL" | "SIGTERM" | "SIGINT"),
         }
     }
 }

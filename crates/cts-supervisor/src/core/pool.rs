@@ -670,6 +670,15 @@ impl Pool {
                 return;
             }
         }
+        if w.ready() && exit.killed {
+            // It booted and served; something outside killed it (an operator, the OOM killer,
+            // a kill storm). Its code did not fail: it is replaced at once, without growing
+            // the slot's backoff or the crash loop, so a pool of bootable code never sits
+            // empty behind a backoff.
+            self.restarts += 1;
+            self.note(format!("{label} {what}; restarting it now"));
+            return;
+        }
         let ran = now.saturating_duration_since(w.started);
         self.record_failure(w.slot, Some(ran), now, 1, &format!("{label} {what}"), false);
     }

@@ -1512,3 +1512,57 @@ fn the_crash_loop_is_announced_once() {
         ],
     );
 }
+
+fn killed(w: WorkerId) -> Input {
+    Input::Event(Event::Exited(w, Exit::signaled("SIGKILL")))
+}
+
+#[test]
+fn a_ready_worker_killed_from_outside_is_replaced_at_once_every_time() {
+    // A kill storm: the replacements boot fine and are killed again; the pool is never left
+    // empty behind a backoff, and it is no crash loop.
+    let mut steps = vec![
+        at(0, Input::Boot).want([spawn(0, 0)]),
+        at(5, ready(0)).want([settled()]),
+    ];
+    for n in 0..10u64 {
+        let t = 50 + n * 50;
+        steps.push(
+            at(t, killed(n))
+                .want([kill(n), spawn(n + 1, 0)])
+                .note("killed by SIGKILL; restarting it now")
+                .deadline(Some(t + 10_000)),
+        );
+        steps.push(at(t + 5, ready(n + 1)).want([]).state(S::Running));
+    }
+    let pool = run(web(1), steps);
+    assert_eq!(pool.status().restarts, 10);
+}
+
+#[test]
+fn a_worker_killed_before_it_was_ready_backs_off() {
+    run(
+        web(1),
+        vec![
+            at(0, Input::Boot).want([spawn(0, 0)]),
+            at(10, killed(0)).want([kill(0), spawn(1, 0), settled()]),
+            at(20, killed(1)).want([kill(1)]).deadline(Some(120)),
+            at(120, tick()).want([spawn(2, 0)]),
+        ],
+    );
+}
+
+#[test]
+fn a_ready_worker_that_fails_on_its_own_backs_off() {
+    let segfault = |w| Input::Event(Event::Exited(w, Exit::signaled("SIGSEGV")));
+    run(
+        web(1),
+        vec![
+            at(0, Input::Boot).want([spawn(0, 0)]),
+            at(5, ready(0)).want([settled()]),
+            at(10, segfault(0)).want([kill(0), spawn(1, 0)]),
+            at(15, ready(1)).want([]),
+            at(20, segfault(1)).want([kill(1)]).deadline(Some(120)),
+        ],
+    );
+}
