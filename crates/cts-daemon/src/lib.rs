@@ -368,6 +368,11 @@ async fn reap_orphans() {
         return;
     };
     while sigchld.recv().await.is_some() {
+        // A worker's exit wakes its watcher and then its actor, which spawns the replacement;
+        // let them go first: reading /proc here is not what a client waits for.
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
         cts_supervisor::contain::reap_orphans();
     }
 }

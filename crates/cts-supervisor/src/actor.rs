@@ -169,6 +169,8 @@ impl Actor {
         let first = self.pool.start(now);
         self.apply(first, now);
         let (mut controls_open, mut shutting_down, mut killed) = (true, false, false);
+        // The worker that just exited, whose leftovers go once its exit is handled.
+        let mut gone = None;
         while !self.pool.finished() {
             let deadline = self.pool.deadline();
             let wake = tokio::select! {
@@ -186,11 +188,7 @@ impl Actor {
             let event = match wake {
                 Wake::Worker(WorkerEvent::Ready(id)) => Event::Ready(id),
                 Wake::Worker(WorkerEvent::Exited(id, exit)) => {
-                    // What it started goes with it, also what left its process group.
-                    if let Some(cg) = self.worker_cgroups.remove(&id) {
-                        cg.kill();
-                    }
-                    contain::kill_orphans_of(&self.key, id);
+                    gone = Some(id);
                     Event::Exited(id, exit)
                 }
                 Wake::Control(Some(c)) => match self.request(c) {
@@ -215,6 +213,17 @@ impl Actor {
             let now = Instant::now();
             let effects = self.pool.handle(event, now);
             self.apply(effects, now);
+            if let Some(id) = gone.take() {
+                // What the worker started goes with it, also what left its process group;
+                // after its replacement was spawned, which is what clients wait for.
+                if let Some(cg) = self.worker_cgroups.remove(&id) {
+                    cg.kill();
+                }
+                contain::kill_orphans_of(&self.key, id);
+                if let Some(c) = &self.cgroups {
+                    c.prepare();
+                }
+            }
         }
         self.note("all workers stopped");
     }
@@ -335,15 +344,9 @@ impl Actor {
                 Some(fd)
             }
         };
-        let cgroup = self
-            .cgroups
-            .as_ref()
-            .and_then(|c| c.worker(&self.key, id).ok());
+        let cgroup = self.cgroups.as_ref().and_then(|c| c.worker().ok());
         let tag = contain::tag(&self.key, id);
-        let containment = spawn::Containment {
-            tag: &tag,
-            cgroup: cgroup.as_ref().map(WorkerCgroup::procs),
-        };
+        let containment = spawn::Containment { tag: &tag };
         let notify_name = notify.as_ref().map(|(_, n)| n.as_str());
         let mut child = spawn::spawn(spec, listener, notify_name, &containment)
             .map_err(|e| format!("{}: {e}", spawn::program_name(&spec.argv)))?;
@@ -351,7 +354,8 @@ impl Actor {
             return Err("the worker exited before it could be watched".into());
         };
         contain::watching(pid);
-        if let Some(cg) = cgroup {
+        if let (Some(cgroups), Some(cg)) = (&self.cgroups, cgroup) {
+            cgroups.enter(pid, &cg);
             self.worker_cgroups.insert(id, cg);
         }
         self.output

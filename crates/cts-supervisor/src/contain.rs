@@ -19,9 +19,7 @@
 //!   a descendant that cleared its environment goes.
 
 use std::collections::HashSet;
-use std::ffi::CString;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
@@ -186,22 +184,25 @@ fn alive(pid: u32) -> bool {
 pub struct Cgroups {
     /// `<ctsd's cgroup>/ctsd-<pid>`, removed when ctsd exits.
     root: PathBuf,
+    /// Cgroups made ahead of need, so that making one is not on the way of a spawn (that is
+    /// what a crashed worker's clients wait for).
+    spares: Mutex<Vec<WorkerCgroup>>,
+    /// Names the next one.
+    next: std::sync::atomic::AtomicU64,
+    /// To the thread that moves workers into their cgroups.
+    mover: Mutex<std::sync::mpsc::Sender<(u32, PathBuf)>>,
 }
+
+/// Spare cgroups kept ready.
+const SPARES: usize = 4;
 
 /// One worker's cgroup.
 #[derive(Debug)]
 pub struct WorkerCgroup {
     dir: PathBuf,
-    /// `cgroup.procs`, for the child to join between fork and exec.
-    procs: CString,
 }
 
 impl WorkerCgroup {
-    /// The path the child writes `0` to, to join.
-    pub(crate) fn procs(&self) -> &CString {
-        &self.procs
-    }
-
     /// Kills every process in it.
     pub fn kill(&self) {
         let _ = std::fs::write(self.dir.join("cgroup.kill"), "1");
@@ -228,10 +229,58 @@ impl Cgroups {
         sweep_stale(&base);
         let root = base.join(format!("ctsd-{}", std::process::id()));
         match std::fs::create_dir(&root) {
-            Ok(()) => Some(Cgroups { root }),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Some(Cgroups { root }),
-            Err(_) => None,
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(_) => return None,
         }
+        let c = Cgroups::at(root);
+        c.prepare();
+        Some(c)
+    }
+
+    fn at(root: PathBuf) -> Cgroups {
+        let (tx, rx) = std::sync::mpsc::channel::<(u32, PathBuf)>();
+        // Moving a process into a cgroup waits for an RCU grace period (milliseconds): a
+        // thread of its own does it, so that a spawn (what a crashed worker's clients wait
+        // for) never does. What a worker forks before it is moved stays tagged.
+        let _ = std::thread::Builder::new()
+            .name("ctsd-cgroups".into())
+            .spawn(move || {
+                while let Ok((pid, procs)) = rx.recv() {
+                    let _ = std::fs::write(procs, pid.to_string());
+                }
+            });
+        Cgroups {
+            root,
+            spares: Mutex::new(Vec::new()),
+            next: std::sync::atomic::AtomicU64::new(0),
+            mover: Mutex::new(tx),
+        }
+    }
+
+    /// Moves worker `pid` into `cgroup` (soon, on the mover thread).
+    pub fn enter(&self, pid: u32, cgroup: &WorkerCgroup) {
+        let mover = self.mover.lock().unwrap_or_else(PoisonError::into_inner);
+        let _ = mover.send((pid, cgroup.dir.join("cgroup.procs")));
+    }
+
+    /// Removes the cgroups of exited workers that have emptied, and makes spares.
+    pub fn prepare(&self) {
+        self.tidy();
+        let mut spares = self.spares.lock().unwrap_or_else(PoisonError::into_inner);
+        while spares.len() < SPARES {
+            match self.make() {
+                Ok(c) => spares.push(c),
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn make(&self) -> io::Result<WorkerCgroup> {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = self.root.join(format!("w{n}"));
+        std::fs::create_dir(&dir)?;
+        Ok(WorkerCgroup { dir })
     }
 
     /// Where the cgroups are.
@@ -239,28 +288,33 @@ impl Cgroups {
         &self.root
     }
 
-    /// A new cgroup for worker `id` of `key`; on the way, removes those of exited workers that
-    /// have emptied.
+    /// An empty cgroup for a worker about to be spawned: a spare when there is one.
     ///
     /// # Errors
     ///
-    /// When it cannot be created.
-    pub fn worker(&self, key: &str, id: u64) -> io::Result<WorkerCgroup> {
-        self.tidy();
-        let dir = self.root.join(format!("{key}.{id}"));
-        std::fs::create_dir(&dir)?;
-        let procs = CString::new(dir.join("cgroup.procs").as_os_str().as_bytes())
-            .map_err(io::Error::other)?;
-        Ok(WorkerCgroup { dir, procs })
+    /// When none can be made.
+    pub fn worker(&self) -> io::Result<WorkerCgroup> {
+        let spare = self
+            .spares
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        match spare {
+            Some(c) => Ok(c),
+            None => self.make(),
+        }
     }
 
-    /// Removes the empty cgroups of exited workers.
-    pub fn tidy(&self) {
-        if let Ok(dirs) = std::fs::read_dir(&self.root) {
-            for d in dirs.flatten() {
-                if d.path().is_dir() && !populated(&d.path()) {
-                    let _ = std::fs::remove_dir(d.path());
-                }
+    /// Removes the empty cgroups of exited workers (not the spares).
+    fn tidy(&self) {
+        let spares = self.spares.lock().unwrap_or_else(PoisonError::into_inner);
+        let Ok(dirs) = std::fs::read_dir(&self.root) else {
+            return;
+        };
+        for d in dirs.flatten() {
+            let path = d.path();
+            if path.is_dir() && !spares.iter().any(|s| s.dir == path) && !populated(&path) {
+                let _ = std::fs::remove_dir(path);
             }
         }
     }
@@ -315,7 +369,7 @@ fn sweep_stale(base: &Path) {
         if pid == std::process::id() || alive(pid) {
             continue;
         }
-        let stale = Cgroups { root: d.path() };
+        let stale = Cgroups::at(d.path());
         stale.remove();
     }
 }

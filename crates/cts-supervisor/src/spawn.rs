@@ -290,7 +290,6 @@ pub fn spawn(
         listener,
         parent: std::process::id() as nix::libc::pid_t,
         privileges: spec.privileges.clone(),
-        cgroup: contain.cgroup.cloned(),
     };
     let in_child = move || {
         // SAFETY: this closure is only given to `pre_exec` below, which runs it in the child
@@ -298,22 +297,20 @@ pub fn spawn(
         unsafe { setup.run() }
     };
     // SAFETY: the closure runs between fork and exec and only makes async-signal-safe system
-    // calls (open, write, close, fcntl, dup2, prctl, getppid, umask, setrlimit, setgroups,
-    // setgid, setuid, chdir) on values prepared before the fork; it neither allocates nor
-    // locks.
+    // calls (fcntl, dup2, prctl, getppid, umask, setrlimit, setgroups, setgid, setuid, chdir)
+    // on values prepared before the fork; it neither allocates nor locks.
     unsafe {
         cmd.pre_exec(in_child);
     }
     cmd.spawn()
 }
 
-/// What keeps a worker's descendants from escaping (see [`crate::contain`]).
+/// What keeps a worker's descendants from escaping (see [`crate::contain`]); the worker's
+/// cgroup is joined after the spawn, off its way (a migration waits for an RCU grace period).
 #[derive(Debug)]
 pub struct Containment<'a> {
     /// `CTS_WORKER`, inherited by everything the worker starts.
     pub tag: &'a str,
-    /// The `cgroup.procs` of the worker's own cgroup, joined before exec.
-    pub cgroup: Option<&'a std::ffi::CString>,
 }
 
 /// Everything the child does between fork and exec, prepared before the fork.
@@ -321,8 +318,6 @@ struct ChildSetup {
     listener: Option<RawFd>,
     parent: nix::libc::pid_t,
     privileges: Privileges,
-    /// `cgroup.procs` to write `0` to (join), before privileges are dropped.
-    cgroup: Option<std::ffi::CString>,
 }
 
 impl ChildSetup {
@@ -332,18 +327,8 @@ impl ChildSetup {
     ///
     /// Only in the child between fork and exec: see [`Privileges::apply`] and [`child_setup`].
     unsafe fn run(&self) -> io::Result<()> {
-        // SAFETY: our caller runs us in the child between fork and exec; open, write and
-        // close on a path prepared before the fork are async-signal-safe.
+        // SAFETY: our caller runs us in the child between fork and exec.
         unsafe {
-            if let Some(procs) = &self.cgroup {
-                // Best effort: without the cgroup the worker is still tagged and grouped.
-                let fd =
-                    nix::libc::open(procs.as_ptr(), nix::libc::O_WRONLY | nix::libc::O_CLOEXEC);
-                if fd >= 0 {
-                    nix::libc::write(fd, b"0".as_ptr().cast(), 1);
-                    nix::libc::close(fd);
-                }
-            }
             self.privileges.apply()?;
             child_setup(self.listener, self.parent)
         }
