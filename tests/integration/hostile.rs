@@ -350,3 +350,121 @@ fn a_refused_user_reads_permission_denied_once() {
     );
     assert_eq!(err.matches("permission denied").count(), 1, "{err}");
 }
+
+/// Open fds of `pid`.
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// Children of `pid` that are zombies (exited, not reaped).
+fn zombies_of(pid: u32) -> Vec<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .filter(|&c| {
+            std::fs::read_to_string(format!("/proc/{c}/stat")).is_ok_and(|s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn three_hundred_restarts_under_load_keep_fds_and_memory_flat_and_leave_no_zombie() {
+    let inst = Inst::new("jordan", "Jordan", "/JO", "JOD").with("workers: 1");
+    let port = inst.port;
+    let d = Daemon::start(vec![inst], "");
+    d.wait_running("jordan");
+    let looper = Looper::start(port);
+    looper.wait_for_more(10);
+    // Warm up (allocator, log buffers), then measure.
+    for _ in 0..20 {
+        assert!(d.ctl(&["restart", "jordan"]).status.success());
+    }
+    let (fds, rss) = (fd_count(d.pid()), rss_kib(d.pid()));
+    for i in 0..300 {
+        let out = d.ctl(&["restart", "jordan"]);
+        assert!(out.status.success(), "restart {i}: {out:?}");
+    }
+    d.wait_running("jordan");
+    let stats = looper.finish();
+    assert!(
+        stats.failures.is_empty(),
+        "{} failed requests of {}: {:?}",
+        stats.failures.len(),
+        stats.ok,
+        &stats.failures[..stats.failures.len().min(5)]
+    );
+    // The replaced workers' fds (pipes, notify sockets) are all closed again.
+    assert!(
+        wait_until(WAIT, || fd_count(d.pid()) <= fds + 2),
+        "fds grew from {fds} to {}",
+        fd_count(d.pid())
+    );
+    let after = rss_kib(d.pid());
+    assert!(after < rss + 4096, "RSS grew from {rss} KiB to {after} KiB");
+    assert!(
+        wait_until(WAIT, || zombies_of(d.pid()).is_empty()),
+        "zombies: {:?}",
+        zombies_of(d.pid())
+    );
+}
+
+#[test]
+fn a_reload_onto_a_port_in_use_changes_nothing_and_names_the_holder() {
+    let d = Daemon::start(three(), "");
+    let before = d.wait_running("jordan");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let mut moved = three();
+    for (m, old) in moved.iter_mut().zip(&d.instances) {
+        m.port = old.port;
+    }
+    moved[2].port = taken.local_addr().expect("addr").port();
+    write_config(d.dir.path(), &moved, "");
+    let out = d.ctl(&["reload"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("in use") && err.contains(&format!("held by pid {}", std::process::id())),
+        "{err}"
+    );
+    assert_eq!(d.pids("jordan"), before, "nothing changed");
+    assert!(get(d.port("jordan"), "/").is_ok());
+}
+
+#[test]
+fn ten_megabytes_without_a_newline_are_logged_in_pieces_and_memory_stays_bounded() {
+    let inst = Inst::new("jordan", "Jordan", "/JO", "JOD").with(&format!(
+        "workers: 1, command: {}",
+        demo(&["--flood", "10000000", "--line-len", "10000000"])
+    ));
+    let port = inst.port;
+    let d = Daemon::start(vec![inst], "");
+    d.wait_running("jordan");
+    let dir = d.log_dir.join("jordan");
+    let logged = || -> u64 {
+        std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum()
+    };
+    assert!(
+        wait_until(WAIT, || logged() >= 10_000_000),
+        "{} bytes logged",
+        logged()
+    );
+    assert!(get(port, "/").is_ok(), "the worker still serves");
+    let rss = rss_kib(d.pid());
+    assert!(rss < 64 << 10, "ctsd holds {rss} KiB");
+}
