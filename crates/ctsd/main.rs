@@ -47,6 +47,36 @@ fn main() -> ExitCode {
     }
     let socket = cts_config::control_socket(args.socket.as_deref(), Some(&config));
     if args.check {
+        // What the file alone cannot tell: whether each program and cwd are there for the
+        // workers' user. A running ctsd reports the same per instance, without stopping
+        // the others.
+        let missing: Vec<String> = config
+            .instances
+            .iter()
+            .filter_map(|i| {
+                cts_config::check_program(&i.pool).err().map(|e| {
+                    format!(
+                        "{}: instances.{}.{}: {}",
+                        args.config.display(),
+                        i.key,
+                        e.key,
+                        e.message
+                    )
+                })
+            })
+            .collect();
+        if !missing.is_empty() {
+            for m in &missing {
+                eprintln!("{m}");
+            }
+            eprintln!(
+                "ctsd: {}: {} instance{} cannot start on this machine",
+                args.config.display(),
+                missing.len(),
+                if missing.len() == 1 { "" } else { "s" }
+            );
+            return ExitCode::from(2);
+        }
         println!("{}: ok: {}", args.config.display(), config.summary());
         return ExitCode::SUCCESS;
     }

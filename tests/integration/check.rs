@@ -23,7 +23,7 @@ fn check(yaml: &str) -> (i32, String, String) {
 #[test]
 fn the_seed_instances_mapping_is_accepted_as_written() {
     let (code, out, err) = check(
-        "defaults: {command: [gunicorn]}\n\
+        "defaults: {command: [sh]}\n\
          instances:\n  turkey: {name: Turkey, prefix: /TR, currency: TRY, port: 8001}\n  \
          iraq:   {name: Iraq,   prefix: /IQ, currency: IQD, port: 8002}\n  \
          jordan: {name: Jordan, prefix: /JO, currency: JOD, port: 8003}\n",
@@ -101,7 +101,7 @@ fn jinja_in_an_unrendered_pillar_is_rejected() {
     let cfg = dir.path().join("ctsd.yaml");
     std::fs::write(
         &cfg,
-        "defaults: {command: [gunicorn]}\ninstances_file: conf/pillar/project.sls\n",
+        "defaults: {command: [sh]}\ninstances_file: conf/pillar/project.sls\n",
     )
     .expect("write");
     let out = Command::new(ctsd_bin())
@@ -129,7 +129,7 @@ fn a_rendered_pillar_is_used() {
     let cfg = dir.path().join("ctsd.yaml");
     std::fs::write(
         &cfg,
-        "defaults: {command: [gunicorn]}\ninstances_file: conf/pillar/project.sls\n",
+        "defaults: {command: [sh]}\ninstances_file: conf/pillar/project.sls\n",
     )
     .expect("write");
     let out = Command::new(ctsd_bin())
@@ -147,7 +147,7 @@ fn a_rendered_pillar_is_used() {
 
 #[test]
 fn dev_environment_without_instances_runs_local() {
-    let (code, out, err) = check("ctsd: {environment: dev}\ndefaults: {command: [gunicorn]}\n");
+    let (code, out, err) = check("ctsd: {environment: dev}\ndefaults: {command: [sh]}\n");
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("1 instance") && out.contains("local"), "{out}");
 }

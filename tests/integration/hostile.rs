@@ -468,3 +468,88 @@ fn ten_megabytes_without_a_newline_are_logged_in_pieces_and_memory_stays_bounded
     let rss = rss_kib(d.pid());
     assert!(rss < 64 << 10, "ctsd holds {rss} KiB");
 }
+
+#[test]
+fn a_missing_program_is_an_error_of_check_and_the_reason_in_status() {
+    let broken = Inst::new("jordan", "Jordan", "/JO", "JOD").with(
+        "command: [gunicron, \"cts.wsgi:application\"], restart: {crash_loop: {restarts: 1, within: 1m}}",
+    );
+    let d = Daemon::prepare(
+        vec![broken, Inst::new("iraq", "Iraq", "/IQ", "IQD")],
+        "",
+        "",
+        Extra::default(),
+    );
+    let out = Command::new(ctsd_bin())
+        .args(["--check", "--config"])
+        .arg(&d.config)
+        .output()
+        .expect("ctsd --check");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("instances.jordan.command[0]: `gunicron` is not found on the workers' PATH"),
+        "{err}"
+    );
+    // Started anyway, the other instance serves and status says why jordan does not.
+    let mut d = d;
+    d.respawn();
+    d.wait_running("iraq");
+    assert!(wait_until(WAIT, || d.instance("jordan")["state"] == "failing"));
+    let why = d.instance("jordan")["last_exit"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(why.contains("`gunicron` is not found"), "{why}");
+}
+
+#[test]
+fn a_full_disk_does_not_rotate_into_empty_files() {
+    if !is_root() {
+        eprintln!(
+            "SKIPPED a_full_disk_does_not_rotate_into_empty_files: needs root to mount a tmpfs"
+        );
+        return;
+    }
+    // A worker that floods 400 KB at start into a 16 KB disk, rotating every 2 KB.
+    let inst = Inst::new("jordan", "Jordan", "/JO", "JOD").with(&format!(
+        "workers: 1, command: {}, logs: {{max_size: 2KB, keep: 20, compress: false}}",
+        demo(&["--flood", "400000", "--line-len", "200"])
+    ));
+    let mut d = Daemon::prepare(vec![inst], "", "", Extra::default());
+    let dir = d.log_dir.join("jordan");
+    std::fs::create_dir_all(&dir).expect("log dir");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16k", "ctsd-test"])
+        .arg(&dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("SKIPPED a_full_disk_does_not_rotate_into_empty_files: mount -t tmpfs refused");
+        return;
+    }
+    let _guard = crate::logs::Tmpfs(dir.clone());
+    d.respawn();
+    d.wait_running("jordan");
+    assert!(
+        wait_until(WAIT, || d.instance("jordan")["log_dropped_bytes"]
+            .as_u64()
+            .unwrap_or(0)
+            > 300_000),
+        "{}",
+        d.instance("jordan")
+    );
+    let rotated: Vec<(String, u64)> = std::fs::read_dir(&dir)
+        .expect("log dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("output.log."))
+        .map(|e| {
+            let len = e.metadata().map_or(0, |m| m.len());
+            (e.file_name().to_string_lossy().into_owned(), len)
+        })
+        .collect();
+    assert!(
+        rotated.iter().all(|(_, len)| *len > 0),
+        "empty rotated files: {rotated:?}"
+    );
+}

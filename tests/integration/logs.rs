@@ -477,7 +477,7 @@ fn a_reload_applies_changed_log_settings_to_running_workers() {
 }
 
 /// A tmpfs mounted over a directory for the length of a test, unmounted also on failure.
-struct Tmpfs(std::path::PathBuf);
+pub struct Tmpfs(pub std::path::PathBuf);
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {

@@ -71,6 +71,7 @@ mod model;
 mod names;
 mod pillar;
 mod pool;
+mod program;
 mod raw;
 mod socket;
 mod template;
@@ -86,6 +87,7 @@ pub use model::{
     StderrLog,
 };
 pub use names::{Currency, InstanceKey, Prefix};
+pub use program::{check_program, ProgramError};
 pub use socket::{control_socket, socket_given, SOCKET_ENV};
 pub use units::{format_duration, parse_duration, parse_size, DurationStyle};
 pub use yaml::closest;

@@ -532,6 +532,13 @@ impl Writer {
 
     /// Renames the (written, possibly missing) file to its rotated name and opens a new one.
     fn rotate(&mut self, now: SystemTime) {
+        // An empty file is not worth a rotated name (and a place in `keep`): on a full disk
+        // the batch that would have filled it was dropped, not written.
+        if std::fs::metadata(&self.path).is_ok_and(|m| m.len() == 0) {
+            self.ensure_open();
+            self.size = 0;
+            return;
+        }
         // `File` has no user-space buffer: dropping it closes it with everything written.
         self.file = None;
         let target = rotate::rotated_path(&self.dir, &self.name, now);

@@ -325,6 +325,9 @@ impl Actor {
     /// Starts worker `id`'s process; returns its pid.
     fn spawn(&mut self, id: WorkerId, slot: u32, socket: bool) -> Result<u32, String> {
         let spec = self.spec.as_ref().map_err(Clone::clone)?;
+        // What the exec shim would fail on, said here so that `status` gives the reason (the
+        // shim's own message only reaches the log).
+        cts_config::check_program(&self.cfg.pool).map_err(|e| e.message)?;
         let notify = if self.cfg.pool.ready.notify {
             let name = format!("{}/{id}", self.notify_prefix);
             let made = spawn::notify_socket(&name)
