@@ -140,3 +140,92 @@ fn bash_completes_instance_names_from_the_running_daemon() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text, "jordan\nturkey iraq jordan\n", "{out:?}");
 }
+
+#[test]
+fn start_up_errors_are_said_once_and_check_does_not_talk_of_starting() {
+    let d = Daemon::start(vec![Inst::new("jordan", "Jordan", "/JO", "JOD")], "");
+    let second = std::process::Command::new(ctsd_bin())
+        .arg("--config")
+        .arg(&d.config)
+        .env_remove("CTSD_SOCKET")
+        .output()
+        .expect("a second ctsd");
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1));
+    assert_eq!(
+        err.matches("another ctsd is already running").count(),
+        1,
+        "{err}"
+    );
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bad = dir.path().join("ctsd.yaml");
+    std::fs::write(&bad, "defaults: {command: [sh], wokers: 2}\n").expect("write");
+    let check = std::process::Command::new(ctsd_bin())
+        .args(["--check", "--config"])
+        .arg(&bad)
+        .output()
+        .expect("ctsd --check");
+    let err = String::from_utf8_lossy(&check.stderr);
+    assert_eq!(check.status.code(), Some(2));
+    assert!(
+        err.contains("is not valid (2 errors)") && !err.contains("nothing was started"),
+        "{err}"
+    );
+    let run = std::process::Command::new(ctsd_bin())
+        .arg("--config")
+        .arg(&bad)
+        .output()
+        .expect("ctsd");
+    assert!(String::from_utf8_lossy(&run.stderr).contains("nothing was started"));
+}
+
+#[test]
+fn a_restart_on_a_terminal_leaves_one_line() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED a_restart_on_a_terminal_leaves_one_line: no `script` to give ctsctl a terminal");
+        return;
+    }
+    let d = Daemon::start(vec![Inst::new("jordan", "Jordan", "/JO", "JOD")], "");
+    d.wait_running("jordan");
+    let cmd = format!(
+        "{} --socket {} restart jordan",
+        ctsctl_bin(),
+        d.socket.display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-q", "-e", "-c", &cmd, "/dev/null"])
+        .output()
+        .expect("script");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    // What the terminal shows: \r moves to the start of the line, ESC[K erases from there.
+    let mut screen: Vec<String> = vec![String::new()];
+    let mut col = 0;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        let line = screen.last_mut().expect("a line");
+        match c {
+            '\r' => col = 0,
+            '\n' => {
+                screen.push(String::new());
+                col = 0;
+            }
+            '\x1b' => {
+                let _ = (chars.next(), chars.next()); // `[K`
+                line.truncate(col);
+            }
+            c => {
+                line.truncate(col);
+                line.push(c);
+                col += 1;
+            }
+        }
+    }
+    let shown: Vec<&String> = screen.iter().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(shown, ["jordan: 2 workers replaced"], "{text:?}");
+}
