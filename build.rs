@@ -74,12 +74,9 @@ fn main() -> std::io::Result<()> {
     ] {
         let script =
             clap_complete::generate_to(shell, &mut ctsctl.clone(), "ctsctl", &completions)?;
-        // Instance names, which clap cannot know: see `completion_extra`.
-        let extra = ctsctl_cli::completion_extra(shell);
-        if !extra.is_empty() {
-            let mut f = std::fs::OpenOptions::new().append(true).open(&script)?;
-            std::io::Write::write_all(&mut f, extra.as_bytes())?;
-        }
+        // Instance names, which clap cannot know: see `adapt_completion`.
+        let text = std::fs::read_to_string(&script)?;
+        std::fs::write(&script, ctsctl_cli::adapt_completion(shell, text))?;
         clap_complete::generate_to(shell, &mut ctsd.clone(), "ctsd", &completions)?;
     }
     Ok(())

@@ -147,15 +147,46 @@ pub enum Command {
     },
 }
 
-/// What the generated completion script of `shell` gets appended: completion of instance
-/// names (from `ctsctl list`) for the commands that take them.
-pub fn completion_extra(shell: clap_complete::Shell) -> &'static str {
+/// The completion script clap generated for `shell`, taught to complete instance names (from
+/// `ctsctl list`) for the commands that take them: bash and fish get a function appended, zsh
+/// gets its instance arguments pointed at one.
+pub fn adapt_completion(shell: clap_complete::Shell, script: String) -> String {
     match shell {
-        clap_complete::Shell::Bash => BASH_INSTANCES,
-        clap_complete::Shell::Fish => FISH_INSTANCES,
-        _ => "",
+        clap_complete::Shell::Bash => script + BASH_INSTANCES,
+        clap_complete::Shell::Fish => script + FISH_INSTANCES,
+        clap_complete::Shell::Zsh => {
+            let script = script
+                .replace(
+                    "Only these instances:_default'",
+                    "Only these instances:_ctsctl_instances'",
+                )
+                .replace(
+                    "(e.g. jordan):_default'",
+                    "(e.g. jordan):_ctsctl_instances'",
+                )
+                .replace(
+                    ":instance -- Instance key:_default'",
+                    ":instance -- Instance key:_ctsctl_instances'",
+                );
+            // Defined before the lines that register `_ctsctl`, which come last.
+            match script.rfind("if [ \"$funcstack[1]\" = \"_ctsctl\" ]") {
+                Some(at) => format!("{}{ZSH_INSTANCES}{}", &script[..at], &script[at..]),
+                None => script,
+            }
+        }
+        _ => script,
     }
 }
+
+const ZSH_INSTANCES: &str = r#"# Instance names, from `ctsctl list` (the running ctsd, else the configuration file).
+(( $+functions[_ctsctl_instances] )) ||
+_ctsctl_instances() {
+    local -a keys
+    keys=(${(f)"$(ctsctl list 2>/dev/null)"})
+    compadd -a keys
+}
+
+"#;
 
 const BASH_INSTANCES: &str = r#"
 # Instance names, from `ctsctl list` (the running ctsd, else the configuration file).

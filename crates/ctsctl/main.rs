@@ -36,9 +36,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
         Command::Completions { shell } => {
-            let out = &mut std::io::stdout();
-            clap_complete::generate(*shell, &mut Cli::command(), "ctsctl", out);
-            print!("{}", cli::completion_extra(*shell));
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "ctsctl", &mut script);
+            let script = String::from_utf8_lossy(&script).into_owned();
+            print!("{}", cli::adapt_completion(*shell, script));
             ExitCode::SUCCESS
         }
         Command::List => {

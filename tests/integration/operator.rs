@@ -229,3 +229,39 @@ fn a_restart_on_a_terminal_leaves_one_line() {
     let shown: Vec<&String> = screen.iter().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(shown, ["jordan: 2 workers replaced"], "{text:?}");
 }
+
+#[test]
+fn zsh_completes_instance_arguments_through_ctsctl_list() {
+    let out = std::process::Command::new(ctsctl_bin())
+        .args(["completions", "zsh"])
+        .output()
+        .expect("ctsctl completions zsh");
+    let script = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        script.contains("_ctsctl_instances() {"),
+        "the helper is defined"
+    );
+    assert!(
+        script.contains("Instance keys (e.g. jordan):_ctsctl_instances'"),
+        "start/stop/restart complete instance names"
+    );
+    assert!(
+        !script.contains("Instance key:_default'"),
+        "no instance argument left out"
+    );
+    // The helper comes before the lines that register the completion function.
+    let helper = script.find("_ctsctl_instances() {").unwrap_or(usize::MAX);
+    let register = script.rfind("compdef _ctsctl ctsctl").unwrap_or(0);
+    assert!(helper < register);
+    if let Ok(zsh) = std::process::Command::new("zsh")
+        .arg("-n")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+    {
+        use std::io::Write;
+        let mut zsh = zsh;
+        let _ = zsh.stdin.take().map(|mut s| s.write_all(script.as_bytes()));
+        let status = zsh.wait().expect("zsh -n");
+        assert!(status.success(), "zsh -n rejects the script");
+    }
+}
