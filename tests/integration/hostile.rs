@@ -25,6 +25,18 @@ fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// `ctsctl status` as `nobody`.
+fn status_as_nobody(d: &Daemon) -> std::process::Output {
+    Command::new(ctsctl_bin())
+        .arg("--socket")
+        .arg(&d.socket)
+        .arg("status")
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output()
+        .expect("ctsctl as nobody")
+}
+
 /// Lets `nobody` reach the control socket of `d` (the test directory is private).
 fn open_to_everyone(d: &Daemon) {
     use std::os::unix::fs::PermissionsExt;
@@ -86,14 +98,7 @@ fn operators_get_through_while_a_reader_hogs_the_socket() {
     let _hog = Reaped(hog);
     // The hog holds all it may; one more connection of its user is refused with the reason.
     let refused = wait_until(WAIT, || {
-        let out = Command::new(ctsctl_bin())
-            .args(["--socket"])
-            .arg(&d.socket)
-            .arg("status")
-            .uid(NOBODY)
-            .gid(NOBODY)
-            .output()
-            .expect("ctsctl as nobody");
+        let out = status_as_nobody(&d);
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(
             !err.contains("Broken pipe"),
@@ -335,14 +340,7 @@ fn a_refused_user_reads_permission_denied_once() {
         "",
     );
     open_to_everyone(&d);
-    let out = Command::new(ctsctl_bin())
-        .arg("--socket")
-        .arg(&d.socket)
-        .arg("status")
-        .uid(NOBODY)
-        .gid(NOBODY)
-        .output()
-        .expect("ctsctl as nobody");
+    let out = status_as_nobody(&d);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         out.status.code(),

@@ -44,18 +44,7 @@ pub fn check_program(pool: &PoolSpec) -> Result<PathBuf, ProgramError> {
                 message: format!("{} is not a directory", cwd.display()),
             });
         }
-        if !who.may(&meta) {
-            return Err(ProgramError {
-                key: "cwd",
-                message: format!(
-                    "{} cannot be entered by {} (mode {:04o}, owner uid {})",
-                    cwd.display(),
-                    who.name,
-                    meta.permissions().mode() & 0o7777,
-                    meta.uid()
-                ),
-            });
-        }
+        who.check("cwd", cwd, &meta, "cannot be entered by")?;
     }
     let Some(program) = pool.command.first() else {
         return Err(ProgramError {
@@ -116,18 +105,7 @@ pub fn check_program(pool: &PoolSpec) -> Result<PathBuf, ProgramError> {
             message: format!("{} is not a file", path.display()),
         });
     }
-    if !who.may(&meta) {
-        return Err(ProgramError {
-            key: "command[0]",
-            message: format!(
-                "{} is not executable by {} (mode {:04o}, owner uid {})",
-                path.display(),
-                who.name,
-                meta.permissions().mode() & 0o7777,
-                meta.uid()
-            ),
-        });
-    }
+    who.check("command[0]", &path, &meta, "is not executable by")?;
     Ok(path)
 }
 
@@ -161,6 +139,29 @@ impl Who {
                 name: format!("uid {me}"),
             },
         }
+    }
+
+    /// An error for `key` unless [`Who::may`]: `<path> <what> <user> (mode, owner)`.
+    fn check(
+        &self,
+        key: &'static str,
+        path: &Path,
+        meta: &std::fs::Metadata,
+        what: &str,
+    ) -> Result<(), ProgramError> {
+        if self.may(meta) {
+            return Ok(());
+        }
+        Err(ProgramError {
+            key,
+            message: format!(
+                "{} {what} {} (mode {:04o}, owner uid {})",
+                path.display(),
+                self.name,
+                meta.permissions().mode() & 0o7777,
+                meta.uid()
+            ),
+        })
     }
 
     /// Whether the x bit that applies to this user is set (for root: any x bit).

@@ -258,6 +258,21 @@ fn up2() -> Vec<Step> {
     ]
 }
 
+/// Boot of a one-worker pool whose worker crashes four times within the window (one more
+/// than `restarts: 3`): failing at 700ms, the next try at 30,700ms.
+fn into_crash_loop() -> Vec<Step> {
+    vec![
+        at(0, Input::Boot).want([spawn(0, 0)]),
+        at(10, ready(0)).want([settled()]),
+        at(100, crash(0)).want([kill(0), spawn(1, 0)]),
+        at(200, crash(1)).want([kill(1)]),
+        at(300, tick()).want([spawn(2, 0)]),
+        at(400, crash(2)).want([kill(2)]),
+        at(600, tick()).want([spawn(3, 0)]),
+        at(700, crash(3)).want([kill(3)]).state(S::Failing),
+    ]
+}
+
 fn with(mut first: Vec<Step>, rest: Vec<Step>) -> Vec<Step> {
     first.extend(rest);
     first
@@ -404,25 +419,20 @@ fn a_crash_loop_marks_the_pool_failing_and_retries_slowly() {
 
 #[test]
 fn a_failing_pool_recovers_when_every_worker_stays_up() {
-    let steps = vec![
-        at(0, Input::Boot).want([spawn(0, 0)]),
-        at(10, ready(0)).want([settled()]),
-        at(100, crash(0)).want([kill(0), spawn(1, 0)]),
-        at(200, crash(1)).want([kill(1)]),
-        at(300, tick()).want([spawn(2, 0)]),
-        at(400, crash(2)).want([kill(2)]),
-        at(600, tick()).want([spawn(3, 0)]),
-        at(700, crash(3)).want([kill(3)]).state(S::Failing),
-        at(30_700, tick()).want([spawn(4, 0)]).state(S::Failing),
-        at(30_800, ready(4))
-            .want([])
-            .state(S::Failing)
-            .deadline(Some(40_700)),
-        at(40_700, tick())
-            .want([])
-            .state(S::Running)
-            .note("recovered: every worker has stayed up"),
-    ];
+    let steps = with(
+        into_crash_loop(),
+        vec![
+            at(30_700, tick()).want([spawn(4, 0)]).state(S::Failing),
+            at(30_800, ready(4))
+                .want([])
+                .state(S::Failing)
+                .deadline(Some(40_700)),
+            at(40_700, tick())
+                .want([])
+                .state(S::Running)
+                .note("recovered: every worker has stayed up"),
+        ],
+    );
     run(web(1), steps);
 }
 
@@ -430,23 +440,18 @@ fn a_failing_pool_recovers_when_every_worker_stays_up() {
 fn an_operator_start_clears_the_crash_loop() {
     run(
         web(1),
-        vec![
-            at(0, Input::Boot).want([spawn(0, 0)]),
-            at(10, ready(0)).want([settled()]),
-            at(100, crash(0)).want([kill(0), spawn(1, 0)]),
-            at(200, crash(1)).want([kill(1)]),
-            at(300, tick()).want([spawn(2, 0)]),
-            at(400, crash(2)).want([kill(2)]),
-            at(600, tick()).want([spawn(3, 0)]),
-            at(700, crash(3)).want([kill(3)]).state(S::Failing),
-            at(800, req(1, Request::Start))
-                .want([spawn(4, 0)])
-                .state(S::Starting)
-                .note("crash-loop state cleared by the operator"),
-            at(900, ready(4))
-                .want([ok(1, Done::Running(1))])
-                .state(S::Running),
-        ],
+        with(
+            into_crash_loop(),
+            vec![
+                at(800, req(1, Request::Start))
+                    .want([spawn(4, 0)])
+                    .state(S::Starting)
+                    .note("crash-loop state cleared by the operator"),
+                at(900, ready(4))
+                    .want([ok(1, Done::Running(1))])
+                    .state(S::Running),
+            ],
+        ),
     );
 }
 
