@@ -7,7 +7,9 @@
 //!   and [`core::Job`] (a one-shot run). No I/O, no clock, no tokio, no nix.
 //! - [`actor`]: the instance actor, the loop that feeds the core its events and carries out
 //!   its effects.
+//! - [`instance`]: what the daemon gives an actor ([`Instance`], [`Output`], [`Listen`]).
 //! - [`handle`]: [`InstanceHandle`] and the typed [`Control`]s operators' requests become.
+//! - [`contain`]: nothing a worker starts outlives it (subreaper, `CTS_WORKER` tags, cgroups).
 //! - [`spawn`]: starting a worker: fd 3, process group, parent-death signal, the exec shim.
 //! - [`backoff`]: the restart delay and the crash-loop window as pure functions.
 //! - `watcher`: one task per worker that reaps it and forwards `READY=1` and its exit.
@@ -38,14 +40,16 @@ pub mod backoff;
 pub mod contain;
 pub mod core;
 pub mod handle;
+pub mod instance;
 pub mod spawn;
 mod watcher;
 
-pub use actor::{launch, Instance, Listen, Output};
+pub use actor::launch;
 pub use core::{human, Done, Refusal};
 pub use handle::{
     Control, InstanceHandle, InstanceState, Outcome, Status, Summary, WorkerInfo, WorkerState,
 };
+pub use instance::{Instance, Listen, Output};
 pub use spawn::{
     exec_worker, worker_environment, Privileges, EXEC_WORKER_ARG, INHERITED_VARS_TO_DROP,
 };

@@ -1,0 +1,56 @@
+//! What the daemon gives an instance's actor: its configuration, its socket (or how to bind
+//! it), where output goes, and the cgroups to contain its workers in.
+
+use crate::contain::Cgroups;
+use crate::spawn::{Privileges, SpawnSpec};
+use cts_config::InstanceConfig;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::process::{ChildStderr, ChildStdout};
+
+/// Where a worker's output and the actor's events about the instance go. The daemon connects
+/// this to the instance's log; the supervisor knows nothing about files.
+pub trait Output: Send + Sync + 'static {
+    /// A worker was started: read its pipes until they close.
+    fn attach(&self, slot: u32, pid: u32, stdout: Option<ChildStdout>, stderr: Option<ChildStderr>);
+    /// Something happened to the instance that the operator should find in its log.
+    fn event(&self, text: &str);
+}
+
+/// What it takes to run one instance.
+pub struct Instance {
+    /// The instance's validated configuration.
+    pub config: InstanceConfig,
+    /// The instance's listening socket, owned by ctsd for its whole life; `None` when its
+    /// port could not be had at start (another process holds it): then `listen` is tried
+    /// before each spawn, and its error is the spawn's, with the usual backoff.
+    pub listener: Option<Arc<OwnedFd>>,
+    /// Binds the instance's port (again); the daemon's, which also records the new socket.
+    pub listen: Listen,
+    /// The ctsd binary, run as exec shim for every worker.
+    pub shim: PathBuf,
+    /// Where output and events go.
+    pub output: Arc<dyn Output>,
+    /// Per-worker cgroups, where the system gives ctsd some.
+    pub cgroups: Option<Arc<Cgroups>>,
+}
+
+/// How an actor gets a listening socket it does not have: bind the instance's port, or say
+/// why not (`cannot listen on 127.0.0.1:8003: Address in use; held by pid 4242 (...)`).
+pub type Listen = Arc<dyn Fn() -> Result<Arc<OwnedFd>, String> + Send + Sync>;
+
+/// Builds the spawn spec once: names, privileges and limits are checked here, not per spawn.
+pub(crate) fn spawn_spec(
+    config: &InstanceConfig,
+    shim: &std::path::Path,
+) -> Result<SpawnSpec, String> {
+    let pool = &config.pool;
+    Ok(SpawnSpec {
+        shim: shim.to_path_buf(),
+        argv: pool.command.clone(),
+        env: pool.env.clone().into_iter().collect(),
+        fd_name: config.key.to_string(),
+        privileges: Privileges::for_pool(pool)?,
+    })
+}
