@@ -1,4 +1,4 @@
-//! The instance actor: the loop that feeds one pool's [`core::Pool`] its events and carries
+//! The instance actor: the loop that feeds one pool's [`crate::core::Pool`] its events and carries
 //! out its effects. Every decision is the core's; what is here is I/O: spawning, signalling,
 //! answering, publishing.
 
