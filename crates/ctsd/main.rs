@@ -190,16 +190,24 @@ fn init_tracing(
     level: tracing::Level,
     file: Option<&std::path::Path>,
 ) -> anyhow::Result<Option<tracing_appender::non_blocking::WorkerGuard>> {
-    use tracing_subscriber::fmt::writer::MakeWriterExt;
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_target(false);
-    match file {
-        None => {
-            builder.with_ansi(ansi).with_writer(std::io::stderr).init();
-            Ok(None)
-        }
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let stderr: Box<dyn Layer<_> + Send + Sync> = if journal_on_stderr() {
+        // One journal entry per event, at the event's priority.
+        tracing_subscriber::fmt::layer()
+            .event_format(JournalLine)
+            .with_writer(std::io::stderr)
+            .boxed()
+    } else {
+        tracing_subscriber::fmt::layer()
+            .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .boxed()
+    };
+    let (file_layer, guard) = match file {
+        None => (None, None),
         Some(path) => {
             let dir = path
                 .parent()
@@ -212,11 +220,65 @@ fn init_tracing(
                 .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
             let (writer, guard) =
                 tracing_appender::non_blocking(tracing_appender::rolling::daily(dir, name));
-            builder
+            let layer = tracing_subscriber::fmt::layer()
+                .with_target(false)
                 .with_ansi(false)
-                .with_writer(std::io::stderr.and(writer))
-                .init();
-            Ok(Some(guard))
+                .with_writer(writer);
+            (Some(layer), Some(guard))
         }
+    };
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::filter::LevelFilter::from_level(level))
+        .with(stderr)
+        .with(file_layer)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))?;
+    Ok(guard)
+}
+
+/// Whether stderr is connected to the journal: systemd says so in `JOURNAL_STREAM`
+/// (`<device>:<inode>` of the stream), which must match stderr itself (a program started from
+/// a shell in a service inherits the variable, not the stream).
+fn journal_on_stderr() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Ok(stat) = std::fs::metadata("/proc/self/fd/2") else {
+        return false;
+    };
+    value.to_str() == Some(format!("{}:{}", stat.dev(), stat.ino()).as_str())
+}
+
+/// ctsd's events as the journal reads its stderr: `<N>` (the sd-daemon priority: 3 error,
+/// 4 warning, 6 info, 7 debug) then the message on one line, no timestamp (the journal has
+/// its own). A message of several lines (a rejected reload's errors) stays one entry, its
+/// lines joined with ` | `.
+struct JournalLine;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for JournalLine
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let priority = match *event.metadata().level() {
+            tracing::Level::ERROR => 3,
+            tracing::Level::WARN => 4,
+            tracing::Level::INFO => 6,
+            tracing::Level::DEBUG | tracing::Level::TRACE => 7,
+        };
+        let mut text = String::new();
+        ctx.field_format().format_fields(
+            tracing_subscriber::fmt::format::Writer::new(&mut text),
+            event,
+        )?;
+        let one_line: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        writeln!(writer, "<{priority}>{}", one_line.join(" | "))
     }
 }

@@ -311,3 +311,70 @@ fn with_the_fd_store_a_stale_stored_socket_is_replaced_and_passed_ones_are_not_s
         d.stderr()
     );
 }
+
+#[test]
+fn on_the_journal_every_event_has_its_priority_and_stays_one_entry() {
+    use crate::util::*;
+    use std::os::unix::fs::MetadataExt;
+    // What systemd does: stderr is the journal's stream, named in JOURNAL_STREAM.
+    let mut d = Daemon::prepare(three(), "", "", Default::default());
+    let log = d.dir.path().join("journal.txt");
+    let file = std::fs::File::create(&log).expect("journal stand-in");
+    let meta = file.metadata().expect("stat");
+    let mut cmd = std::process::Command::new(ctsd_bin());
+    cmd.arg("--config")
+        .arg(&d.config)
+        .env_remove("CTSD_SOCKET")
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .stderr(file);
+    let mut child = cmd.spawn().expect("ctsd");
+    let pid = child.id();
+    let ready = wait_until(WAIT, || {
+        d.try_status().is_ok_and(|s| {
+            s["instances"]
+                .as_array()
+                .is_some_and(|a| a.iter().all(|i| i["state"] == "running"))
+        })
+    });
+    // A crash is a warning. (SIGABRT: a Rust program survives a SIGSEGV sent from outside.)
+    let victim = d.pids("jordan").into_iter().next().expect("a worker");
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(victim as i32),
+        nix::sys::signal::Signal::SIGABRT,
+    );
+    let respawned = wait_until(WAIT, || !d.pids("jordan").contains(&victim));
+    // An invalid file, rejected through ctsctl: ctsd logs it too, as one error entry.
+    std::fs::write(&d.config, "instances: {jordan: {currency: jod}}\n").expect("break");
+    let reload = d.ctl(&["reload"]);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = wait_child(&mut child, WAIT);
+    let _ = child.kill();
+    let _ = child.wait();
+    d.child = None;
+    assert!(ready, "ctsd ran");
+    assert!(respawned, "the crashed worker was replaced");
+    assert!(!reload.status.success());
+    let text = std::fs::read_to_string(&log).expect("read");
+    assert!(!text.is_empty());
+    for line in text.lines() {
+        assert!(
+            ["<3>", "<4>", "<6>", "<7>"]
+                .iter()
+                .any(|p| line.starts_with(p)),
+            "a line without its priority: {line:?}\n{text}"
+        );
+    }
+    let rejected: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("reload rejected"))
+        .collect();
+    assert_eq!(rejected.len(), 1, "{text}");
+    assert!(
+        rejected[0].starts_with("<3>") && rejected[0].contains(" | "),
+        "{}",
+        rejected[0]
+    );
+}

@@ -281,6 +281,10 @@ pub async fn run(
             }
             DaemonEvent::ReloadRequest { dry_run, reply } => {
                 let r = reload_now(&mut instances, opts.reload_from.as_ref(), dry_run).await;
+                // Also in ctsd's own log (the journal), not only for the client that asked.
+                if let (Err(e), false) = (&r, dry_run) {
+                    tracing::error!("reload rejected, nothing changed:\n{e}");
+                }
                 let _ = reply.send(r);
             }
         }

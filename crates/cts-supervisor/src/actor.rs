@@ -4,7 +4,7 @@
 
 use crate::backoff::Jitter;
 use crate::contain::{self, Cgroups, WorkerCgroup};
-use crate::core::{Effect, Event, Pool, Request, Settings, Sig, Ticket, WorkerId};
+use crate::core::{Effect, Event, Level, Pool, Request, Settings, Sig, Ticket, WorkerId};
 use crate::handle::{Control, InstanceHandle, Outcome, Summary};
 use crate::instance::{spawn_spec, Instance, Listen, Output};
 use crate::spawn::{self, SpawnSpec};
@@ -261,7 +261,11 @@ impl Actor {
                         let _ = tx.send(outcome);
                     }
                 }
-                Effect::Note(text) => self.note(&text),
+                Effect::Note(Level::Info, text) => self.note(&text),
+                Effect::Note(Level::Warning, text) => {
+                    tracing::warn!(instance = %self.key, "{text}");
+                    self.output.event(&text);
+                }
                 Effect::Progress { replaced, total } => {
                     let _ = self.progress.send((replaced, total));
                 }

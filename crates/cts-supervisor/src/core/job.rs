@@ -2,7 +2,7 @@
 //! success or failure with its exit. No respawn; stopped like a worker (SIGTERM, then SIGKILL
 //! after `stop_timeout`) when ctsd shuts down or its `timeout` passes.
 
-use super::{human, Done, Effect, Event, Exit, Refusal, Sig, Ticket, WorkerId};
+use super::{human, Done, Effect, Event, Exit, Level, Refusal, Sig, Ticket, WorkerId};
 use std::time::{Duration, Instant};
 
 /// The one id a job's process has in events and effects.
@@ -92,7 +92,10 @@ impl Job {
         match (event, self.phase) {
             (Event::Spawned(_, pid), Phase::Spawning) => {
                 self.phase = Phase::Running { pid, since: now };
-                out.push(Effect::Note(format!("{} started, pid {pid}", self.name)));
+                out.push(Effect::Note(
+                    Level::Info,
+                    format!("{} started, pid {pid}", self.name),
+                ));
                 if self.shutting_down {
                     self.stop(pid, now, false, &mut out);
                 }
@@ -118,11 +121,14 @@ impl Job {
             }
             (Event::Tick, Phase::Running { pid, since }) => {
                 if let Some(t) = self.timeout.filter(|t| since + *t <= now) {
-                    out.push(Effect::Note(format!(
-                        "{} still running after {}; stopping it",
-                        self.name,
-                        human(t)
-                    )));
+                    out.push(Effect::Note(
+                        Level::Warning,
+                        format!(
+                            "{} still running after {}; stopping it",
+                            self.name,
+                            human(t)
+                        ),
+                    ));
                     self.stop(pid, now, true, &mut out);
                 }
             }
@@ -138,11 +144,14 @@ impl Job {
                     pid,
                     signal: Sig::Kill,
                 });
-                out.push(Effect::Note(format!(
-                    "{} did not stop within {}; sent SIGKILL",
-                    self.name,
-                    human(self.stop_timeout)
-                )));
+                out.push(Effect::Note(
+                    Level::Warning,
+                    format!(
+                        "{} did not stop within {}; sent SIGKILL",
+                        self.name,
+                        human(self.stop_timeout)
+                    ),
+                ));
                 self.phase = Phase::Stopping {
                     pid,
                     kill_at: None,
@@ -211,10 +220,10 @@ impl Job {
                 self.name, exit.description
             )))
         };
-        out.push(Effect::Note(match &outcome {
-            Ok(_) => format!("{} completed", self.name),
-            Err(e) => e.to_string(),
-        }));
+        out.push(match &outcome {
+            Ok(_) => Effect::Note(Level::Info, format!("{} completed", self.name)),
+            Err(e) => Effect::Note(Level::Warning, e.to_string()),
+        });
         self.finish(outcome, out);
     }
 

@@ -139,6 +139,15 @@ pub enum Event {
     Kill,
 }
 
+/// How much a [`Effect::Note`] matters (its priority in the journal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// The ordinary course of things: started, ready, stopped, replaced.
+    Info,
+    /// Something failed: a crash, a worker not ready, a SIGKILL, a crash loop.
+    Warning,
+}
+
 /// What a machine asks its caller to do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
@@ -160,8 +169,8 @@ pub enum Effect {
     },
     /// Answer the request `ticket`.
     Reply(Ticket, Outcome),
-    /// Something the operator should find in the instance's log.
-    Note(String),
+    /// Something the operator should find in the instance's log, and how much it matters.
+    Note(Level, String),
     /// A roll's progress: `replaced` of `total` workers.
     Progress {
         /// Workers replaced so far.

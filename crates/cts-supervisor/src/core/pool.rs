@@ -2,7 +2,9 @@
 //! SIGKILL escalation, reconfigure, shutdown.
 
 use super::outcome::workers;
-use super::{human, Done, Effect, Event, Exit, Outcome, Refusal, Request, Sig, Ticket, WorkerId};
+use super::{
+    human, Done, Effect, Event, Exit, Level, Outcome, Refusal, Request, Sig, Ticket, WorkerId,
+};
 use super::{InstanceState, Status, Summary, WorkerInfo, WorkerState};
 use crate::backoff::{restart_delay, CrashWindow, Jitter};
 use cts_config::{ReadySpec, RestartPolicy};
@@ -340,7 +342,11 @@ impl Pool {
     }
 
     fn note(&mut self, text: String) {
-        self.effects.push(Effect::Note(text));
+        self.effects.push(Effect::Note(Level::Info, text));
+    }
+
+    fn warn(&mut self, text: String) {
+        self.effects.push(Effect::Note(Level::Warning, text));
     }
 
     fn reply(&mut self, ticket: Ticket, outcome: Outcome) {
@@ -664,7 +670,7 @@ impl Pool {
                 "restart stopped, the old workers keep serving"
             };
             let msg = format!("new {label} {what} before it was ready; {rest}");
-            self.note(msg.clone());
+            self.warn(msg.clone());
             self.fail_roll(Refusal::RolledBack(msg), now);
             if !self.settings.kind.singleton {
                 return;
@@ -676,7 +682,7 @@ impl Pool {
             // the slot's backoff or the crash loop, so a pool of bootable code never sits
             // empty behind a backoff.
             self.restarts += 1;
-            self.note(format!("{label} {what}; restarting it now"));
+            self.warn(format!("{label} {what}; restarting it now"));
             return;
         }
         let ran = now.saturating_duration_since(w.started);
@@ -719,7 +725,7 @@ impl Pool {
                     format!("; retrying every {}", human(policy.backoff_max)),
                 )
             };
-            self.note(format!(
+            self.warn(format!(
                 "failing: {crashes} {kind} within {}{retry}",
                 human(policy.crash_loop.within)
             ));
@@ -740,7 +746,7 @@ impl Pool {
             (false, false) => format!("restarting it in {}", human(delay)),
             (true, _) => format!("retrying in {}", human(delay)),
         };
-        self.note(format!("{what}; {when}"));
+        self.warn(format!("{what}; {when}"));
     }
 
     fn mark_ready(&mut self, i: usize, now: Instant) {
@@ -782,7 +788,7 @@ impl Pool {
             match w.phase {
                 Phase::Starting { until } if until <= now => {
                     if ready.notify {
-                        self.note(format!(
+                        self.warn(format!(
                             "{} not ready after {}; stopping it",
                             w.label(),
                             human(ready.timeout)
@@ -807,7 +813,7 @@ impl Pool {
                         cause,
                         kill_at: None,
                     };
-                    self.note(format!(
+                    self.warn(format!(
                         "{label} did not stop within {}; sent SIGKILL",
                         human(self.settings.stop_timeout)
                     ));

@@ -205,13 +205,13 @@ fn run(settings: Settings, steps: Vec<Step>) -> Pool {
         let notes: Vec<&str> = got
             .iter()
             .filter_map(|e| match e {
-                Effect::Note(t) => Some(t.as_str()),
+                Effect::Note(_, t) => Some(t.as_str()),
                 _ => None,
             })
             .collect();
         let acts: Vec<&Effect> = got
             .iter()
-            .filter(|e| !matches!(e, Effect::Note(_)))
+            .filter(|e| !matches!(e, Effect::Note(..)))
             .collect();
         let want: Vec<&Effect> = step.want.iter().collect();
         assert_eq!(acts, want, "step {n} (at {}ms): notes {notes:#?}", step.at);
@@ -1156,7 +1156,7 @@ fn job_run(job: &mut Job, events: Vec<(u64, Event)>, t0: Instant) -> Vec<Vec<Eff
         .map(|(ms, e)| {
             job.handle(e, t0 + MS(ms))
                 .into_iter()
-                .filter(|e| !matches!(e, Effect::Note(_)))
+                .filter(|e| !matches!(e, Effect::Note(..)))
                 .collect()
         })
         .collect()
@@ -1464,7 +1464,7 @@ fn a_worker_stopped_before_its_pid_is_known_gets_sigterm_and_its_sigkill_deadlin
     // ctsd is told to stop before the spawn is answered (the actor answers at once; the
     // core does not rely on it).
     let got = pool.handle(Event::Shutdown, t0 + MS(1));
-    assert!(got.iter().all(|e| matches!(e, Effect::Note(_))), "{got:?}");
+    assert!(got.iter().all(|e| matches!(e, Effect::Note(..))), "{got:?}");
     let got = pool.handle(Event::Spawned(0, pid(0)), t0 + MS(5));
     assert_eq!(got[0], term(0));
     assert_eq!(pool.deadline(), Some(t0 + MS(5) + MS(30_000)));
