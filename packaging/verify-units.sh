@@ -110,6 +110,34 @@ else
     failed=1
 fi
 
+# --- maintainer scripts, against a stub systemctl ----------------------------------------------
+# In a mount namespace of their own, /run is a tmpfs with /run/systemd/system (systemd is
+# "running") and systemctl a script that records its calls and knows one socket unit.
+stub=$tmp/stub
+mkdir -p "$stub/bin"
+cat >"$stub/bin/systemctl" <<'STUB'
+#!/bin/sh
+echo "$*" >>"$STUB_LOG"
+case "$*" in
+    *list-unit-files*|*list-units*) echo "ctsd-jordan.socket enabled enabled" ;;
+esac
+exit 0
+STUB
+chmod +x "$stub/bin/systemctl"
+if as_root unshare --mount sh -c '
+        mount -t tmpfs none /run && mkdir -p /run/systemd/system &&
+        PATH="$1/bin:$PATH" STUB_LOG="$1/calls" sh "$2/debian/prerm" remove'         sh "$stub" "$here" >"$tmp/prerm.out" 2>&1; then
+    calls=$(tr '\n' ';' <"$stub/calls")
+    case "$calls" in
+        *"stop ctsd-jordan.socket;disable ctsd-jordan.socket;stop ctsd.service;disable ctsd.service;"*)
+            say "  prerm remove: stops and disables ctsd-jordan.socket, then ctsd.service" ;;
+        *) say "  prerm remove: unexpected systemctl calls: $calls"; failed=1 ;;
+    esac
+else
+    say "  prerm remove: cannot run in a mount namespace here (needs root and unshare); not checked"
+    sed 's/^/    /' "$tmp/prerm.out"
+fi
+
 # --- exposure, for information --------------------------------------------------------------
 exposure=$(systemd-analyze security --offline=true --no-pager "$tmp/units/ctsd.service" 2>/dev/null |
     grep 'Overall exposure level' || true)
