@@ -80,7 +80,9 @@ fn environment(inst: &InstanceConfig, socket: &Path) -> BTreeMap<OsString, OsStr
             std::env::vars_os().collect()
         }
     };
-    cts_supervisor::worker_environment(inherited, &inst.pool.env)
+    let configured = inst.pool.env.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    // The secrets of `env_file` too, as the workers get them.
+    cts_supervisor::worker_environment(inherited, configured.chain(inst.pool.secrets.expose()))
 }
 
 /// The environment of the ctsd listening on `socket` (found by its peer credentials):

@@ -11,6 +11,7 @@ mod logs;
 mod operator;
 mod reload;
 mod restart;
+mod secrets;
 mod serving;
 mod shutdown;
 mod systemd;

@@ -131,6 +131,8 @@ fn changed_fields(o: &InstanceConfig, n: &InstanceConfig) -> Vec<(&'static str, 
         command,
         cwd,
         env: _, // compared as `configured_env`, without what mirrors the instance's fields
+        env_file,
+        secrets,
         user,
         group,
         accounts,
@@ -154,7 +156,7 @@ fn changed_fields(o: &InstanceConfig, n: &InstanceConfig) -> Vec<(&'static str, 
         format: _,
     } = logs;
     let np = &n.pool;
-    let checks: [(&'static str, Action, bool); 18] = [
+    let checks: [(&'static str, Action, bool); 19] = [
         ("port", Rebind, *port != n.port),
         // `name`, `prefix` and `currency` reach the workers through their environment.
         ("name", Restart, *name != n.name),
@@ -164,6 +166,13 @@ fn changed_fields(o: &InstanceConfig, n: &InstanceConfig) -> Vec<(&'static str, 
         ("command", Restart, *command != np.command),
         ("cwd", Restart, *cwd != np.cwd),
         ("env", Restart, configured_env(o) != configured_env(n)),
+        // A changed file is picked up by a reload: its path or its contents (named, never
+        // shown: the plan says `env_file`).
+        (
+            "env_file",
+            Restart,
+            *env_file != np.env_file || *secrets != np.secrets,
+        ),
         // The same name may now stand for other ids (or other groups).
         (
             "user",

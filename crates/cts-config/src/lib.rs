@@ -73,6 +73,7 @@ mod pillar;
 mod pool;
 mod program;
 mod raw;
+mod secrets;
 mod socket;
 mod template;
 mod units;
@@ -88,6 +89,7 @@ pub use model::{
 };
 pub use names::{Currency, InstanceKey, Prefix};
 pub use program::{check_program, ProgramError};
+pub use secrets::Secrets;
 pub use socket::{control_socket, socket_given, SOCKET_ENV};
 pub use units::{format_duration, parse_duration, parse_size, DurationStyle};
 pub use yaml::closest;
@@ -126,6 +128,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Config, ConfigErrors> {
         Ok(text) => parse_str(&text, path, opts).and_then(|mut config| {
             if !opts.skip_accounts {
                 accounts::resolve(&mut config)?;
+                secrets::read(&mut config)?;
             }
             Ok(config)
         }),

@@ -105,6 +105,12 @@ pub struct PoolSpec {
     /// `PORT`, `SCRIPT_NAME`, `DJANGO_SETTINGS_MODULE=cts.settings.<key>`), overlaid by the
     /// configured `env` (rendered).
     pub env: BTreeMap<String, String>,
+    /// `env_file`: a file of `KEY=VALUE` lines (systemd's EnvironmentFile syntax) with the
+    /// secrets the workers get, read by [`crate::load`] into [`PoolSpec::secrets`].
+    pub env_file: Option<PathBuf>,
+    /// The variables of `env_file`, which reach the workers (after `env`), release jobs and
+    /// `ctsctl run`, and nothing else: their `Debug` hides the values.
+    pub secrets: crate::Secrets,
     /// `user` to run workers as.
     pub user: Option<String>,
     /// `group` to run workers as.

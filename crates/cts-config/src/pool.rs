@@ -43,6 +43,9 @@ const POOL_SETTINGS: &[(&str, ReadSetting)] = &[
     ("cwd", |v, path, diag, pool| {
         pool.cwd = read_cwd(v, path, diag)
     }),
+    ("env_file", |v, path, diag, pool| {
+        pool.env_file = read_cwd(v, path, diag)
+    }),
     ("env", |v, path, diag, pool| {
         pool.env = read_env(v, path, diag)
     }),
@@ -101,6 +104,8 @@ pub(crate) struct RawPool {
     pub(crate) command_written: bool,
     /// `cwd`, a template.
     pub(crate) cwd: Option<Template>,
+    /// `env_file`, a template.
+    pub(crate) env_file: Option<Template>,
     /// `env`, merged by variable name.
     pub(crate) env: BTreeMap<String, Template>,
     /// `user`.
@@ -507,6 +512,7 @@ impl RawPool {
             command: self.command.clone().or_else(|| defaults.command.clone()),
             command_written: self.command_written || defaults.command_written,
             cwd: self.cwd.clone().or_else(|| defaults.cwd.clone()),
+            env_file: self.env_file.clone().or_else(|| defaults.env_file.clone()),
             env,
             user: self.user.clone().or_else(|| defaults.user.clone()),
             group: self.group.clone().or_else(|| defaults.group.clone()),
@@ -569,6 +575,8 @@ impl RawPool {
             workers: self.workers.unwrap_or(DEFAULT_WORKERS),
             command,
             cwd: self.cwd.as_ref().map(|t| dir.join(t.render(vars))),
+            env_file: self.env_file.as_ref().map(|t| dir.join(t.render(vars))),
+            secrets: crate::Secrets::default(),
             env,
             user: self.user.clone(),
             group: self.group.clone(),

@@ -50,6 +50,7 @@ pub(crate) fn spawn_spec(
         shim: shim.to_path_buf(),
         argv: pool.command.clone(),
         env: pool.env.clone().into_iter().collect(),
+        secrets: pool.secrets.clone(),
         fd_name: config.key.to_string(),
         privileges: Privileges::for_pool(pool)?,
     })

@@ -68,6 +68,8 @@ pub struct SpawnSpec {
     pub argv: Vec<String>,
     /// Variables added to ctsd's own environment.
     pub env: Vec<(String, String)>,
+    /// `env_file`'s variables, after `env` (its `Debug` shows names only).
+    pub secrets: cts_config::Secrets,
     /// `LISTEN_FDNAMES`: the instance key.
     pub fd_name: String,
     /// User, groups, umask and limits the worker gets.
@@ -269,9 +271,10 @@ pub fn spawn(
 ) -> io::Result<Child> {
     let mut cmd = Command::new(&spec.shim);
     cmd.arg(EXEC_WORKER_ARG).arg("--").args(&spec.argv);
+    let configured = spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str()));
     cmd.env_clear().envs(worker_environment(
         std::env::vars_os(),
-        spec.env.iter().map(|(k, v)| (k, v)),
+        configured.chain(spec.secrets.expose()),
     ));
     if listener.is_some() {
         cmd.env("LISTEN_FDS", "1")
