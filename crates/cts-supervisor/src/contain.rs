@@ -247,7 +247,11 @@ impl Cgroups {
             .name("ctsd-cgroups".into())
             .spawn(move || {
                 while let Ok((pid, procs)) = rx.recv() {
-                    let _ = std::fs::write(procs, pid.to_string());
+                    // Still ctsd's child: a worker that exited at once may have left its
+                    // pid to some other process by now, which is none of ctsd's business.
+                    if parent_of(pid) == Some(std::process::id()) {
+                        let _ = std::fs::write(procs, pid.to_string());
+                    }
                 }
             });
         Cgroups {
@@ -343,6 +347,19 @@ impl Cgroups {
         }
         let _ = std::fs::remove_dir(&self.root);
     }
+}
+
+/// The parent pid of `pid`, from `/proc/<pid>/stat`.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid ...`: comm may hold spaces and parentheses, so start after the
+    // last `)`.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// `populated 1` in `cgroup.events`.
