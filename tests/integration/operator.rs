@@ -265,3 +265,28 @@ fn zsh_completes_instance_arguments_through_ctsctl_list() {
         assert!(status.success(), "zsh -n rejects the script");
     }
 }
+
+#[test]
+fn a_stopped_instance_moved_by_a_reload_stays_closed_until_started() {
+    let d = Daemon::start(three(), "");
+    d.wait_running("jordan");
+    assert!(d.ctl(&["stop", "jordan"]).status.success());
+    let mut moved = d.instances.clone();
+    moved[2].port = free_port();
+    let new_port = moved[2].port;
+    write_config(d.dir.path(), &moved, "");
+    let out = d.ctl(&["reload"]);
+    assert!(out.status.success(), "{out:?}");
+    let refused = std::net::TcpStream::connect(("127.0.0.1", new_port));
+    assert_eq!(
+        refused.map_err(|e| e.kind()).err(),
+        Some(std::io::ErrorKind::ConnectionRefused),
+        "a stopped instance's new port must not accept connections nobody answers"
+    );
+    assert!(d.ctl(&["start", "jordan"]).status.success());
+    d.wait_running("jordan");
+    assert_eq!(
+        get(new_port, "/").expect("served on the new port")["instance"],
+        "jordan"
+    );
+}

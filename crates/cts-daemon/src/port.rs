@@ -17,13 +17,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 /// One instance's port; shared by the registry and the control handlers.
 #[derive(Debug)]
 pub struct Port {
-    /// `ctsd.bind`:`port`.
-    addr: SocketAddr,
     state: Mutex<State>,
 }
 
 #[derive(Debug)]
 struct State {
+    /// `ctsd.bind`:`port`.
+    addr: SocketAddr,
     /// `None` while the port could not be had (another process holds it).
     fd: Option<Arc<OwnedFd>>,
     /// Bound by ctsd, which may close and bind it again; false for systemd's.
@@ -36,8 +36,8 @@ impl Port {
     /// itself.
     pub fn new(addr: SocketAddr, fd: Option<Arc<OwnedFd>>, own: bool) -> Arc<Port> {
         Arc::new(Port {
-            addr,
             state: Mutex::new(State {
+                addr,
                 listening: fd.is_some(),
                 own: own || fd.is_none(),
                 fd,
@@ -56,18 +56,10 @@ impl Port {
         if let (true, Some(fd)) = (s.listening, &s.fd) {
             return Ok(fd.clone());
         }
-        let fd = Arc::new(self.bind()?);
+        let fd = Arc::new(bind(s.addr)?);
         s.fd = Some(fd.clone());
         s.listening = true;
         Ok(fd)
-    }
-
-    fn bind(&self) -> Result<OwnedFd, listeners::BindError> {
-        listeners::bind(self.addr).map_err(|source| listeners::BindError {
-            instance: String::new(),
-            addr: self.addr,
-            source,
-        })
     }
 
     /// Whether the port accepts connections.
@@ -75,13 +67,21 @@ impl Port {
         self.lock().listening
     }
 
-    /// A reload bound (or was passed) a new socket for the instance.
-    pub fn replace(&self, fd: Arc<OwnedFd>, own: bool) {
-        *self.lock() = State {
+    /// A reload bound (or was passed) a new socket for the instance, on `addr`. An instance
+    /// an operator stopped stays closed: the new socket stops listening too, until `start`.
+    pub fn replace(&self, addr: SocketAddr, fd: Arc<OwnedFd>, own: bool) {
+        let mut s = self.lock();
+        let closed = s.own && s.fd.is_some() && !s.listening;
+        *s = State {
+            addr,
             fd: Some(fd),
             own,
             listening: true,
         };
+        drop(s);
+        if closed {
+            self.close();
+        }
     }
 
     /// Stops accepting connections, if ctsd owns the socket: new ones are refused, queued ones
@@ -113,7 +113,7 @@ impl Port {
         if s.listening {
             return Ok(None);
         }
-        let fd = Arc::new(self.bind()?);
+        let fd = Arc::new(bind(s.addr)?);
         s.fd = Some(fd.clone());
         s.listening = true;
         Ok(Some(fd))
@@ -122,4 +122,12 @@ impl Port {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+fn bind(addr: SocketAddr) -> Result<OwnedFd, listeners::BindError> {
+    listeners::bind(addr).map_err(|source| listeners::BindError {
+        instance: String::new(),
+        addr,
+        source,
+    })
 }

@@ -302,9 +302,15 @@ impl Instances {
     }
 
     /// A reload gave `key` a new listening socket (`own`: bound by ctsd).
-    pub(crate) fn set_listener(&mut self, key: &str, fd: Arc<OwnedFd>, own: bool) {
+    pub(crate) fn set_listener(
+        &mut self,
+        key: &str,
+        addr: std::net::SocketAddr,
+        fd: Arc<OwnedFd>,
+        own: bool,
+    ) {
         if let Some(r) = self.running.iter().find(|r| r.config.key.as_str() == key) {
-            r.port.replace(fd, own);
+            r.port.replace(addr, fd, own);
         }
     }
 

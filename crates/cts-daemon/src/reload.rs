@@ -195,7 +195,8 @@ fn apply(
                         notify::fd_store(&key, &got.fd);
                     }
                     let fd = Arc::new(got.fd);
-                    instances.set_listener(&key, fd.clone(), got.fresh);
+                    let addr = SocketAddr::new(new.daemon.bind, inst.port);
+                    instances.set_listener(&key, addr, fd.clone(), got.fresh);
                     fd
                 });
                 let roll = matches!(c.action, Action::Restart | Action::Rebind);
