@@ -551,3 +551,91 @@ fn a_full_disk_does_not_rotate_into_empty_files() {
         "empty rotated files: {rotated:?}"
     );
 }
+
+/// The cgroup v2 path of `pid` (`0::/…` in `/proc/<pid>/cgroup`).
+fn cgroup_of(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("0::").map(str::to_owned))
+        .unwrap_or_default()
+}
+
+#[test]
+fn replaced_workers_run_in_cgroups_of_their_own_too() {
+    let d = Daemon::start(vec![Inst::new("jordan", "Jordan", "/JO", "JOD")], "");
+    d.wait_running("jordan");
+    let root = format!("/ctsd-{}/w", d.pid());
+    let first = d.pids("jordan");
+    if !first
+        .iter()
+        .all(|&p| wait_until(WAIT, || cgroup_of(p).starts_with(&root)))
+    {
+        eprintln!(
+            "SKIPPED replaced_workers_run_in_cgroups_of_their_own_too: no writable cgroup v2 here"
+        );
+        return;
+    }
+    // A rolling restart and a crash: the replacements are contained as well.
+    assert!(d.ctl(&["restart", "jordan"]).status.success());
+    let rolled = d.wait_running("jordan");
+    let victim = *rolled.iter().next().expect("a worker");
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(victim as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let mut after = rolled.clone();
+    assert!(wait_until(WAIT, || {
+        after = d.pids("jordan");
+        after.len() == 2 && !after.contains(&victim)
+    }));
+    let mut groups = std::collections::BTreeSet::new();
+    let live: std::collections::BTreeSet<u32> = rolled
+        .iter()
+        .chain(&after)
+        .copied()
+        .filter(|p| *p != victim)
+        .collect();
+    for pid in &live {
+        assert!(
+            wait_until(WAIT, || cgroup_of(*pid).starts_with(&root)),
+            "worker {pid} is in {:?}, not under {root}",
+            cgroup_of(*pid)
+        );
+        groups.insert(cgroup_of(*pid));
+    }
+    assert_eq!(
+        groups.len(),
+        live.len(),
+        "one cgroup per worker: {groups:?}"
+    );
+}
+
+#[test]
+fn an_escaped_daemons_own_children_go_too() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let (outer, inner) = (tmp.path().join("daemon"), tmp.path().join("child"));
+    // A daemonizing helper: setsid, then a child of its own, then it waits.
+    let script = format!(
+        "(setsid sh -c 'sleep 1000 </dev/null >/dev/null 2>&1 & echo $! > {inner}; exec sleep 1000' \
+         </dev/null >/dev/null 2>&1 & echo $! > {outer}); exec {worker}",
+        inner = inner.display(),
+        outer = outer.display(),
+        worker = worker_bin()
+    );
+    let inst = Inst::new("jordan", "Jordan", "/JO", "JOD").with(&format!(
+        "workers: 1, command: {}",
+        yaml_list(&["sh", "-c", &script])
+    ));
+    let d = Daemon::start(vec![inst], "");
+    d.wait_running("jordan");
+    let (a, b) = (escaped_pid(&outer), escaped_pid(&inner));
+    let _guards = (KillOnDrop(a), KillOnDrop(b));
+    assert!(pid_alive(a) && pid_alive(b));
+    assert!(d.ctl(&["stop", "jordan"]).status.success());
+    assert!(
+        wait_until(WAIT, || !pid_alive(a) && !pid_alive(b)),
+        "left running: {:?}",
+        [a, b].iter().filter(|p| pid_alive(**p)).collect::<Vec<_>>()
+    );
+}

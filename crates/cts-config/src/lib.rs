@@ -88,7 +88,7 @@ pub use model::{
     StderrLog,
 };
 pub use names::{Currency, InstanceKey, Prefix};
-pub use program::{check_program, ProgramError};
+pub use program::{check_program, find_program, ProgramError};
 pub use secrets::Secrets;
 pub use socket::{control_socket, socket_given, SOCKET_ENV};
 pub use units::{format_duration, parse_duration, parse_size, DurationStyle};

@@ -108,8 +108,8 @@ pub struct PoolSpec {
     /// `env_file`: a file of `KEY=VALUE` lines (systemd's EnvironmentFile syntax) with the
     /// secrets the workers get, read by [`crate::load`] into [`PoolSpec::secrets`].
     pub env_file: Option<PathBuf>,
-    /// The variables of `env_file`, which reach the workers (after `env`), release jobs and
-    /// `ctsctl run`, and nothing else: their `Debug` hides the values.
+    /// The variables of `env_file`, which reach the workers (after `env`) and `ctsctl run`,
+    /// and nothing else: their `Debug` hides the values.
     pub secrets: crate::Secrets,
     /// `user` to run workers as.
     pub user: Option<String>,

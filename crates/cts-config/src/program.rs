@@ -26,12 +26,28 @@ impl std::fmt::Display for ProgramError {
     }
 }
 
-/// Checks `pool`'s `cwd` and program for the workers' user; returns the program's path.
+/// Checks `pool`'s `cwd` and program for the workers' user, permission bits included (what
+/// `ctsd --check` reports); returns the program's path.
 ///
 /// # Errors
 ///
 /// The first problem found.
 pub fn check_program(pool: &PoolSpec) -> Result<PathBuf, ProgramError> {
+    examine(pool, true)
+}
+
+/// What a running ctsd checks before each spawn: `cwd` is a directory and the program
+/// resolves to a file. Not the permission bits: access granted by an ACL is real, and the
+/// exec is the authority on it.
+///
+/// # Errors
+///
+/// The first problem found.
+pub fn find_program(pool: &PoolSpec) -> Result<PathBuf, ProgramError> {
+    examine(pool, false)
+}
+
+fn examine(pool: &PoolSpec, permissions: bool) -> Result<PathBuf, ProgramError> {
     let who = Who::of(pool);
     if let Some(cwd) = &pool.cwd {
         let meta = std::fs::metadata(cwd).map_err(|e| ProgramError {
@@ -44,7 +60,9 @@ pub fn check_program(pool: &PoolSpec) -> Result<PathBuf, ProgramError> {
                 message: format!("{} is not a directory", cwd.display()),
             });
         }
-        who.check("cwd", cwd, &meta, "cannot be entered by")?;
+        if permissions {
+            who.check("cwd", cwd, &meta, "cannot be entered by")?;
+        }
     }
     let Some(program) = pool.command.first() else {
         return Err(ProgramError {
@@ -105,7 +123,9 @@ pub fn check_program(pool: &PoolSpec) -> Result<PathBuf, ProgramError> {
             message: format!("{} is not a file", path.display()),
         });
     }
-    who.check("command[0]", &path, &meta, "is not executable by")?;
+    if permissions {
+        who.check("command[0]", &path, &meta, "is not executable by")?;
+    }
     Ok(path)
 }
 

@@ -1,7 +1,7 @@
 //! `env_file`: the workers' secrets (`DB_PASSWORD`, `SECRET_KEY`, API tokens), read from a file
 //! only root (or ctsd's user) may read, in systemd's EnvironmentFile syntax.
 //!
-//! The values reach the workers, release jobs and `ctsctl run`, and nothing else: [`Secrets`]
+//! The values reach the workers and `ctsctl run` (and release jobs, once there are any), and nothing else: [`Secrets`]
 //! has no `Display`, its `Debug` shows names only, and no error message quotes a value or a
 //! line of the file.
 
@@ -79,7 +79,28 @@ pub(crate) fn read(config: &mut Config) -> Result<(), ConfigErrors> {
 
 /// One `env_file`, checked and parsed.
 fn load(path: &Path) -> Result<Secrets, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    // One open, not followed through a symbolic link (which whoever may write the link's
+    // directory could point at another instance's secrets); mode and owner are those of what
+    // was opened, and what is read is that same file.
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(nix::libc::ELOOP) => format!(
+                "{} is a symbolic link; name the file itself",
+                path.display()
+            ),
+            _ => format!("{}: {e}", path.display()),
+        })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
     let mode = meta.permissions().mode() & 0o7777;
     if mode & 0o077 != 0 {
         return Err(format!(
@@ -98,7 +119,9 @@ fn load(path: &Path) -> Result<Secrets, String> {
             meta.uid()
         ));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     parse(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -236,5 +259,9 @@ mod tests {
         assert!(e.contains("(mode 0644)") && e.contains("chmod 600"), "{e}");
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         assert!(load(&f).is_ok());
+        let link = dir.path().join("link.env");
+        std::os::unix::fs::symlink(&f, &link).expect("symlink");
+        let e = load(&link).expect_err("a symlink");
+        assert!(e.contains("is a symbolic link"), "{e}");
     }
 }

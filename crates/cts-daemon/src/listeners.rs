@@ -231,10 +231,10 @@ pub fn obtain(
         Some(r) => r.map(|fd| Obtained { fd, fresh: false }),
         None => bind(addr)
             .map(|fd| Obtained { fd, fresh: true })
-            .map_err(|source| BindError {
+            .map_err(|e| BindError {
                 instance: instance.to_owned(),
                 addr,
-                source,
+                source: explain(e, addr.port()),
             }),
     }
 }
@@ -268,17 +268,20 @@ pub fn bind(addr: SocketAddr) -> io::Result<OwnedFd> {
     if addr.is_ipv6() {
         socket::setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
     }
-    if let Err(e) = socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr)) {
-        let e = io::Error::from(e);
-        return Err(match (e.kind(), holder(addr.port())) {
-            (io::ErrorKind::AddrInUse, Some(who)) => {
-                io::Error::new(e.kind(), format!("{e}; held by {who}"))
-            }
-            _ => e,
-        });
-    }
+    socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
     socket::listen(&fd, Backlog::new(BACKLOG).unwrap_or(Backlog::MAXCONN))?;
     Ok(fd)
+}
+
+/// `e`, a bind error, with who holds the port when it is in use (a scan of `/proc`: for
+/// errors that are reported, not for every retry).
+pub fn explain(e: io::Error, port: u16) -> io::Error {
+    match (e.kind(), holder(port)) {
+        (io::ErrorKind::AddrInUse, Some(who)) => {
+            io::Error::new(e.kind(), format!("{e}; held by {who}"))
+        }
+        _ => e,
+    }
 }
 
 /// Who listens on TCP `port`: `pid 1234 (python3 -m http.server 8001)`, found through

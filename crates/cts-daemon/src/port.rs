@@ -28,6 +28,8 @@ struct State {
     fd: Option<Arc<OwnedFd>>,
     /// Bound by ctsd, which may close and bind it again; false for systemd's.
     own: bool,
+    /// While the port is held by another process: what was found out about the holder.
+    holder: Option<String>,
     listening: bool,
 }
 
@@ -38,6 +40,7 @@ impl Port {
         Arc::new(Port {
             state: Mutex::new(State {
                 addr,
+                holder: None,
                 listening: fd.is_some(),
                 own: own || fd.is_none(),
                 fd,
@@ -56,7 +59,25 @@ impl Port {
         if let (true, Some(fd)) = (s.listening, &s.fd) {
             return Ok(fd.clone());
         }
-        let fd = Arc::new(bind(s.addr)?);
+        let fd = match bind(s.addr) {
+            Ok(fd) => Arc::new(fd),
+            Err(mut e) => {
+                // Who holds the port is looked up (a scan of /proc) once, not at every retry.
+                if e.source.kind() == std::io::ErrorKind::AddrInUse {
+                    let port = s.addr.port();
+                    let said = s.holder.get_or_insert_with(|| {
+                        listeners::explain(
+                            std::io::Error::from(std::io::ErrorKind::AddrInUse),
+                            port,
+                        )
+                        .to_string()
+                    });
+                    e.source = std::io::Error::new(std::io::ErrorKind::AddrInUse, said.clone());
+                }
+                return Err(e);
+            }
+        };
+        s.holder = None;
         s.fd = Some(fd.clone());
         s.listening = true;
         Ok(fd)
@@ -74,6 +95,7 @@ impl Port {
         let closed = s.own && s.fd.is_some() && !s.listening;
         *s = State {
             addr,
+            holder: None,
             fd: Some(fd),
             own,
             listening: true,
@@ -113,7 +135,10 @@ impl Port {
         if s.listening {
             return Ok(None);
         }
-        let fd = Arc::new(bind(s.addr)?);
+        let fd = Arc::new(bind(s.addr).map_err(|mut e| {
+            e.source = listeners::explain(e.source, e.addr.port());
+            e
+        })?);
         s.fd = Some(fd.clone());
         s.listening = true;
         Ok(Some(fd))
@@ -125,9 +150,9 @@ impl Port {
 }
 
 fn bind(addr: SocketAddr) -> Result<OwnedFd, listeners::BindError> {
-    listeners::bind(addr).map_err(|source| listeners::BindError {
+    listeners::bind(addr).map_err(|e| listeners::BindError {
         instance: String::new(),
         addr,
-        source,
+        source: e,
     })
 }

@@ -173,8 +173,8 @@ impl Actor {
             if let Some(id) = gone.take() {
                 // What the worker started goes with it, also what left its process group;
                 // after its replacement was spawned, which is what clients wait for.
-                if let Some(cg) = self.worker_cgroups.remove(&id) {
-                    cg.kill();
+                if let (Some(c), Some(cg)) = (&self.cgroups, self.worker_cgroups.remove(&id)) {
+                    c.retire(cg);
                 }
                 contain::kill_orphans_of(&self.key, id);
                 if let Some(c) = &self.cgroups {
@@ -288,7 +288,7 @@ impl Actor {
         let spec = self.spec.as_ref().map_err(Clone::clone)?;
         // What the exec shim would fail on, said here so that `status` gives the reason (the
         // shim's own message only reaches the log).
-        cts_config::check_program(&self.cfg.pool).map_err(|e| e.message)?;
+        cts_config::find_program(&self.cfg.pool).map_err(|e| e.message)?;
         let notify = if self.cfg.pool.ready.notify {
             let name = format!("{}/{id}", self.notify_prefix);
             let made = spawn::notify_socket(&name)

@@ -118,20 +118,42 @@ fn kill(pid: u32) {
     );
 }
 
-/// Kills the adopted orphans that worker `id` of `key` left behind.
+/// Every process of this PID namespace but ctsd and its workers, with its tag.
+fn tagged() -> impl Iterator<Item = (u32, String)> {
+    let me = std::process::id();
+    let ns = pid_namespace("self");
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|p| p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
+        .filter(move |&pid| pid != me && !is_worker(pid))
+        .filter_map(|pid| tag_of(pid).map(|t| (pid, t)))
+        // A container's processes are tagged with pids of its own namespace.
+        .filter(move |(pid, _)| pid_namespace(&pid.to_string()) == ns)
+}
+
+/// The PID namespace of `/proc/<pid>` (`self` for ctsd's own).
+fn pid_namespace(pid: &str) -> Option<std::path::PathBuf> {
+    std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok()
+}
+
+/// Kills everything worker `id` of `key` left behind: every process still carrying its tag,
+/// at any depth (an escaped daemon's own children too), not only the orphans ctsd adopted.
 pub fn kill_orphans_of(key: &str, id: u64) {
     let wanted = tag(key, id);
-    for pid in adopted() {
-        if tag_of(pid).as_deref() == Some(wanted.as_str()) {
+    for (pid, t) in tagged() {
+        if t == wanted {
             kill(pid);
         }
     }
 }
 
-/// Kills every adopted orphan (ctsd is exiting).
+/// Kills every process that carries a tag of this ctsd's workers (ctsd is exiting).
 pub fn kill_all_orphans() {
-    for pid in adopted() {
-        if tag_of(pid).is_some() {
+    let mine = format!("{}:", std::process::id());
+    for (pid, t) in tagged() {
+        if t.starts_with(&mine) {
             kill(pid);
         }
     }
@@ -149,15 +171,8 @@ pub fn strays(key: &str) -> u32 {
 /// Kills processes tagged by a ctsd that is no longer running (it was SIGKILLed and they
 /// escaped to init); returns how many.
 pub fn kill_leftovers() -> usize {
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
     let mut killed = 0;
-    for p in procs.flatten() {
-        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Some(t) = tag_of(pid) else { continue };
+    for (pid, t) in tagged() {
         let Some(owner) = t.split(':').next().and_then(|o| o.parse::<u32>().ok()) else {
             continue;
         };
@@ -189,6 +204,9 @@ pub struct Cgroups {
     spares: Mutex<Vec<WorkerCgroup>>,
     /// Names the next one.
     next: std::sync::atomic::AtomicU64,
+    /// Cgroups of exited workers, killed, removed once empty. Only these are removed: a new
+    /// worker's cgroup is empty too until the mover has moved it in.
+    retired: Mutex<Vec<PathBuf>>,
     /// To the thread that moves workers into their cgroups.
     mover: Mutex<std::sync::mpsc::Sender<(u32, PathBuf)>>,
 }
@@ -258,6 +276,7 @@ impl Cgroups {
             root,
             spares: Mutex::new(Vec::new()),
             next: std::sync::atomic::AtomicU64::new(0),
+            retired: Mutex::new(Vec::new()),
             mover: Mutex::new(tx),
         }
     }
@@ -309,18 +328,21 @@ impl Cgroups {
         }
     }
 
-    /// Removes the empty cgroups of exited workers (not the spares).
+    /// Kills what is left in an exited worker's cgroup; it is removed once empty.
+    pub fn retire(&self, cgroup: WorkerCgroup) {
+        cgroup.kill();
+        self.retired
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(cgroup.dir);
+    }
+
+    /// Removes the retired cgroups that have emptied.
     fn tidy(&self) {
-        let spares = self.spares.lock().unwrap_or_else(PoisonError::into_inner);
-        let Ok(dirs) = std::fs::read_dir(&self.root) else {
-            return;
-        };
-        for d in dirs.flatten() {
-            let path = d.path();
-            if path.is_dir() && !spares.iter().any(|s| s.dir == path) && !populated(&path) {
-                let _ = std::fs::remove_dir(path);
-            }
-        }
+        self.retired
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|dir| dir.exists() && (populated(dir) || std::fs::remove_dir(dir).is_err()));
     }
 
     /// Kills whatever is left in every worker cgroup and removes them (ctsd is exiting); waits
