@@ -27,6 +27,7 @@ running, 8 one failing, 9 one stopped or stopping, 11 one still starting (`--jso
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Show each instance: state, port, prefix, workers, pids, uptime, restarts, last exit.
+    ///
     /// Exits 0 when every instance shown is running, else 8 (one is failing), 9 (one is
     /// stopped or stopping) or 11 (one is still starting), in that order of precedence;
     /// `--json` exits 0 whenever it printed the document (the states are in it).
@@ -140,7 +141,7 @@ pub enum Command {
     /// configuration file (what shell completion offers).
     List,
     /// Print a shell completion script: `ctsctl completions bash > /etc/bash_completion.d/ctsctl`.
-    /// The bash and fish scripts complete instance names too (through `ctsctl list`).
+    /// The scripts complete instance names too (through `ctsctl list`).
     Completions {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
