@@ -17,25 +17,14 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
 
-say() { printf 'check-man: %s\n' "$*"; }
-die() { printf 'check-man: error: %s\n' "$*" >&2; exit 1; }
-
-as_root() {
-    if [ "$(id -u)" -eq 0 ]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo "$@"
-    else
-        die "not root and no sudo: cannot run: $*"
-    fi
-}
+tool=check-man
+# shellcheck source=packaging/lib.sh
+. "$here/lib.sh"
 
 if ! command -v man >/dev/null 2>&1 || ! command -v lexgrog >/dev/null 2>&1 ||
     ! command -v groff >/dev/null 2>&1; then
     say "installing Debian's man-db and groff-base packages (for man, lexgrog, groff)"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-        man-db groff-base
+    apt_install man-db groff-base
 fi
 say "$(man --version | head -n 1), $(groff --version | head -n 1)"
 

@@ -15,23 +15,13 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
-say() { printf 'verify-units: %s\n' "$*"; }
-die() { printf 'verify-units: error: %s\n' "$*" >&2; exit 1; }
-
-as_root() {
-    if [ "$(id -u)" -eq 0 ]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo "$@"
-    else
-        die "not root and no sudo: cannot run: $*"
-    fi
-}
+tool=verify-units
+# shellcheck source=packaging/lib.sh
+. "$here/lib.sh"
 
 if ! command -v systemd-analyze >/dev/null 2>&1; then
     say "installing Debian's systemd package (for systemd-analyze, systemd-sysusers, systemd-tmpfiles)"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends systemd
+    apt_install systemd
 fi
 say "$(systemd-analyze --version | head -n 1)"
 
