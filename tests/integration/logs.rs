@@ -580,3 +580,89 @@ fn an_interrupted_follower_is_let_go_at_once() {
         "the follower's connection was closed: {follower:?} still open"
     );
 }
+
+/// Datagrams received on `sock` until one contains `needle` (or the time is up).
+fn received_until(sock: &std::os::unix::net::UnixDatagram, needle: &str) -> Vec<String> {
+    let _ = sock.set_read_timeout(Some(std::time::Duration::from_millis(200)));
+    let end = std::time::Instant::now() + WAIT;
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 1 << 17];
+    while std::time::Instant::now() < end {
+        if let Ok(n) = sock.recv(&mut buf) {
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let done = msg.contains(needle);
+            got.push(msg);
+            if done {
+                break;
+            }
+        }
+    }
+    got
+}
+
+#[test]
+fn the_journal_sink_gets_one_entry_per_line_with_instance_worker_and_stream() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let path = tmp.path().join("journal.sock");
+    let journal = std::os::unix::net::UnixDatagram::bind(&path).expect("journal stand-in");
+    let inst = Inst::new("jordan", "Jordan", "/JO", "JOD").with(&format!(
+        "workers: 1, logs: {{sink: journal, socket: {}}}",
+        path.display()
+    ));
+    let port = inst.port;
+    let d = Daemon::start(vec![inst], "");
+    let pid = *d.wait_running("jordan").iter().next().expect("a worker");
+    assert!(get(port, "/to-the-journal").is_ok());
+    let got = received_until(&journal, "/to-the-journal");
+    let entry = got
+        .iter()
+        .find(|m| m.contains("/to-the-journal"))
+        .unwrap_or_else(|| panic!("no entry with the request: {got:#?}"));
+    let fields: Vec<&str> = entry.lines().collect();
+    assert!(fields[0].starts_with("MESSAGE=") && !fields[0][8..].contains('\n'));
+    for field in [
+        "PRIORITY=6".to_owned(),
+        "SYSLOG_IDENTIFIER=cts-jordan".to_owned(),
+        "CTS_INSTANCE=jordan".to_owned(),
+        format!("CTS_WORKER_PID={pid}"),
+        "CTS_STREAM=stdout".to_owned(),
+    ] {
+        assert!(
+            fields.contains(&field.as_str()),
+            "{field} missing in {entry:?}"
+        );
+    }
+    // ctsd's own events about the instance go there too, and the file does not get the lines.
+    assert!(
+        got.iter().any(|m| m.contains("CTS_STREAM=ctsd")),
+        "{got:#?}"
+    );
+    assert!(!d.log("jordan").contains("/to-the-journal"));
+}
+
+#[test]
+fn the_syslog_sink_speaks_rfc_5424_with_the_facility() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let path = tmp.path().join("log.sock");
+    let syslog = std::os::unix::net::UnixDatagram::bind(&path).expect("syslog stand-in");
+    let inst = Inst::new("jordan", "Jordan", "/JO", "JOD").with(&format!(
+        "workers: 1, logs: {{sink: \"syslog:local5\", socket: {}}}",
+        path.display()
+    ));
+    let port = inst.port;
+    let d = Daemon::start(vec![inst], "");
+    let pid = *d.wait_running("jordan").iter().next().expect("a worker");
+    assert!(get(port, "/to-syslog").is_ok());
+    let got = received_until(&syslog, "/to-syslog");
+    let msg = got
+        .iter()
+        .find(|m| m.contains("/to-syslog"))
+        .unwrap_or_else(|| panic!("no message with the request: {got:#?}"));
+    // local5 (21) * 8 + info (6) = 174.
+    assert!(msg.starts_with("<174>1 "), "{msg}");
+    assert!(
+        msg.contains(&format!(" cts-jordan {pid} stdout - ")),
+        "{msg}"
+    );
+    assert!(!msg.ends_with('\n'), "{msg:?}");
+}

@@ -148,6 +148,8 @@ fn changed_fields(o: &InstanceConfig, n: &InstanceConfig) -> Vec<(&'static str, 
     // settings are applied to the running log in place.
     let LogSettings {
         stderr,
+        sink,
+        socket,
         rotate: _,
         max_size: _,
         keep: _,
@@ -156,7 +158,7 @@ fn changed_fields(o: &InstanceConfig, n: &InstanceConfig) -> Vec<(&'static str, 
         format: _,
     } = logs;
     let np = &n.pool;
-    let checks: [(&'static str, Action, bool); 19] = [
+    let checks: [(&'static str, Action, bool); 20] = [
         ("port", Rebind, *port != n.port),
         // `name`, `prefix` and `currency` reach the workers through their environment.
         ("name", Restart, *name != n.name),
@@ -190,10 +192,18 @@ fn changed_fields(o: &InstanceConfig, n: &InstanceConfig) -> Vec<(&'static str, 
             Update,
             LogSettings {
                 stderr: np.logs.stderr,
-                ..*logs
+                sink: np.logs.sink,
+                socket: np.logs.socket.clone(),
+                ..logs.clone()
             } != np.logs,
         ),
         ("logs.stderr", Restart, *stderr != np.logs.stderr),
+        // Where output goes is decided when a worker starts, as for stderr.
+        (
+            "logs.sink",
+            Restart,
+            *sink != np.logs.sink || *socket != np.logs.socket,
+        ),
         ("rolling", Update, *rolling_batch != np.rolling_batch),
     ];
     checks

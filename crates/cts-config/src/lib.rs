@@ -84,8 +84,8 @@ pub use diff::{diff, Action, Change, Plan};
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
     Accounts, Admins, ByteSize, Config, CrashLoop, DaemonSettings, Environment, InstanceConfig,
-    Limit, Limits, LogFormat, LogSettings, PoolSpec, ReadySpec, Resource, RestartPolicy, Rotate,
-    StderrLog,
+    Limit, Limits, LogFormat, LogSettings, LogSink, PoolSpec, ReadySpec, Resource, RestartPolicy,
+    Rotate, StderrLog,
 };
 pub use names::{Currency, InstanceKey, Prefix};
 pub use program::{check_program, find_program, ProgramError};
@@ -162,6 +162,20 @@ pub fn parse_str(text: &str, source: &Path, opts: &LoadOptions) -> Result<Config
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn log_sinks_parse_with_their_facility() {
+        use crate::LogSink;
+        assert_eq!("file".parse(), Ok(LogSink::File));
+        assert_eq!("journal".parse(), Ok(LogSink::Journal));
+        assert_eq!("syslog".parse(), Ok(LogSink::Syslog(21)));
+        assert_eq!("syslog:local0".parse(), Ok(LogSink::Syslog(16)));
+        assert_eq!("syslog:daemon".parse(), Ok(LogSink::Syslog(3)));
+        assert!("syslog:local9"
+            .parse::<LogSink>()
+            .is_err_and(|e| e.contains("local9")));
+        assert!("stdout".parse::<LogSink>().is_err());
+    }
+
     use super::MAX_WORKERS;
 
     /// The worker limit is written out where a constant cannot reach (the README, the man

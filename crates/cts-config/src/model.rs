@@ -288,7 +288,7 @@ pub struct CrashLoop {
 }
 
 /// `logs:`
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogSettings {
     /// Time-based rotation.
     pub rotate: Rotate,
@@ -304,6 +304,65 @@ pub struct LogSettings {
     pub format: LogFormat,
     /// Where the workers' stderr goes.
     pub stderr: StderrLog,
+    /// Where the workers' lines go: the files, the journal or syslog.
+    pub sink: LogSink,
+    /// `logs.socket`: the journal's or syslog's socket, when not the usual one.
+    pub socket: Option<PathBuf>,
+}
+
+/// `logs.sink`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum LogSink {
+    /// `<log_dir>/<instance>/output.log`, rotated (`ctsctl logs` reads it).
+    #[default]
+    File,
+    /// The journal, one entry per line, with the instance, worker and stream as fields.
+    Journal,
+    /// syslog (RFC 5424 on `/dev/log`), one message per line, with this facility (0-23;
+    /// `local5` is 21).
+    Syslog(u8),
+}
+
+impl LogSink {
+    /// The facility names syslog(3) knows, with their numbers.
+    const FACILITIES: [(&'static str, u8); 12] = [
+        ("user", 1),
+        ("daemon", 3),
+        ("local0", 16),
+        ("local1", 17),
+        ("local2", 18),
+        ("local3", 19),
+        ("local4", 20),
+        ("local5", 21),
+        ("local6", 22),
+        ("local7", 23),
+        ("syslog", 5),
+        ("mail", 2),
+    ];
+}
+
+impl std::str::FromStr for LogSink {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once(':') {
+            None if s == "file" => Ok(LogSink::File),
+            None if s == "journal" => Ok(LogSink::Journal),
+            None if s == "syslog" => Ok(LogSink::Syslog(21)),
+            Some(("syslog", facility)) => LogSink::FACILITIES
+                .iter()
+                .find(|(n, _)| *n == facility)
+                .map(|(_, f)| LogSink::Syslog(*f))
+                .ok_or_else(|| {
+                    format!(
+                        "unknown syslog facility {facility:?}: one of user, daemon, local0 .. local7"
+                    )
+                }),
+            _ => Err(format!(
+                "{s:?}: give file, journal, syslog or syslog:FACILITY (syslog:local5)"
+            )),
+        }
+    }
 }
 
 /// `logs.stderr`.
@@ -533,6 +592,8 @@ impl Default for LogSettings {
             compress: false,
             format: LogFormat::Raw,
             stderr: StderrLog::Merged,
+            sink: LogSink::File,
+            socket: None,
         }
     }
 }

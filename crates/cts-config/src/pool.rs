@@ -146,6 +146,10 @@ pub(crate) struct RawPool {
     pub(crate) max_age: Option<Duration>,
     /// `logs.stderr`.
     pub(crate) stderr: Option<StderrLog>,
+    /// `logs.sink`.
+    pub(crate) sink: Option<crate::model::LogSink>,
+    /// `logs.socket`.
+    pub(crate) sink_socket: Option<Template>,
     /// `umask`.
     pub(crate) umask: Option<u32>,
     /// `limits`, merged by resource.
@@ -453,10 +457,22 @@ fn read_logs(value: &Value, path: &str, diag: &mut Diag, pool: &mut RawPool) {
     };
     map.check_keys(
         &[
-            "rotate", "max_size", "keep", "max_age", "compress", "format", "stderr",
+            "rotate", "max_size", "keep", "max_age", "compress", "format", "stderr", "sink",
+            "socket",
         ],
         diag,
     );
+    if let Some(v) = map.get("sink") {
+        let path = map.path_of("sink");
+        pool.sink = read_str(v, &path, diag).and_then(|text| {
+            text.parse::<crate::model::LogSink>()
+                .map_err(|e| diag.error(&path, e))
+                .ok()
+        });
+    }
+    if let Some(v) = map.get("socket") {
+        pool.sink_socket = read_cwd(v, &map.path_of("socket"), diag);
+    }
     if let Some(v) = map.get("max_age") {
         pool.max_age = read_positive_duration(v, &map.path_of("max_age"), diag);
     }
@@ -533,6 +549,11 @@ impl RawPool {
             format: self.format.or(defaults.format),
             max_age: self.max_age.or(defaults.max_age),
             stderr: self.stderr.or(defaults.stderr),
+            sink: self.sink.or(defaults.sink),
+            sink_socket: self
+                .sink_socket
+                .clone()
+                .or_else(|| defaults.sink_socket.clone()),
             umask: self.umask.or(defaults.umask),
             limits: self.limits.over(&defaults.limits),
         }
@@ -599,6 +620,8 @@ impl RawPool {
                 format: self.format.unwrap_or(logs.format),
                 max_age: self.max_age.or(logs.max_age),
                 stderr: self.stderr.unwrap_or(logs.stderr),
+                sink: self.sink.unwrap_or(logs.sink),
+                socket: self.sink_socket.as_ref().map(|t| dir.join(t.render(vars))),
             },
         })
     }

@@ -39,6 +39,8 @@ pub struct InstanceEntry {
     pub log: cts_logs::LogHandle,
     /// Its `stderr.log`, with `logs.stderr: separate`.
     pub err_log: Option<cts_logs::LogHandle>,
+    /// Where its workers' output goes (for the sink's drop count).
+    pub output: Arc<output::LogOutput>,
     /// Its listening socket.
     pub port: Arc<Port>,
     /// `workers` as the configuration file says (a `scale` may differ until the next reload).
@@ -48,7 +50,9 @@ pub struct InstanceEntry {
 impl InstanceEntry {
     /// Bytes its logs could not write.
     pub fn dropped_bytes(&self) -> u64 {
-        self.log.dropped_bytes() + self.err_log.as_ref().map_or(0, |l| l.dropped_bytes())
+        self.log.dropped_bytes()
+            + self.err_log.as_ref().map_or(0, |l| l.dropped_bytes())
+            + self.output.sink_dropped()
     }
 }
 
@@ -216,6 +220,7 @@ impl Instances {
         let output = Arc::new(output::LogOutput {
             log: log.sender(),
             err: std::sync::Mutex::new(err_log.as_ref().map(InstanceLog::sender)),
+            sink: std::sync::Mutex::new(output::sink_for(inst.key.as_str(), &inst.pool.logs)),
         });
         let token = self.root.child_token();
         let listener = listener.map(Arc::new);
@@ -359,6 +364,9 @@ impl Instances {
         if let Ok(mut err) = r.output.err.lock() {
             *err = r.err_log.as_ref().map(InstanceLog::sender);
         }
+        if let Ok(mut sink) = r.output.sink.lock() {
+            *sink = output::sink_for(inst.key.as_str(), &inst.pool.logs);
+        }
     }
 
     /// Takes `new`'s daemon settings and instance order as the running configuration's (the
@@ -419,6 +427,7 @@ impl Instances {
                 handle: r.handle.clone(),
                 log: r.log.handle(),
                 err_log: r.err_log.as_ref().map(InstanceLog::handle),
+                output: r.output.clone(),
                 port: r.port.clone(),
                 file_workers: r.file_workers,
             })

@@ -52,6 +52,7 @@ mod prefix;
 pub mod reader;
 mod rotate;
 pub mod since;
+pub mod sink;
 pub mod tail;
 pub mod time;
 pub mod writer;
