@@ -666,3 +666,47 @@ fn the_syslog_sink_speaks_rfc_5424_with_the_facility() {
     );
     assert!(!msg.ends_with('\n'), "{msg:?}");
 }
+
+#[test]
+fn a_flood_reaches_the_journal_sink_whole_in_order_and_complete() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let path = tmp.path().join("journal.sock");
+    let journal = std::os::unix::net::UnixDatagram::bind(&path).expect("journal stand-in");
+    let _ = journal.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+    // Two workers each flood 2,000 lines of 150 bytes at start.
+    let inst = Inst::new("jordan", "Jordan", "/JO", "JOD").with(&format!(
+        "command: {}, logs: {{sink: journal, socket: {}}}",
+        demo(&["--flood", "300000", "--line-len", "150"]),
+        path.display()
+    ));
+    let d = Daemon::start(vec![inst], "");
+    let pids = d.wait_running("jordan");
+    let mut next: std::collections::BTreeMap<u32, u64> = pids.iter().map(|p| (*p, 0)).collect();
+    let mut buf = vec![0u8; 1 << 17];
+    let end = std::time::Instant::now() + WAIT;
+    while next.values().any(|n| *n < 2000) && std::time::Instant::now() < end {
+        let Ok(n) = journal.recv(&mut buf) else { break };
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let Some(line) = msg.lines().next().and_then(|l| l.strip_prefix("MESSAGE=")) else {
+            continue;
+        };
+        let mut words = line.split(' ');
+        let (Some(pid), Some(seq)) = (
+            words.next().and_then(|w| w.parse::<u32>().ok()),
+            words.next().and_then(|w| w.parse::<u64>().ok()),
+        ) else {
+            continue; // the worker's other lines (start-up, access log)
+        };
+        let Some(want) = next.get_mut(&pid) else {
+            continue;
+        };
+        assert_eq!(seq, *want, "worker {pid}'s lines in order, none lost");
+        assert_eq!(line.len(), 149, "a whole line: {line:?}");
+        assert!(msg.contains(&format!("CTS_WORKER_PID={pid}\n")), "{msg}");
+        *want += 1;
+    }
+    assert!(
+        next.values().all(|n| *n == 2000),
+        "lines received: {next:?}"
+    );
+}
