@@ -176,7 +176,9 @@ impl Actor {
                 if let (Some(c), Some(cg)) = (&self.cgroups, self.worker_cgroups.remove(&id)) {
                     c.retire(cg);
                 }
-                contain::kill_orphans_of(&self.key, id);
+                // A scan of /proc (every process's environment): off the runtime thread.
+                let key = self.key.clone();
+                tokio::task::spawn_blocking(move || contain::kill_orphans_of(&key, id));
                 if let Some(c) = &self.cgroups {
                     c.prepare();
                 }
