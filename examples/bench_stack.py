@@ -117,6 +117,19 @@ def leaves(roots):
     return [p for p in pids if p not in has_child and p not in roots]
 
 
+def serving(roots, key):
+    """The serving processes of instance `key` (their environment says CTS_INSTANCE=key)."""
+    want = f"CTS_INSTANCE={key}".encode()
+    out = []
+    for pid in leaves(roots):
+        try:
+            if want in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                out.append(pid)
+        except OSError:
+            pass
+    return out
+
+
 class Loop:
     """A client loop on one instance, counting answers and failures."""
 
@@ -266,13 +279,13 @@ def measure(mode, instances, workers, base):
         row["wakeups"] = (switches(tree(stack.roots())) - s0) / 10
 
         key, name, prefix, cur, port = instances[-1]
-        # SIGKILL of one serving process until a replacement answers.
-        victim = leaves(stack.roots())[0]
+        # SIGKILL of one of the instance's serving processes until a replacement answers.
+        victim = serving(stack.roots(), key)[0]
         t = time.monotonic()
         os.kill(victim, signal.SIGKILL)
         while time.monotonic() - t < 30:
-            now = leaves(stack.roots())
-            if victim not in now and len(now) >= len(instances) * workers and get(port, prefix, 2):
+            now = serving(stack.roots(), key)
+            if victim not in now and len(now) >= workers and get(port, prefix, 2):
                 break
             time.sleep(0.001)
         row["respawn"] = (time.monotonic() - t) * 1000
@@ -287,8 +300,7 @@ def measure(mode, instances, workers, base):
         time.sleep(1)
         loop = Loop(port, prefix)
         time.sleep(0.5)
-        for_port = [p for p in leaves(stack.roots()) if p in tree(stack.roots())]
-        os.kill(for_port[-1], signal.SIGKILL)
+        os.kill(serving(stack.roots(), key)[-1], signal.SIGKILL)
         time.sleep(2)
         row["kill_failed"] = loop.finish()
 
