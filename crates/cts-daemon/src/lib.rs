@@ -371,12 +371,9 @@ async fn reap_orphans() {
     let Ok(mut sigchld) = signal(SignalKind::child()) else {
         return;
     };
+    // On the runtime thread, not a blocking one: a worker is registered right after its fork
+    // on this same thread, so the reaper can never take a fresh worker for an orphan.
     while sigchld.recv().await.is_some() {
-        // A worker's exit wakes its watcher and then its actor, which spawns the replacement;
-        // let them go first: reading /proc here is not what a client waits for.
-        for _ in 0..4 {
-            tokio::task::yield_now().await;
-        }
         cts_supervisor::contain::reap_orphans();
     }
 }

@@ -11,7 +11,7 @@
 
 use crate::listeners;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// One instance's port; shared by the registry and the control handlers.
@@ -116,10 +116,7 @@ impl Port {
         };
         // On a listening TCP socket, shutdown moves it out of the listening state for every
         // process that holds it (the workers share it), and the port is free.
-        let _ = nix::sys::socket::shutdown(
-            std::os::fd::AsRawFd::as_raw_fd(&fd.as_fd()),
-            nix::sys::socket::Shutdown::Read,
-        );
+        let _ = nix::sys::socket::shutdown(fd.as_raw_fd(), nix::sys::socket::Shutdown::Read);
         s.listening = false;
         true
     }

@@ -87,17 +87,11 @@ fn adopted() -> Vec<u32> {
 pub fn reap_orphans() {
     use nix::sys::wait::{waitpid, WaitPidFlag};
     for pid in adopted() {
-        // Only zombies: a live orphan is left to its worker's exit (or ctsd's).
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let zombie = stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
-        if zombie {
-            let _ = waitpid(
-                nix::unistd::Pid::from_raw(pid as i32),
-                Some(WaitPidFlag::WNOHANG),
-            );
-        }
+        // WNOHANG: a live orphan is left alone (to its worker's exit, or ctsd's).
+        let _ = waitpid(
+            nix::unistd::Pid::from_raw(pid as i32),
+            Some(WaitPidFlag::WNOHANG),
+        );
     }
 }
 
@@ -188,10 +182,16 @@ pub fn kill_leftovers() -> usize {
 /// running, whatever program now has the pid: the careful side, never killing what another
 /// running ctsd (a release build beside a debug one, a second installation) looks after.
 fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        !s.rsplit_once(')')
-            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
-    })
+    stat(pid).is_some_and(|(state, _)| state != 'Z')
+}
+
+/// State and parent pid of `pid`, from `/proc/<pid>/stat` (`pid (comm) state ppid ...`; comm
+/// may hold spaces and parentheses, so the fields are read after the last `)`).
+fn stat(pid: u32) -> Option<(char, u32)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut fields = text.rsplit_once(')')?.1.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    Some((state, fields.next()?.parse().ok()?))
 }
 
 /// Per-worker cgroups under ctsd's own cgroup v2, when it may create them.
@@ -267,7 +267,7 @@ impl Cgroups {
                 while let Ok((pid, procs)) = rx.recv() {
                     // Still ctsd's child: a worker that exited at once may have left its
                     // pid to some other process by now, which is none of ctsd's business.
-                    if parent_of(pid) == Some(std::process::id()) {
+                    if stat(pid).map(|(_, ppid)| ppid) == Some(std::process::id()) {
                         let _ = std::fs::write(procs, pid.to_string());
                     }
                 }
@@ -369,19 +369,6 @@ impl Cgroups {
         }
         let _ = std::fs::remove_dir(&self.root);
     }
-}
-
-/// The parent pid of `pid`, from `/proc/<pid>/stat`.
-fn parent_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // `pid (comm) state ppid ...`: comm may hold spaces and parentheses, so start after the
-    // last `)`.
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
 }
 
 /// `populated 1` in `cgroup.events`.
