@@ -2,8 +2,8 @@
 //! operator stopped the instance.
 //!
 //! A restart keeps the socket (connections wait in the backlog while workers are replaced); an
-//! operator's `stop` must not leave a port that accepts connections nobody will answer, so it
-//! stops listening at once: new connections are refused (nginx answers 502 at once instead of
+//! operator's `stop` must not leave a port that accepts connections nobody will answer, so once
+//! the workers are gone the port stops listening: new connections are refused (nginx answers 502 at once instead of
 //! waiting for its timeouts) and those still in the backlog are reset. Linux cannot make a
 //! socket listen on its port again after that, so `start` binds a new one on the same address
 //! and hands it to the actor. A socket systemd passed (a socket unit) is systemd's: it keeps

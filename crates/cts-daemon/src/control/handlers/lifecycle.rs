@@ -62,11 +62,15 @@ pub async fn handle(op: Op, req: &TargetRequest, shared: &Shared, emit: Emit) ->
                     Err(e) => return (order, Outcome::failed(&key, Failure::Other, e)),
                 },
                 Op::Stop => {
+                    let r = entry.handle.stop().await;
                     // A stopped instance refuses connections instead of leaving them waiting.
-                    if entry.port.close() {
+                    // Closed once its workers are gone (not while they drain: a worker blocked
+                    // in accept() on a closed socket fails, gunicorn with a traceback), and
+                    // not when a `start` overtook the stop.
+                    if r.is_ok() && entry.port.close() {
                         crate::notify::fd_store_remove(&key);
                     }
-                    entry.handle.stop().await
+                    r
                 }
                 Op::Restart => entry.handle.restart().await,
             };
