@@ -30,21 +30,12 @@ requirements=$here/requirements.txt
 envfile=$e2e/env
 python3=${E2E_PYTHON:-python3}
 
-say() { printf 'e2e setup: %s\n' "$*"; }
-die() { printf 'e2e setup: error: %s\n' "$*" >&2; exit 1; }
+# say, die and as_root, shared with the packaging scripts (its apt_install is replaced below).
+tool="e2e setup"
+# shellcheck source=packaging/lib.sh
+. "$repo/packaging/lib.sh"
 
 case $repo in *[[:space:]]*) die "the repository path must not contain white space: $repo" ;; esac
-
-# Runs a command as root: directly when root, through sudo otherwise.
-as_root() {
-    if [ "$(id -u)" -eq 0 ]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo "$@"
-    else
-        die "not root and no sudo: cannot run: $*"
-    fi
-}
 
 # apt-get install, with `apt-get update` only when the install fails without it (an empty or
 # stale package list on a fresh image). Returns non-zero when the packages cannot be installed.
