@@ -336,11 +336,6 @@ impl Pool {
         }
     }
 
-    /// The settings in force.
-    pub fn settings(&self) -> &Settings {
-        &self.settings
-    }
-
     fn note(&mut self, text: String) {
         self.effects.push(Effect::Note(Level::Info, text));
     }
