@@ -600,17 +600,26 @@ fn received_until(sock: &std::os::unix::net::UnixDatagram, needle: &str) -> Vec<
     got
 }
 
-#[test]
-fn the_journal_sink_gets_one_entry_per_line_with_instance_worker_and_stream() {
+/// ctsd running jordan with `logs.sink: sink` on a stand-in socket (returned, with the
+/// temporary directory that holds it); `pool` adds settings (`workers: 1`).
+fn with_sink(
+    sink: &str,
+    pool: &str,
+) -> (tempfile::TempDir, std::os::unix::net::UnixDatagram, Daemon) {
     let tmp = tempfile::tempdir().expect("temp dir");
-    let path = tmp.path().join("journal.sock");
-    let journal = std::os::unix::net::UnixDatagram::bind(&path).expect("journal stand-in");
+    let path = tmp.path().join("sink.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).expect("sink stand-in");
     let inst = Inst::new("jordan", "Jordan", "/JO", "JOD").with(&format!(
-        "workers: 1, logs: {{sink: journal, socket: {}}}",
+        "{pool}, logs: {{sink: \"{sink}\", socket: {}}}",
         path.display()
     ));
-    let port = inst.port;
-    let d = Daemon::start(vec![inst], "");
+    (tmp, sock, Daemon::start(vec![inst], ""))
+}
+
+#[test]
+fn the_journal_sink_gets_one_entry_per_line_with_instance_worker_and_stream() {
+    let (_tmp, journal, d) = with_sink("journal", "workers: 1");
+    let port = d.port("jordan");
     let pid = *d.wait_running("jordan").iter().next().expect("a worker");
     assert!(get(port, "/to-the-journal").is_ok());
     let got = received_until(&journal, "/to-the-journal");
@@ -619,7 +628,11 @@ fn the_journal_sink_gets_one_entry_per_line_with_instance_worker_and_stream() {
         .find(|m| m.contains("/to-the-journal"))
         .unwrap_or_else(|| panic!("no entry with the request: {got:#?}"));
     let fields: Vec<&str> = entry.lines().collect();
-    assert!(fields[0].starts_with("MESSAGE=") && !fields[0][8..].contains('\n'));
+    // The line is the MESSAGE field, whole: nothing of it spills into the next field.
+    assert!(
+        fields[0].starts_with("MESSAGE=") && fields[0].contains("/to-the-journal"),
+        "{entry:?}"
+    );
     for field in [
         "PRIORITY=6".to_owned(),
         "SYSLOG_IDENTIFIER=cts-jordan".to_owned(),
@@ -642,15 +655,8 @@ fn the_journal_sink_gets_one_entry_per_line_with_instance_worker_and_stream() {
 
 #[test]
 fn the_syslog_sink_speaks_rfc_5424_with_the_facility() {
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let path = tmp.path().join("log.sock");
-    let syslog = std::os::unix::net::UnixDatagram::bind(&path).expect("syslog stand-in");
-    let inst = Inst::new("jordan", "Jordan", "/JO", "JOD").with(&format!(
-        "workers: 1, logs: {{sink: \"syslog:local5\", socket: {}}}",
-        path.display()
-    ));
-    let port = inst.port;
-    let d = Daemon::start(vec![inst], "");
+    let (_tmp, syslog, d) = with_sink("syslog:local5", "workers: 1");
+    let port = d.port("jordan");
     let pid = *d.wait_running("jordan").iter().next().expect("a worker");
     assert!(get(port, "/to-syslog").is_ok());
     let got = received_until(&syslog, "/to-syslog");
@@ -669,17 +675,10 @@ fn the_syslog_sink_speaks_rfc_5424_with_the_facility() {
 
 #[test]
 fn a_flood_reaches_the_journal_sink_whole_in_order_and_complete() {
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let path = tmp.path().join("journal.sock");
-    let journal = std::os::unix::net::UnixDatagram::bind(&path).expect("journal stand-in");
-    let _ = journal.set_read_timeout(Some(std::time::Duration::from_secs(5)));
     // Two workers each flood 2,000 lines of 150 bytes at start.
-    let inst = Inst::new("jordan", "Jordan", "/JO", "JOD").with(&format!(
-        "command: {}, logs: {{sink: journal, socket: {}}}",
-        demo(&["--flood", "300000", "--line-len", "150"]),
-        path.display()
-    ));
-    let d = Daemon::start(vec![inst], "");
+    let command = demo(&["--flood", "300000", "--line-len", "150"]);
+    let (_tmp, journal, d) = with_sink("journal", &format!("command: {command}"));
+    let _ = journal.set_read_timeout(Some(std::time::Duration::from_secs(5)));
     let pids = d.wait_running("jordan");
     let mut next: std::collections::BTreeMap<u32, u64> = pids.iter().map(|p| (*p, 0)).collect();
     let mut buf = vec![0u8; 1 << 17];

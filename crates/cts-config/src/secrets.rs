@@ -27,7 +27,6 @@ impl Secrets {
     pub fn expose(&self) -> impl Iterator<Item = (&str, &str)> {
         self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
-
 }
 
 /// Variables an `env_file` may not set: ctsd sets them for each worker.
