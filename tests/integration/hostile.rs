@@ -463,6 +463,10 @@ fn ten_megabytes_without_a_newline_are_logged_in_pieces_and_memory_stays_bounded
         logged()
     );
     assert!(get(port, "/").is_ok(), "the worker still serves");
+    // In pieces of at most 64 KiB, each but the last marked as going on.
+    let text = d.log("jordan");
+    let pieces = text.matches("[ctsd: line continues]").count();
+    assert!(pieces >= 10_000_000 / (64 << 10), "{pieces} marked pieces");
     let rss = rss_kib(d.pid());
     assert!(rss < 64 << 10, "ctsd holds {rss} KiB");
 }
