@@ -37,11 +37,16 @@ pub async fn run(
     })
 }
 
-/// 0 when every instance runs; else the worst state's code: failing, then stopped or
-/// stopping, then starting.
+/// 0 when every instance and program runs; else the worst state's code: failing, then stopped
+/// or stopping, then starting.
 fn verdict(report: &StatusReport) -> u8 {
     use cts_proto::InstanceState as S;
-    let has = |f: fn(&S) -> bool| report.instances.iter().any(|i| f(&i.state));
+    let states: Vec<S> = report
+        .instances
+        .iter()
+        .flat_map(|i| std::iter::once(i.state).chain(i.programs.iter().map(|p| p.state)))
+        .collect();
+    let has = |f: fn(&S) -> bool| states.iter().any(f);
     if has(|s| *s == S::Failing) {
         exit_codes::FAILING
     } else if has(|s| matches!(s, S::Stopped | S::Stopping)) {
@@ -66,9 +71,17 @@ fn render_table(report: &StatusReport, colour: bool) -> String {
         "RESTARTS",
         "LAST EXIT",
     ];
-    let rows: Vec<[String; 9]> = report.instances.iter().map(row).collect();
+    // A line per instance (its web pool), then one per program under it.
+    let rows: Vec<([String; 9], cts_proto::InstanceState)> = report
+        .instances
+        .iter()
+        .flat_map(|i| {
+            std::iter::once((row(i), i.state))
+                .chain(i.programs.iter().map(|p| (program_row(i, p), p.state)))
+        })
+        .collect();
     let mut widths = header.map(str::len);
-    for r in &rows {
+    for (r, _) in &rows {
         for (w, cell) in widths.iter_mut().zip(r.iter()) {
             *w = (*w).max(cell.chars().count());
         }
@@ -91,8 +104,8 @@ fn render_table(report: &StatusReport, colour: bool) -> String {
         out.push('\n');
     };
     line(&header.map(String::from), &mut out, None);
-    for (r, inst) in rows.iter().zip(&report.instances) {
-        let c = colour.then(|| match inst.state.as_str() {
+    for (r, state) in &rows {
+        let c = colour.then(|| match state.as_str() {
             "running" => "32",
             "failing" => "31",
             "stopped" => "2",
@@ -150,6 +163,38 @@ fn row(i: &InstanceStatus) -> [String; 9] {
     ]
 }
 
+/// The line of `p`, a program of `i`: named as `ctsctl` addresses it (`jordan:celery`).
+fn program_row(i: &InstanceStatus, p: &cts_proto::ProgramStatus) -> [String; 9] {
+    let ready = format!("{}/{}", p.ready_workers, p.desired_workers);
+    [
+        format!("{}:{}", i.key, p.name),
+        p.state.as_str().to_owned(),
+        "-".into(),
+        if p.singleton {
+            "singleton".into()
+        } else {
+            "-".into()
+        },
+        match p.file_workers {
+            Some(file) => format!("{ready} (file: {file})"),
+            None => ready,
+        },
+        if p.workers.is_empty() {
+            "-".into()
+        } else {
+            let pids: Vec<String> = p.workers.iter().map(|w| w.pid.to_string()).collect();
+            pids.join(",")
+        },
+        p.workers
+            .iter()
+            .map(|w| w.uptime_secs)
+            .min()
+            .map_or_else(|| "-".into(), uptime),
+        p.restarts.to_string(),
+        p.last_exit.clone().unwrap_or_else(|| "-".into()),
+    ]
+}
+
 fn uptime(s: u64) -> String {
     use cts_config::{format_duration, DurationStyle};
     format_duration(std::time::Duration::from_secs(s), DurationStyle::Elapsed)
@@ -188,13 +233,40 @@ mod tests {
             listening: true,
             file_workers: None,
             strays: 0,
+            programs: Vec::new(),
         };
+        let mut jordan = inst("jordan", InstanceState::Running, &[101, 102], None);
+        let program = |name: &str, singleton, state, pid: Option<u32>| cts_proto::ProgramStatus {
+            name: name.into(),
+            singleton,
+            state,
+            desired_workers: 1,
+            ready_workers: u32::from(pid.is_some()),
+            restarts: 0,
+            uptime_secs: None,
+            last_exit: None,
+            workers: pid
+                .into_iter()
+                .map(|pid| WorkerStatus {
+                    pid,
+                    slot: 0,
+                    state: WorkerState::Ready,
+                    uptime_secs: 70,
+                })
+                .collect(),
+            log_dropped_bytes: 0,
+            file_workers: None,
+        };
+        jordan.programs = vec![
+            program("celery", false, InstanceState::Running, Some(103)),
+            program("beat", true, InstanceState::Stopped, None),
+        ];
         let report = StatusReport {
             daemon_version: "0.1.0".into(),
             pid: 1,
             uptime_secs: 5,
             instances: vec![
-                inst("jordan", InstanceState::Running, &[101, 102], None),
+                jordan,
                 inst(
                     "iraq",
                     InstanceState::Failing,
@@ -204,9 +276,11 @@ mod tests {
             ],
         };
         let expected = "\
-INSTANCE  STATE    PORT  PREFIX  READY  PIDS     UPTIME  RESTARTS  LAST EXIT
-jordan    running  8003  /JO     2/2    101,102  10s     3         -
-iraq      failing  8003  /JO     0/2    -        -       3         worker 0 pid 7 exited with status 3
+INSTANCE       STATE    PORT  PREFIX     READY  PIDS     UPTIME  RESTARTS  LAST EXIT
+jordan         running  8003  /JO        2/2    101,102  10s     3         -
+jordan:celery  running  -     -          1/1    103      1m10s   0         -
+jordan:beat    stopped  -     singleton  0/1    -        -       0         -
+iraq           failing  8003  /JO        0/2    -        -       3         worker 0 pid 7 exited with status 3
 ";
         assert_eq!(render_table(&report, false), expected);
         assert!(render_table(&report, true).contains("\x1b[31mfailing\x1b[0m"));

@@ -50,18 +50,20 @@ fn main() -> ExitCode {
         // What the file alone cannot tell: whether each program and cwd are there for the
         // workers' user. A running ctsd reports the same per instance, without stopping
         // the others.
+        let file = &args.config.display().to_string();
         let missing: Vec<String> = config
             .instances
             .iter()
-            .filter_map(|i| {
-                cts_config::check_program(&i.pool).err().map(|e| {
-                    format!(
-                        "{}: instances.{}.{}: {}",
-                        args.config.display(),
-                        i.key,
-                        e.key,
-                        e.message
-                    )
+            .flat_map(|i| {
+                let web = std::iter::once((String::new(), &i.pool));
+                let programs = i
+                    .programs
+                    .iter()
+                    .map(|p| (format!("programs.{}.", p.name), &p.pool));
+                web.chain(programs).filter_map(move |(at, pool)| {
+                    cts_config::check_program(pool).err().map(|e| {
+                        format!("{file}: instances.{}.{at}{}: {}", i.key, e.key, e.message)
+                    })
                 })
             })
             .collect();
@@ -70,7 +72,7 @@ fn main() -> ExitCode {
                 eprintln!("{m}");
             }
             eprintln!(
-                "ctsd: {}: {} instance{} cannot start on this machine",
+                "ctsd: {}: {} program{} cannot start on this machine",
                 args.config.display(),
                 missing.len(),
                 if missing.len() == 1 { "" } else { "s" }

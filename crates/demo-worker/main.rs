@@ -13,6 +13,12 @@
 //! - on SIGTERM/SIGINT stops accepting at once, finishes in-flight requests, exits 0;
 //! - logs a startup line and one access-log line per request to stdout.
 //!
+//! With `--no-socket` it stands in for a program without a socket (a celery worker or beat):
+//! it says it is ready, prints a line every `--tick-ms`, and exits on SIGTERM (after
+//! `--stop-delay-ms`, like a worker finishing its tasks). `--lock FILE` holds an exclusive
+//! `flock` on FILE for the process's life; a second process that finds it held appends
+//! `overlap <pid>` to `FILE.overlap` and exits 97 (what a test of a singleton looks for).
+//!
 //! Knobs for misbehaviour tests: `--crash-after N`, `--crash-at-start`, `--exit-code C`,
 //! `--ignore-sigterm`, `--start-delay-ms MS`, `--never-ready`, `--delay-ms MS`,
 //! `--flood BYTES` (with `--line-len`, `--flood-stderr`, `--flood-then-exit`) and
@@ -89,6 +95,19 @@ struct Args {
     /// Write TEXT to stdout without a trailing newline just before exiting.
     #[arg(long, value_name = "TEXT")]
     partial_line: Option<String>,
+    /// Run without a listening socket, like a celery worker or beat (no fd 3 needed).
+    #[arg(long)]
+    no_socket: bool,
+    /// With --no-socket: print `tick <n> pid=<pid>` this often (--crash-after counts ticks).
+    #[arg(long, value_name = "MS", requires = "no_socket")]
+    tick_ms: Option<u64>,
+    /// With --no-socket: on SIGTERM, wait this long before exiting (tasks finishing).
+    #[arg(long, value_name = "MS", default_value_t = 0, requires = "no_socket")]
+    stop_delay_ms: u64,
+    /// Hold an exclusive lock on FILE while running; if another process holds it, append
+    /// `overlap <pid>` to FILE.overlap and exit 97.
+    #[arg(long, value_name = "FILE")]
+    lock: Option<std::path::PathBuf>,
 }
 
 /// State shared by the accept loop and the connection threads.
@@ -166,11 +185,23 @@ fn run(args: &Args) -> anyhow::Result<i32> {
         err_line("crashing at start");
         return Ok(args.exit_code.map_or(3, i32::from));
     }
-    let listener = match listen_fd() {
-        Ok(fd) => fd,
-        Err(msg) => {
-            err_line(&format!("cts-demo-worker: {msg}"));
-            return Ok(2);
+    // Held until the process exits: the kernel releases it then, even on SIGKILL.
+    let _lock = match &args.lock {
+        Some(path) => match take_lock(path)? {
+            Some(file) => Some(file),
+            None => return Ok(97),
+        },
+        None => None,
+    };
+    let listener = if args.no_socket {
+        None
+    } else {
+        match listen_fd() {
+            Ok(fd) => Some(fd),
+            Err(msg) => {
+                err_line(&format!("cts-demo-worker: {msg}"));
+                return Ok(2);
+            }
         }
     };
 
@@ -250,6 +281,9 @@ fn run(args: &Args) -> anyhow::Result<i32> {
         }
     }
 
+    let Some(listener) = listener else {
+        return Ok(background(args, &wake_rx, &stop));
+    };
     let why = accept_loop(listener, &wake_rx, &stop, args.crash_after, &sh);
 
     // Stop accepting (we simply never call accept again; fd 3 stays open for the others), then
@@ -273,6 +307,73 @@ fn run(args: &Args) -> anyhow::Result<i32> {
         Stop::Crash(_) => args.exit_code.map_or(1, i32::from),
         Stop::Fatal => 1,
     })
+}
+
+/// `--no-socket`: ticks until a signal, then waits `--stop-delay-ms` and exits 0 (or exits
+/// after `--crash-after` ticks).
+fn background(args: &Args, wake_rx: &UnixStream, stop: &AtomicBool) -> i32 {
+    let pid = std::process::id();
+    let tick = args.tick_ms.map(Duration::from_millis);
+    let mut next = tick.map(|t| Instant::now() + t);
+    let mut ticks = 0u64;
+    while !stop.load(SeqCst) {
+        let timeout = match next {
+            None => PollTimeout::NONE,
+            Some(at) => {
+                let left = at.saturating_duration_since(Instant::now()).as_millis();
+                PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX)
+            }
+        };
+        let _ = poll(
+            &mut [PollFd::new(wake_rx.as_fd(), PollFlags::POLLIN)],
+            timeout,
+        );
+        drain_pipe(wake_rx);
+        if let (Some(at), Some(t)) = (next, tick) {
+            if Instant::now() >= at && !stop.load(SeqCst) {
+                ticks += 1;
+                out_line(&format!("tick {ticks} pid={pid}"));
+                next = Some(at + t);
+                if args.crash_after.is_some_and(|n| ticks >= n) {
+                    err_line(&format!("crashing after {ticks} ticks"));
+                    return args.exit_code.map_or(1, i32::from);
+                }
+            }
+        }
+    }
+    notify("STOPPING=1");
+    err_line(&format!("stopping in {} ms", args.stop_delay_ms));
+    thread::sleep(Duration::from_millis(args.stop_delay_ms));
+    err_line("stopped");
+    0
+}
+
+/// `--lock`: the locked file, or `None` (recorded in `<path>.overlap`) when another process
+/// holds the lock.
+fn take_lock(path: &std::path::Path) -> anyhow::Result<Option<std::fs::File>> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    // SAFETY: flock on an fd this function owns; no memory is involved.
+    let r = unsafe { nix::libc::flock(file.as_raw_fd(), nix::libc::LOCK_EX | nix::libc::LOCK_NB) };
+    if r == 0 {
+        return Ok(Some(file));
+    }
+    let pid = std::process::id();
+    let mut overlap = path.as_os_str().to_owned();
+    overlap.push(".overlap");
+    let mut o = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(overlap)?;
+    writeln!(o, "overlap {pid}")?;
+    err_line(&format!(
+        "cts-demo-worker: {} is locked by another process",
+        path.display()
+    ));
+    Ok(None)
 }
 
 /// Checks the socket-activation environment and prepares fd 3 for the accept loop.

@@ -32,7 +32,13 @@ pub(crate) fn resolve(config: &mut Config) -> Result<(), ConfigErrors> {
             .or_insert_with(|| Accounts::lookup(pool.user.as_deref(), pool.group.as_deref()))
             .clone();
         match found {
-            Ok(accounts) => pool.accounts = Some(accounts),
+            Ok(accounts) => {
+                // Programs run as their instance's user.
+                for p in &mut inst.programs {
+                    p.pool.accounts = Some(accounts.clone());
+                }
+                inst.pool.accounts = Some(accounts);
+            }
             Err(message) if first => errors.push(ConfigError {
                 file: config.source.clone(),
                 key: format!(

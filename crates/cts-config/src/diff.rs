@@ -1,9 +1,10 @@
 //! Reload as data: what changed between the running configuration and the new one, per
-//! instance and per field, and the action each instance gets. The daemon acts on this plan;
+//! instance and program and per field, and the action each gets. The daemon acts on this plan;
 //! `ctsctl reload --dry-run` prints it.
 
 use crate::template::Vars;
-use crate::{Config, InstanceConfig, LogSettings, PoolSpec};
+use crate::{Config, InstanceConfig, LogSettings, PoolSpec, ProgramName};
+use Action::{Rebind, Restart, Scale, Update};
 
 /// What a reload does to one instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,11 +40,14 @@ impl Action {
     }
 }
 
-/// One instance in a [`Plan`].
+/// One instance's web pool, or one of its programs, in a [`Plan`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
     /// The instance key.
     pub key: String,
+    /// The program, or `None` for the web pool. A started or removed instance has no entries
+    /// of its programs: they start and stop with it.
+    pub program: Option<ProgramName>,
     /// What will be done.
     pub action: Action,
     /// The fields that differ (`port`, `workers`, `command`, `env`, ...).
@@ -53,8 +57,8 @@ pub struct Change {
 /// The result of [`diff`].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Plan {
-    /// One entry per instance of the old or the new configuration: the new order, then the
-    /// removed ones.
+    /// One entry per instance of the old or the new configuration, each followed by its
+    /// programs' (when it exists in both): the new order, then the removed ones.
     pub changes: Vec<Change>,
     /// Changes of the daemon's own settings that a reload cannot apply (restart ctsd for them).
     pub not_applied: Vec<String>,
@@ -65,33 +69,21 @@ pub fn diff(old: &Config, new: &Config) -> Plan {
     let mut plan = Plan::default();
     let rebind_all = old.daemon.bind != new.daemon.bind;
     for n in &new.instances {
-        let change = match old.instance(n.key.as_str()) {
-            None => Change {
-                key: n.key.to_string(),
-                action: Action::Start,
-                fields: Vec::new(),
-            },
-            Some(o) => {
-                let mut changed = changed_fields(o, n);
-                if rebind_all && !changed.iter().any(|(field, _)| *field == "port") {
-                    changed.insert(0, ("bind", Action::Rebind));
-                }
-                Change {
-                    key: n.key.to_string(),
-                    action: strongest(changed.iter().map(|(_, action)| *action)),
-                    fields: changed.into_iter().map(|(field, _)| field).collect(),
-                }
-            }
+        let Some(o) = old.instance(n.key.as_str()) else {
+            plan.changes.push(Change::whole(n, Action::Start));
+            continue;
         };
-        plan.changes.push(change);
+        let mut changed = instance_fields(o, n, Rebind);
+        changed.extend(pool_fields((o, &o.pool), (n, &n.pool)));
+        if rebind_all && !changed.iter().any(|(field, _)| *field == "port") {
+            changed.insert(0, ("bind", Action::Rebind));
+        }
+        plan.changes.push(Change::of(n, None, changed));
+        plan.changes.extend(program_changes(o, n));
     }
     for o in &old.instances {
         if new.instance(o.key.as_str()).is_none() {
-            plan.changes.push(Change {
-                key: o.key.to_string(),
-                action: Action::Stop,
-                fields: Vec::new(),
-            });
+            plan.changes.push(Change::whole(o, Action::Stop));
         }
     }
     let (od, nd) = (&old.daemon, &new.daemon);
@@ -111,21 +103,115 @@ pub fn diff(old: &Config, new: &Config) -> Plan {
     plan
 }
 
-/// The fields of the instance that differ, in a fixed order, each with the action it needs.
-///
-/// Both the instance and its pool are destructured without `..`: a field added to
-/// [`InstanceConfig`], [`PoolSpec`] or [`LogSettings`] does not compile until it is given
-/// its place (and action) here, rather than being silently ignored by a reload.
-fn changed_fields(o: &InstanceConfig, n: &InstanceConfig) -> Vec<(&'static str, Action)> {
-    use Action::{Rebind, Restart, Scale, Update};
+impl Change {
+    /// A whole instance started or removed.
+    fn whole(i: &InstanceConfig, action: Action) -> Change {
+        Change {
+            key: i.key.to_string(),
+            program: None,
+            action,
+            fields: Vec::new(),
+        }
+    }
+
+    /// The change of `i`'s web pool (`program` None) or of one of its programs: the strongest
+    /// action of the fields that `changed`.
+    fn of(
+        i: &InstanceConfig,
+        program: Option<&ProgramName>,
+        changed: Vec<(&'static str, Action)>,
+    ) -> Change {
+        Change {
+            key: i.key.to_string(),
+            program: program.cloned(),
+            action: strongest(changed.iter().map(|(_, action)| *action)),
+            fields: changed.into_iter().map(|(field, _)| field).collect(),
+        }
+    }
+
+    /// `jordan`, or `jordan:celery` for a program.
+    pub fn name(&self) -> String {
+        match &self.program {
+            None => self.key.clone(),
+            Some(p) => format!("{}:{p}", self.key),
+        }
+    }
+}
+
+/// The changes of the programs of an instance that is in both configurations: started, stopped
+/// or changed, in the new order, then the removed ones.
+fn program_changes(o: &InstanceConfig, n: &InstanceConfig) -> Vec<Change> {
+    let mut changes = Vec::new();
+    for np in &n.programs {
+        let changed = match o.program(np.name.as_str()) {
+            None => vec![("program", Action::Start)],
+            Some(op) => {
+                // A program has no socket: a new port only changes its `PORT`.
+                let mut changed = instance_fields(o, n, Restart);
+                if op.singleton != np.singleton {
+                    changed.push(("singleton", Restart));
+                }
+                changed.extend(pool_fields((o, &op.pool), (n, &np.pool)));
+                changed
+            }
+        };
+        let mut change = Change::of(n, Some(&np.name), changed);
+        if change.action == Action::Start {
+            change.fields.clear();
+        }
+        changes.push(change);
+    }
+    for op in &o.programs {
+        if n.program(op.name.as_str()).is_none() {
+            changes.push(Change {
+                key: o.key.to_string(),
+                program: Some(op.name.clone()),
+                action: Action::Stop,
+                fields: Vec::new(),
+            });
+        }
+    }
+    changes
+}
+
+/// The instance's own fields that differ (`port` with `port_action`), each with its action.
+fn instance_fields(
+    o: &InstanceConfig,
+    n: &InstanceConfig,
+    port_action: Action,
+) -> Vec<(&'static str, Action)> {
     let InstanceConfig {
         key: _, // instances are matched by key: it never differs here
         name,
         prefix,
         currency,
         port,
-        pool,
+        pool: _,     // compared by `pool_fields`
+        programs: _, // compared by `program_changes`
     } = o;
+    let checks: [(&'static str, Action, bool); 4] = [
+        ("port", port_action, *port != n.port),
+        // `name`, `prefix` and `currency` reach the workers through their environment.
+        ("name", Restart, *name != n.name),
+        ("prefix", Restart, *prefix != n.prefix),
+        ("currency", Restart, *currency != n.currency),
+    ];
+    checks
+        .into_iter()
+        .filter(|(_, _, changed)| *changed)
+        .map(|(field, action, _)| (field, action))
+        .collect()
+}
+/// The settings of a pool (the web pool, or a program's) that differ, in a fixed order, each
+/// with the action it needs; each pool with its instance, whose fields its environment mirrors.
+///
+/// The pool is destructured without `..`, as are [`InstanceConfig`] (`instance_fields`) and
+/// [`LogSettings`]: a field added to them does not compile until it is given its place (and
+/// action) here, rather than being silently ignored by a reload.
+fn pool_fields(
+    (oi, pool): (&InstanceConfig, &PoolSpec),
+    (ni, np): (&InstanceConfig, &PoolSpec),
+) -> Vec<(&'static str, Action)> {
     let PoolSpec {
         workers,
         command,
@@ -157,17 +243,15 @@ fn changed_fields(o: &InstanceConfig, n: &InstanceConfig) -> Vec<(&'static str, 
         compress: _,
         format: _,
     } = logs;
-    let np = &n.pool;
-    let checks: [(&'static str, Action, bool); 20] = [
-        ("port", Rebind, *port != n.port),
-        // `name`, `prefix` and `currency` reach the workers through their environment.
-        ("name", Restart, *name != n.name),
-        ("prefix", Restart, *prefix != n.prefix),
-        ("currency", Restart, *currency != n.currency),
+    let checks: [(&'static str, Action, bool); 16] = [
         ("workers", Scale, *workers != np.workers),
         ("command", Restart, *command != np.command),
         ("cwd", Restart, *cwd != np.cwd),
-        ("env", Restart, configured_env(o) != configured_env(n)),
+        (
+            "env",
+            Restart,
+            configured_env(oi, pool) != configured_env(ni, np),
+        ),
         // A changed file is picked up by a reload: its path or its contents (named, never
         // shown: the plan says `env_file`).
         (
@@ -215,10 +299,9 @@ fn changed_fields(o: &InstanceConfig, n: &InstanceConfig) -> Vec<(&'static str, 
 
 /// The worker environment without the contract variables that merely mirror the instance's
 /// own fields (those show up as `port`, `prefix`, ... already).
-fn configured_env(i: &InstanceConfig) -> Vec<(&str, &str)> {
+fn configured_env<'a>(i: &InstanceConfig, pool: &'a PoolSpec) -> Vec<(&'a str, &'a str)> {
     let derived = crate::validate::instance_env(&Vars::of(i));
-    i.pool
-        .env
+    pool.env
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .filter(|(k, v)| !derived.iter().any(|(dk, dv)| dk == k && dv == v))

@@ -72,6 +72,7 @@ mod names;
 mod pillar;
 mod pool;
 mod program;
+mod programs;
 mod raw;
 mod secrets;
 mod socket;
@@ -84,10 +85,10 @@ pub use diff::{diff, Action, Change, Plan};
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
     Accounts, Admins, ByteSize, Config, CrashLoop, DaemonSettings, Environment, InstanceConfig,
-    Limit, Limits, LogFormat, LogSettings, LogSink, PoolSpec, ReadySpec, Resource, RestartPolicy,
-    Rotate, StderrLog,
+    Limit, Limits, LogFormat, LogSettings, LogSink, PoolSpec, ProgramConfig, ReadySpec, Resource,
+    RestartPolicy, Rotate, StderrLog,
 };
-pub use names::{Currency, InstanceKey, Prefix};
+pub use names::{Currency, InstanceKey, Prefix, ProgramName};
 pub use program::{check_program, find_program, ProgramError};
 pub use secrets::Secrets;
 pub use socket::{control_socket, socket_given, SOCKET_ENV};

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::names::{Currency, InstanceKey, Prefix};
+use crate::names::{Currency, InstanceKey, Prefix, ProgramName};
 
 /// A validated configuration: every value in it has passed validation, so the
 /// rest of ctsd never re-checks it.
@@ -81,7 +81,32 @@ pub struct InstanceConfig {
     pub currency: Currency,
     /// The TCP port ctsd binds for this instance.
     pub port: u16,
-    /// How the worker pool runs.
+    /// How the web pool runs: the top-level settings, the only pool that gets the socket.
+    pub pool: PoolSpec,
+    /// The instance's other programs (`celery`, `beat`), in name order: `defaults.programs`
+    /// merged with the instance's own by name.
+    pub programs: Vec<ProgramConfig>,
+}
+
+impl InstanceConfig {
+    /// The program called `name`.
+    pub fn program(&self, name: &str) -> Option<&ProgramConfig> {
+        self.programs.iter().find(|p| p.name.as_str() == name)
+    }
+}
+
+/// One of an instance's programs besides `web`: it inherits everything of its instance
+/// (environment, `env_file`, `cwd`, user, group, umask, limits, logs) and may set its own
+/// `command`, `workers`, `env` (merged), `ready`, `stop_timeout`, `restart` and `singleton`. It
+/// gets no socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgramConfig {
+    /// Its name (`celery`).
+    pub name: ProgramName,
+    /// Never two processes alive: restarts stop the old one before starting the new one, and
+    /// `scale` is refused.
+    pub singleton: bool,
+    /// How its processes run (the instance's settings with the program's over them).
     pub pool: PoolSpec,
 }
 

@@ -1,4 +1,4 @@
-//! Validated names: [`InstanceKey`], [`Prefix`] and [`Currency`].
+//! Validated names: [`InstanceKey`], [`ProgramName`], [`Prefix`] and [`Currency`].
 //!
 //! Each can only be built through its checking constructor, so a value of the
 //! type is proof that the check passed: an `InstanceKey` is always a safe
@@ -9,6 +9,13 @@ use std::fmt;
 /// An instance key: `[A-Za-z0-9][A-Za-z0-9_-]{0,63}`, so it is a safe directory name.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct InstanceKey(String);
+
+/// The name of one of an instance's programs besides `web` (`celery`, `beat`):
+/// `[a-z0-9][a-z0-9_-]{0,31}`, never `web` (the top-level pool) nor `output`/`stderr` (whose
+/// `.log` files are the web pool's). It names `<program>.log` in the instance's log directory
+/// and follows the instance key in `jordan:celery`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProgramName(String);
 
 /// A URL prefix: empty, or `/` followed by segments, no trailing slash.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -53,6 +60,56 @@ impl InstanceKey {
     /// The key as written (`jordan`).
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// The longest program name accepted.
+const MAX_PROGRAM_LEN: usize = 32;
+
+impl ProgramName {
+    /// The name of the pool that holds the instance's socket: the top-level settings.
+    pub const WEB: &'static str = "web";
+
+    /// Checks `name` and wraps it.
+    ///
+    /// # Errors
+    ///
+    /// A message when `name` is not `[a-z0-9][a-z0-9_-]*` of at most 32 characters, or is
+    /// one of the reserved names.
+    pub fn new(name: &str) -> Result<ProgramName, String> {
+        const RULE: &str = "a program name is 1 to 32 lower-case letters, digits, `_` or `-`, \
+                            starting with a letter or digit (it names <program>.log)";
+        let mut chars = name.chars();
+        let safe = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        if !safe || name.len() > MAX_PROGRAM_LEN {
+            return Err(format!("{name:?} is not a program name; {RULE}"));
+        }
+        match name {
+            Self::WEB => Err(
+                "`web` is the instance's top-level pool (command, workers, ... outside \
+                 `programs:`); give this program another name"
+                    .to_owned(),
+            ),
+            "output" | "stderr" => Err(format!(
+                "`{name}` is reserved: {name}.log is the web pool's log; give this program \
+                 another name"
+            )),
+            _ => Ok(ProgramName(name.to_owned())),
+        }
+    }
+
+    /// The name as written (`celery`).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ProgramName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 

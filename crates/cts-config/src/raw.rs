@@ -15,6 +15,7 @@ use crate::model::{Admins, Environment};
 use crate::names::{Currency, InstanceKey, Prefix};
 use crate::pillar;
 use crate::pool::{read_name, read_pool, RawPool, POOL_KEYS};
+use crate::programs::{read_programs, RawProgram};
 use crate::yaml::{describe, read_int, read_list, read_scalar, read_str, unknown_setting, Map};
 
 /// Top-level keys.
@@ -32,6 +33,8 @@ const DAEMON_KEYS: &[&str] = &[
 ];
 /// Keys only an instance has (besides the pool settings).
 const INSTANCE_KEYS: &[&str] = &["name", "prefix", "currency", "port"];
+/// Keys of `defaults:` and of each instance besides the pool settings.
+const PROGRAM_SECTION: &str = "programs";
 
 /// The whole file, read but not yet cross-checked.
 #[derive(Debug, Default)]
@@ -40,6 +43,8 @@ pub(crate) struct RawConfig {
     pub(crate) daemon: RawDaemon,
     /// The `defaults:` section.
     pub(crate) defaults: RawPool,
+    /// `defaults.programs`.
+    pub(crate) default_programs: Vec<RawProgram>,
     /// The file the instances were read from: the config file, or the
     /// pillar named by `instances_file`.
     pub(crate) instances_file: PathBuf,
@@ -91,6 +96,8 @@ pub(crate) struct RawInstance {
     pub(crate) port: Option<u16>,
     /// The instance's pool overrides.
     pub(crate) pool: RawPool,
+    /// The instance's `programs:`, merged by name with `defaults.programs`.
+    pub(crate) programs: Vec<RawProgram>,
 }
 
 /// Walks `doc`, the parsed config file in directory `dir`. Problems in a
@@ -120,15 +127,19 @@ pub(crate) fn read_config(doc: &Value, dir: &Path, diag: &mut Diag, source: &Pat
     }
     if let Some(section) = top.get("defaults") {
         if let Some(map) = Map::read(section, "defaults", diag) {
-            for key in map.unknown_keys(POOL_KEYS) {
+            let known: Vec<&str> = POOL_KEYS.iter().copied().chain([PROGRAM_SECTION]).collect();
+            for key in map.unknown_keys(&known) {
                 let message = if INSTANCE_KEYS.contains(&key) {
                     format!("`{key}` is set per instance (under instances.<key>), not in defaults")
                 } else {
-                    unknown_setting(key, POOL_KEYS)
+                    unknown_setting(key, &known)
                 };
                 diag.error(&map.path_of(key), message);
             }
             raw.defaults = read_pool(&map, diag);
+            if let Some(v) = map.get(PROGRAM_SECTION) {
+                raw.default_programs = read_programs(v, &map.path_of(PROGRAM_SECTION), diag);
+            }
         }
     }
     let inline = top.get("instances").filter(|v| !v.is_null());
@@ -327,6 +338,7 @@ fn read_instance(
         currency: None,
         port: None,
         pool: RawPool::default(),
+        programs: Vec::new(),
     };
     let map = match value {
         Value::Mapping(_) | Value::Null => Map::read(value, path, diag),
@@ -342,7 +354,12 @@ fn read_instance(
         }
     };
     let Some(map) = map else { return instance };
-    let known: Vec<&str> = INSTANCE_KEYS.iter().chain(POOL_KEYS).copied().collect();
+    let known: Vec<&str> = INSTANCE_KEYS
+        .iter()
+        .chain(POOL_KEYS)
+        .copied()
+        .chain([PROGRAM_SECTION])
+        .collect();
     match origin {
         Origin::Config => map.check_keys(&known, diag),
         Origin::Pillar => {
@@ -400,6 +417,9 @@ fn read_instance(
         Some(v) => instance.port = read_port(v, &port_path, diag),
     }
     instance.pool = read_pool(&map, diag);
+    if let Some(v) = map.get(PROGRAM_SECTION) {
+        instance.programs = read_programs(v, &map.path_of(PROGRAM_SECTION), diag);
+    }
     instance
 }
 

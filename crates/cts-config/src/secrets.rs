@@ -52,7 +52,13 @@ pub(crate) fn read(config: &mut Config) -> Result<(), ConfigErrors> {
         };
         let key = format!("instances.{}.env_file", inst.key);
         match load(&path) {
-            Ok(s) => inst.pool.secrets = s,
+            Ok(s) => {
+                // Programs have their instance's `env_file`.
+                for p in &mut inst.programs {
+                    p.pool.secrets = s.clone();
+                }
+                inst.pool.secrets = s;
+            }
             Err(message) => errors.push(ConfigError {
                 file: config.source.clone(),
                 key,

@@ -10,6 +10,7 @@ use crate::error::{child, Diag};
 use crate::model::{Config, DaemonSettings, Environment, InstanceConfig};
 use crate::names::{Currency, InstanceKey, Prefix};
 use crate::pool::{restart_path, RawPool};
+use crate::programs;
 use crate::raw::{instance_path, RawConfig, RawInstance};
 use crate::template::Vars;
 
@@ -69,12 +70,26 @@ pub(crate) fn build(
     check_prefixes(&instances, file, diag);
 
     let mut built = Vec::with_capacity(instances.len());
+    let mut reported = std::collections::BTreeSet::new();
     for instance in &instances {
         let pool = instance.pool.over(&raw.defaults);
         if instance.pool.backoff_initial.is_some() || instance.pool.backoff_max.is_some() {
             check_backoff(&instance.pool, &pool, &instance.path, file, diag);
         }
-        built.push(build_instance(instance, &pool, environment, dir));
+        let programs = programs::merge(
+            &raw.default_programs,
+            &instance.programs,
+            source,
+            file,
+            diag,
+        );
+        let parts = Parts {
+            pool: &pool,
+            programs: &programs,
+            environment,
+            dir,
+        };
+        built.push(build_instance(instance, &parts, &mut reported, diag));
     }
     if diag.has_errors() {
         return None;
@@ -97,16 +112,28 @@ fn local_instance() -> RawInstance {
         currency: Some(Currency::NONE),
         port: Some(LOCAL_PORT),
         pool: RawPool::default(),
+        programs: Vec::new(),
     }
 }
 
+/// What an instance is built from besides its own entry.
+struct Parts<'a> {
+    /// Its settings merged over `defaults:`.
+    pool: &'a RawPool,
+    /// Its programs merged with `defaults.programs`.
+    programs: &'a [programs::Merged],
+    environment: Environment,
+    /// The configuration file's directory.
+    dir: &'a Path,
+}
+
 /// One finished instance, or `None` if any part of it was invalid (and
-/// therefore already reported).
+/// therefore reported).
 fn build_instance(
     instance: &RawInstance,
-    pool: &RawPool,
-    environment: Environment,
-    dir: &Path,
+    parts: &Parts<'_>,
+    reported: &mut std::collections::BTreeSet<String>,
+    diag: &mut Diag,
 ) -> Option<InstanceConfig> {
     let key = instance.key.clone()?;
     let prefix = instance.prefix.clone()?;
@@ -120,7 +147,13 @@ fn build_instance(
         currency: currency.as_str(),
         port,
     };
-    let pool = pool.build(&vars, contract_env(&vars, environment), dir)?;
+    let env = contract_env(&vars, parts.environment);
+    let programs: Vec<_> = parts
+        .programs
+        .iter()
+        .map(|p| programs::build(p, parts.pool, &vars, env.clone(), parts.dir, reported, diag))
+        .collect();
+    let pool = parts.pool.build(&vars, env, parts.dir)?;
     Some(InstanceConfig {
         key,
         name,
@@ -128,6 +161,7 @@ fn build_instance(
         currency,
         port,
         pool,
+        programs: programs.into_iter().collect::<Option<_>>()?,
     })
 }
 

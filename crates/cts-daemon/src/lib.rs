@@ -259,7 +259,11 @@ pub async fn run(
                 instances.reopen_logs();
                 tracing::info!("log files reopened");
             }
-            DaemonEvent::Scaled { instance, workers } => instances.set_workers(&instance, workers),
+            DaemonEvent::Scaled {
+                instance,
+                program,
+                workers,
+            } => instances.set_workers(&instance, program.as_deref(), workers),
             DaemonEvent::Reload => {
                 // SIGHUP: apply, and log the outcome when every action has finished.
                 match reload_now(&mut instances, opts.reload_from.as_ref(), false).await {

@@ -35,14 +35,19 @@ impl LogOutput {
     }
 }
 
-/// The sink `logs` asks for, if not the files.
-pub fn sink_for(instance: &str, logs: &cts_config::LogSettings) -> Option<Arc<Sink>> {
+/// The sink `logs` asks for, if not the files, for `program` (`web` for the web pool) of
+/// `instance`.
+pub fn sink_for(
+    instance: &str,
+    program: &str,
+    logs: &cts_config::LogSettings,
+) -> Option<Arc<Sink>> {
     let kind = match logs.sink {
         cts_config::LogSink::File => return None,
         cts_config::LogSink::Journal => cts_logs::sink::Kind::Journal,
         cts_config::LogSink::Syslog(f) => cts_logs::sink::Kind::Syslog(f),
     };
-    match Sink::new(kind, logs.socket.clone(), instance) {
+    match Sink::new(kind, logs.socket.clone(), instance, program) {
         Ok(s) => Some(Arc::new(s)),
         Err(e) => {
             tracing::warn!(

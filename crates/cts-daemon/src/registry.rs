@@ -17,7 +17,7 @@
 
 use crate::port::Port;
 use crate::{listeners, output};
-use cts_config::{Config, DaemonSettings, InstanceConfig};
+use cts_config::{Config, DaemonSettings, InstanceConfig, ProgramConfig, ProgramName};
 use cts_logs::InstanceLog;
 use cts_supervisor::InstanceHandle;
 use std::future::Future;
@@ -45,6 +45,8 @@ pub struct InstanceEntry {
     pub port: Arc<Port>,
     /// `workers` as the configuration file says (a `scale` may differ until the next reload).
     pub file_workers: u32,
+    /// Its other programs, in configuration (name) order.
+    pub programs: Vec<ProgramEntry>,
 }
 
 impl InstanceEntry {
@@ -53,6 +55,35 @@ impl InstanceEntry {
         self.log.dropped_bytes()
             + self.err_log.as_ref().map_or(0, |l| l.dropped_bytes())
             + self.output.sink_dropped()
+    }
+
+    /// Its program `name`.
+    pub fn program(&self, name: &str) -> Option<&ProgramEntry> {
+        self.programs.iter().find(|p| p.name.as_str() == name)
+    }
+}
+
+/// One of an instance's programs besides web, as the control handlers see it.
+#[derive(Debug, Clone)]
+pub struct ProgramEntry {
+    /// Its name.
+    pub name: ProgramName,
+    /// Never two processes alive.
+    pub singleton: bool,
+    /// Its actor.
+    pub handle: InstanceHandle,
+    /// Its log, `<program>.log`.
+    pub log: cts_logs::LogHandle,
+    /// Where its processes' output goes.
+    pub output: Arc<output::LogOutput>,
+    /// `workers` as the configuration file says.
+    pub file_workers: u32,
+}
+
+impl ProgramEntry {
+    /// Bytes its log could not write.
+    pub fn dropped_bytes(&self) -> u64 {
+        self.log.dropped_bytes() + self.output.sink_dropped()
     }
 }
 
@@ -123,12 +154,42 @@ struct Running {
     port: Arc<Port>,
     /// `workers` as the configuration file says.
     file_workers: u32,
+    /// Its other programs, in configuration order.
+    programs: Vec<RunningProgram>,
+}
+
+/// One of an instance's programs the daemon runs.
+struct RunningProgram {
+    name: ProgramName,
+    singleton: bool,
+    handle: InstanceHandle,
+    /// A child of its instance's token: cancelling it stops just this program.
+    token: CancellationToken,
+    join: JoinHandle<()>,
+    /// `<program>.log`.
+    log: InstanceLog,
+    output: Arc<output::LogOutput>,
+    file_workers: u32,
+}
+
+impl RunningProgram {
+    /// Completes once its processes have exited and its log is flushed.
+    async fn finish(mut self) {
+        let _ = (&mut self.join).await;
+        self.log.close().await;
+    }
 }
 
 impl Running {
-    /// Both logs, to close.
-    fn logs(self) -> impl Iterator<Item = InstanceLog> {
-        std::iter::once(self.log).chain(self.err_log)
+    /// Completes once its actors have ended; returns its logs, to close.
+    async fn finish(mut self) -> Vec<InstanceLog> {
+        let _ = (&mut self.join).await;
+        let mut logs: Vec<InstanceLog> = std::iter::once(self.log).chain(self.err_log).collect();
+        for mut p in self.programs {
+            let _ = (&mut p.join).await;
+            logs.push(p.log);
+        }
+        logs
     }
 }
 
@@ -220,7 +281,11 @@ impl Instances {
         let output = Arc::new(output::LogOutput {
             log: log.sender(),
             err: std::sync::Mutex::new(err_log.as_ref().map(InstanceLog::sender)),
-            sink: std::sync::Mutex::new(output::sink_for(inst.key.as_str(), &inst.pool.logs)),
+            sink: std::sync::Mutex::new(output::sink_for(
+                inst.key.as_str(),
+                "web",
+                &inst.pool.logs,
+            )),
         });
         let token = self.root.child_token();
         let listener = listener.map(Arc::new);
@@ -239,6 +304,7 @@ impl Instances {
         let (handle, join) = cts_supervisor::launch(
             cts_supervisor::Instance {
                 config: inst.clone(),
+                program: None,
                 listener,
                 listen,
                 cgroups: self.cgroups.clone(),
@@ -248,6 +314,17 @@ impl Instances {
             token.clone(),
             self.kill.clone(),
         );
+        let mut programs = Vec::with_capacity(inst.programs.len());
+        for p in &inst.programs {
+            match self.start_program(inst, p, &token) {
+                Ok(running) => programs.push(running),
+                Err(e) => {
+                    // The web pool runs; the program is reported (a reload that fixes the
+                    // log directory starts it).
+                    tracing::warn!(instance = %inst.key, "{e}");
+                }
+            }
+        }
         self.running.push(Running {
             config: Arc::new(inst.clone()),
             handle: handle.clone(),
@@ -258,9 +335,120 @@ impl Instances {
             output,
             port,
             file_workers: inst.pool.workers,
+            programs,
         });
         self.publish();
         Ok(handle)
+    }
+
+    /// Starts the actor of `program` of `inst` (its log is `<program>.log`), under `parent`.
+    fn start_program(
+        &self,
+        inst: &InstanceConfig,
+        program: &ProgramConfig,
+        parent: &CancellationToken,
+    ) -> Result<RunningProgram, LaunchError> {
+        let dir = self.daemon.log_dir.join(inst.key.as_str());
+        let name = &program.name;
+        let log = InstanceLog::open_file(
+            &dir,
+            &format!("{name}.log"),
+            &format!("log-{}-{name}", inst.key),
+            log_options(&program.pool.logs),
+        )
+        .map_err(|source| LaunchError {
+            about: format!("starting the log writer of {}:{name}", inst.key),
+            source,
+        })?;
+        let output = Arc::new(output::LogOutput {
+            log: log.sender(),
+            err: std::sync::Mutex::new(None),
+            sink: std::sync::Mutex::new(output::sink_for(
+                inst.key.as_str(),
+                name.as_str(),
+                &program.pool.logs,
+            )),
+        });
+        let token = parent.child_token();
+        let no_socket: cts_supervisor::Listen =
+            Arc::new(|| Err("a program other than web has no socket".to_owned()));
+        let (handle, join) = cts_supervisor::launch(
+            cts_supervisor::Instance {
+                config: inst.clone(),
+                program: Some(name.clone()),
+                listener: None,
+                listen: no_socket,
+                cgroups: self.cgroups.clone(),
+                shim: self.shim.clone(),
+                output: output.clone(),
+            },
+            token.clone(),
+            self.kill.clone(),
+        );
+        Ok(RunningProgram {
+            name: name.clone(),
+            singleton: program.singleton,
+            handle,
+            token,
+            join,
+            log,
+            output,
+            file_workers: program.pool.workers,
+        })
+    }
+
+    /// Starts `program` of the running instance `key` (a reload added it); `None` when the
+    /// instance is not running.
+    pub(crate) fn launch_program(
+        &mut self,
+        key: &str,
+        program: &ProgramName,
+    ) -> Option<Result<InstanceHandle, LaunchError>> {
+        let i = self
+            .running
+            .iter()
+            .position(|r| r.config.key.as_str() == key)?;
+        let inst = self.running[i].config.clone();
+        let p = inst.program(program.as_str())?;
+        let started = self.start_program(&inst, p, &self.running[i].token);
+        let r = started.map(|running| {
+            let handle = running.handle.clone();
+            let programs = &mut self.running[i].programs;
+            programs.push(running);
+            programs.sort_by(|a, b| a.name.cmp(&b.name));
+            handle
+        });
+        self.publish();
+        Some(r)
+    }
+
+    /// Stops and forgets `program` of `key`; the future completes once its processes have
+    /// exited and its log is flushed.
+    pub(crate) fn retire_program(
+        &mut self,
+        key: &str,
+        program: &str,
+    ) -> Option<impl Future<Output = ()>> {
+        let r = self
+            .running
+            .iter_mut()
+            .find(|r| r.config.key.as_str() == key)?;
+        let i = r.programs.iter().position(|p| p.name.as_str() == program)?;
+        let p = r.programs.remove(i);
+        self.publish();
+        p.token.cancel();
+        Some(p.finish())
+    }
+
+    /// The actor of `program` of `key`.
+    pub(crate) fn program_handle(&self, key: &str, program: &str) -> Option<InstanceHandle> {
+        self.running
+            .iter()
+            .find(|r| r.config.key.as_str() == key)?
+            .programs
+            .iter()
+            .find(|p| p.name.as_str() == program)
+            .map(|p| p.handle.clone())
     }
 
     /// Stops and forgets `key`; the returned future completes once its workers have exited
@@ -274,9 +462,7 @@ impl Instances {
         self.publish();
         r.token.cancel();
         Some(async move {
-            let mut r = r;
-            let _ = (&mut r.join).await;
-            for l in r.logs() {
+            for l in r.finish().await {
                 l.close().await;
             }
         })
@@ -302,6 +488,12 @@ impl Instances {
     pub(crate) fn set_config(&mut self, inst: InstanceConfig) {
         if let Some(r) = self.running.iter_mut().find(|r| r.config.key == inst.key) {
             r.file_workers = inst.pool.workers;
+            for p in &mut r.programs {
+                if let Some(new) = inst.program(p.name.as_str()) {
+                    p.file_workers = new.pool.workers;
+                    p.singleton = new.singleton;
+                }
+            }
             r.config = Arc::new(inst);
         }
     }
@@ -321,7 +513,7 @@ impl Instances {
 
     /// Records that the actor of `key` now runs `workers` workers (a `scale` it carried out),
     /// so that the next reload compares the file with that.
-    pub(crate) fn set_workers(&mut self, key: &str, workers: u32) {
+    pub(crate) fn set_workers(&mut self, key: &str, program: Option<&str>, workers: u32) {
         let Some(r) = self
             .running
             .iter_mut()
@@ -329,9 +521,18 @@ impl Instances {
         else {
             return;
         };
-        if r.config.pool.workers != workers {
-            // Published entries keep the copy they have; the next publish hands out this one.
-            Arc::make_mut(&mut r.config).pool.workers = workers;
+        // Published entries keep the copy they have; the next publish hands out this one.
+        let config = Arc::make_mut(&mut r.config);
+        let pool = match program {
+            None => Some(&mut config.pool),
+            Some(name) => config
+                .programs
+                .iter_mut()
+                .find(|p| p.name.as_str() == name)
+                .map(|p| &mut p.pool),
+        };
+        if let Some(pool) = pool.filter(|p| p.workers != workers) {
+            pool.workers = workers;
             self.publish();
         }
     }
@@ -365,7 +566,16 @@ impl Instances {
             *err = r.err_log.as_ref().map(InstanceLog::sender);
         }
         if let Ok(mut sink) = r.output.sink.lock() {
-            *sink = output::sink_for(inst.key.as_str(), &inst.pool.logs);
+            *sink = output::sink_for(inst.key.as_str(), "web", &inst.pool.logs);
+        }
+        for p in &r.programs {
+            let Some(new) = inst.program(p.name.as_str()) else {
+                continue;
+            };
+            p.log.reconfigure(log_options(&new.pool.logs));
+            if let Ok(mut sink) = p.output.sink.lock() {
+                *sink = output::sink_for(inst.key.as_str(), p.name.as_str(), &new.pool.logs);
+            }
         }
     }
 
@@ -391,6 +601,9 @@ impl Instances {
             if let Some(l) = &r.err_log {
                 l.reopen();
             }
+            for p in &r.programs {
+                p.log.reopen();
+            }
         }
     }
 
@@ -404,9 +617,8 @@ impl Instances {
         let running = std::mem::take(&mut self.running);
         let all_stopped = async move {
             let mut logs = Vec::new();
-            for mut r in running {
-                let _ = (&mut r.join).await;
-                logs.extend(r.logs());
+            for r in running {
+                logs.extend(r.finish().await);
             }
             logs
         };
@@ -430,6 +642,18 @@ impl Instances {
                 output: r.output.clone(),
                 port: r.port.clone(),
                 file_workers: r.file_workers,
+                programs: r
+                    .programs
+                    .iter()
+                    .map(|p| ProgramEntry {
+                        name: p.name.clone(),
+                        singleton: p.singleton,
+                        handle: p.handle.clone(),
+                        log: p.log.handle(),
+                        output: p.output.clone(),
+                        file_workers: p.file_workers,
+                    })
+                    .collect(),
             })
             .collect();
         self.published.replace(entries);

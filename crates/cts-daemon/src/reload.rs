@@ -69,7 +69,7 @@ pub(crate) async fn reload_now(
                     .iter()
                     .filter(|c| c.action != cts_config::Action::None)
                 {
-                    tracing::info!(instance = %c.key, "reload: {} ({})", c.action.as_str(), c.fields.join(", "));
+                    tracing::info!(instance = %c.name(), "reload: {} ({})", c.action.as_str(), c.fields.join(", "));
                 }
                 apply(instances, new, &plan).map(|pending| (report, Some(pending)))
             }
@@ -88,16 +88,26 @@ pub fn report(
 ) -> ReloadReport {
     // `workers` says from what to what (a scale may have made the pool differ from the file);
     // other fields are named only (an env value may be a secret).
-    let field = |key: &str, f: &str| match (f, old.instance(key), new.instance(key)) {
-        ("workers", Some(o), Some(n)) => format!("workers {} → {}", o.pool.workers, n.pool.workers),
-        _ => f.to_owned(),
+    let workers = |c: &Config, key: &str, program: Option<&cts_config::ProgramName>| {
+        let i = c.instance(key)?;
+        match program {
+            None => Some(i.pool.workers),
+            Some(p) => i.program(p.as_str()).map(|p| p.pool.workers),
+        }
+    };
+    let field = |c: &cts_config::Change, f: &str| {
+        let p = c.program.as_ref();
+        match (f, workers(old, &c.key, p), workers(new, &c.key, p)) {
+            ("workers", Some(o), Some(n)) => format!("workers {o} → {n}"),
+            _ => f.to_owned(),
+        }
     };
     ReloadReport {
         plan: plan
             .changes
             .iter()
             .map(|c| PlanEntry {
-                instance: c.key.as_str().into(),
+                instance: c.name().as_str().into(),
                 action: match c.action {
                     Action::None => PlanAction::None,
                     Action::Update => PlanAction::Update,
@@ -107,7 +117,7 @@ pub fn report(
                     Action::Start => PlanAction::Start,
                     Action::Stop => PlanAction::Stop,
                 },
-                fields: c.fields.iter().map(|f| field(&c.key, f)).collect(),
+                fields: c.fields.iter().map(|f| field(c, f)).collect(),
             })
             .collect(),
         not_applied: plan.not_applied.clone(),
@@ -151,9 +161,12 @@ fn apply(
     }
     let mut pending = JoinSet::new();
     for (order, c) in plan.changes.iter().enumerate() {
+        if let Some(program) = &c.program {
+            apply_program(instances, &new, c, program, order, &mut pending);
+            continue;
+        }
         let key = c.key.clone();
         match c.action {
-            Action::None => {}
             Action::Stop => {
                 notify::fd_store_remove(&key);
                 if let Some(job) = instances.retire(&key) {
@@ -181,6 +194,12 @@ fn apply(
                         let failed = Outcome::failed(&key, Failure::Other, e.to_string());
                         pending.spawn(async move { (order, failed) });
                     }
+                }
+            }
+            Action::None => {
+                // Its programs may have changed: they are carried out from this copy.
+                if let Some(inst) = new.instance(&key) {
+                    instances.set_config(inst.clone());
                 }
             }
             Action::Update | Action::Scale | Action::Restart | Action::Rebind => {
@@ -213,4 +232,52 @@ fn apply(
     }
     instances.adopt(new);
     Ok(pending)
+}
+
+/// Carries out the change `c` of `program` of an instance that runs before and after the
+/// reload (the instance's own entry, earlier in the plan, gave the registry its new
+/// configuration).
+fn apply_program(
+    instances: &mut Instances,
+    new: &Config,
+    c: &cts_config::Change,
+    program: &cts_config::ProgramName,
+    order: usize,
+    pending: &mut Pending,
+) {
+    let name = c.name();
+    match c.action {
+        Action::None => {}
+        Action::Stop => {
+            if let Some(job) = instances.retire_program(&c.key, program.as_str()) {
+                pending.spawn(async move {
+                    job.await;
+                    (order, Outcome::done(&name, "stopped and removed"))
+                });
+            }
+        }
+        Action::Start => match instances.launch_program(&c.key, program) {
+            Some(Ok(handle)) => {
+                pending.spawn(async move { (order, outcome(&name, handle.start().await)) });
+            }
+            Some(Err(e)) => {
+                let failed = Outcome::failed(&name, Failure::Other, e.to_string());
+                pending.spawn(async move { (order, failed) });
+            }
+            None => {}
+        },
+        Action::Update | Action::Scale | Action::Restart | Action::Rebind => {
+            let (Some(inst), Some(handle)) = (
+                new.instance(&c.key).cloned(),
+                instances.program_handle(&c.key, program.as_str()),
+            ) else {
+                return;
+            };
+            let roll = matches!(c.action, Action::Restart | Action::Rebind);
+            pending.spawn(async move {
+                let r = handle.reconfigure(inst, None, roll).await;
+                (order, outcome(&name, r))
+            });
+        }
+    }
 }

@@ -26,6 +26,8 @@ pub enum DaemonEvent {
     Scaled {
         /// The instance key.
         instance: String,
+        /// The program, `None` for web.
+        program: Option<String>,
         /// Its number of workers now.
         workers: u32,
     },

@@ -41,38 +41,69 @@ pub fn to_proto(
         strays: extra.strays,
         listening: extra.listening,
         file_workers: (extra.file_workers != cfg.pool.workers).then_some(extra.file_workers),
+        programs: Vec::new(),
     };
     let Some(s) = status else { return base };
     proto::InstanceStatus {
         file_workers: (extra.file_workers != s.desired).then_some(extra.file_workers),
-        state: match s.state {
-            sup::InstanceState::Starting => proto::InstanceState::Starting,
-            sup::InstanceState::Running => proto::InstanceState::Running,
-            sup::InstanceState::Stopping => proto::InstanceState::Stopping,
-            sup::InstanceState::Stopped => proto::InstanceState::Stopped,
-            sup::InstanceState::Failing => proto::InstanceState::Failing,
-        },
+        state: state(s.state),
         desired_workers: s.desired,
         ready_workers: s.ready,
         restarts: s.restarts,
         uptime_secs: s.running_since.map(|t| t.elapsed().as_secs()),
         last_exit: s.last_exit.clone(),
-        workers: s
-            .workers
-            .iter()
-            .map(|w| proto::WorkerStatus {
-                pid: w.pid,
-                slot: w.slot,
-                state: match w.state {
-                    sup::WorkerState::Starting => proto::WorkerState::Starting,
-                    sup::WorkerState::Ready => proto::WorkerState::Ready,
-                    sup::WorkerState::Stopping => proto::WorkerState::Stopping,
-                },
-                uptime_secs: w.started.elapsed().as_secs(),
-            })
-            .collect(),
+        workers: workers(s),
         ..base
     }
+}
+
+/// The wire form of one program's status; `None` (its actor has ended) reads as stopped.
+pub fn program_to_proto(
+    program: &cts_config::ProgramConfig,
+    status: Option<&sup::Status>,
+    log_dropped_bytes: u64,
+    file_workers: u32,
+) -> proto::ProgramStatus {
+    let desired = status.map_or(program.pool.workers, |s| s.desired);
+    proto::ProgramStatus {
+        name: program.name.to_string(),
+        singleton: program.singleton,
+        state: status.map_or(proto::InstanceState::Stopped, |s| state(s.state)),
+        desired_workers: desired,
+        ready_workers: status.map_or(0, |s| s.ready),
+        restarts: status.map_or(0, |s| s.restarts),
+        uptime_secs: status.and_then(|s| s.running_since.map(|t| t.elapsed().as_secs())),
+        last_exit: status.and_then(|s| s.last_exit.clone()),
+        workers: status.map(workers).unwrap_or_default(),
+        log_dropped_bytes,
+        file_workers: (file_workers != desired).then_some(file_workers),
+    }
+}
+
+fn state(s: sup::InstanceState) -> proto::InstanceState {
+    match s {
+        sup::InstanceState::Starting => proto::InstanceState::Starting,
+        sup::InstanceState::Running => proto::InstanceState::Running,
+        sup::InstanceState::Stopping => proto::InstanceState::Stopping,
+        sup::InstanceState::Stopped => proto::InstanceState::Stopped,
+        sup::InstanceState::Failing => proto::InstanceState::Failing,
+    }
+}
+
+fn workers(s: &sup::Status) -> Vec<proto::WorkerStatus> {
+    s.workers
+        .iter()
+        .map(|w| proto::WorkerStatus {
+            pid: w.pid,
+            slot: w.slot,
+            state: match w.state {
+                sup::WorkerState::Starting => proto::WorkerState::Starting,
+                sup::WorkerState::Ready => proto::WorkerState::Ready,
+                sup::WorkerState::Stopping => proto::WorkerState::Stopping,
+            },
+            uptime_secs: w.started.elapsed().as_secs(),
+        })
+        .collect()
 }
 
 /// One instance's outcome on the wire, from the actor's `Ok(what was done)` or
@@ -88,9 +119,10 @@ pub fn outcome(instance: &str, r: sup::Outcome) -> proto::Outcome {
                 Refusal::IsStopped(_) | Refusal::StoppedMeanwhile => Failure::Stopped,
                 Refusal::RolledBack(_) => Failure::RolledBack,
                 Refusal::Failing(_) => Failure::Failing,
-                Refusal::StartedMeanwhile | Refusal::Singleton(_) | Refusal::JobFailed(_) => {
-                    Failure::Other
-                }
+                Refusal::StartedMeanwhile
+                | Refusal::Singleton(_)
+                | Refusal::JobFailed(_)
+                | Refusal::Gone(_) => Failure::Other,
             };
             proto::Outcome::failed(instance, failure, why.to_string())
         }

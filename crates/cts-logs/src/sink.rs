@@ -3,9 +3,10 @@
 //! the stream.
 //!
 //! - **journal**: the native protocol, a datagram per line to `/run/systemd/journal/socket`
-//!   with `MESSAGE`, `PRIORITY`, `SYSLOG_IDENTIFIER=cts-<instance>`, `CTS_INSTANCE`,
-//!   `CTS_WORKER_SLOT`, `CTS_WORKER_PID` and `CTS_STREAM` (`stdout`, `stderr`, `ctsd`).
-//! - **syslog**: RFC 5424 on `/dev/log`: `<PRI>1 TIMESTAMP HOST cts-<instance> PID MSGID - MSG`,
+//!   with `MESSAGE`, `PRIORITY`, `SYSLOG_IDENTIFIER=cts-<instance>` (`cts-<instance>-<program>`
+//!   for a program other than web), `CTS_INSTANCE`, `CTS_PROGRAM`, `CTS_WORKER_SLOT`,
+//!   `CTS_WORKER_PID` and `CTS_STREAM` (`stdout`, `stderr`, `ctsd`).
+//! - **syslog**: RFC 5424 on `/dev/log`: `<PRI>1 TIMESTAMP HOST IDENTIFIER PID MSGID - MSG`,
 //!   PRI from the configured facility and severity info (notice for ctsd's own events),
 //!   MSGID the stream.
 //!
@@ -45,6 +46,10 @@ pub struct Sink {
     kind: Kind,
     socket: PathBuf,
     instance: String,
+    /// `web`, `celery`, ...
+    program: String,
+    /// `cts-<instance>`, or `cts-<instance>-<program>` for a program other than web.
+    ident: String,
     host: String,
     out: UnixDatagram,
     dropped: AtomicU64,
@@ -62,16 +67,28 @@ pub struct Origin {
 }
 
 impl Sink {
-    /// A sink of `kind` for `instance`, on `socket` (or the kind's usual one).
+    /// A sink of `kind` for `program` (`web` for the web pool) of `instance`, on `socket` (or
+    /// the kind's usual one).
     ///
     /// # Errors
     ///
     /// When no datagram socket can be made (not when the target is missing: that drops lines).
-    pub fn new(kind: Kind, socket: Option<PathBuf>, instance: &str) -> std::io::Result<Sink> {
+    pub fn new(
+        kind: Kind,
+        socket: Option<PathBuf>,
+        instance: &str,
+        program: &str,
+    ) -> std::io::Result<Sink> {
         Ok(Sink {
             kind,
             socket: socket.unwrap_or_else(|| kind.default_socket()),
             instance: instance.to_owned(),
+            program: program.to_owned(),
+            ident: if program == "web" {
+                format!("cts-{instance}")
+            } else {
+                format!("cts-{instance}-{program}")
+            },
             host: std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map(|h| h.trim().to_owned())
                 .ok()
@@ -97,8 +114,9 @@ impl Sink {
                 let priority = if origin.is_some() { 6 } else { 5 };
                 m.extend_from_slice(
                     format!(
-                        "\nPRIORITY={priority}\nSYSLOG_IDENTIFIER=cts-{0}\nCTS_INSTANCE={0}\n",
-                        self.instance
+                        "\nPRIORITY={priority}\nSYSLOG_IDENTIFIER={}\nCTS_INSTANCE={}\n\
+                         CTS_PROGRAM={}\n",
+                        self.ident, self.instance, self.program
                     )
                     .as_bytes(),
                 );
@@ -121,11 +139,11 @@ impl Sink {
                 };
                 m.extend_from_slice(
                     format!(
-                        "<{}>1 {} {} cts-{} {pid} {msgid} - ",
+                        "<{}>1 {} {} {} {pid} {msgid} - ",
                         u32::from(facility) * 8 + severity,
                         crate::time::rfc3339_millis(SystemTime::now()),
                         self.host,
-                        self.instance
+                        self.ident
                     )
                     .as_bytes(),
                 );

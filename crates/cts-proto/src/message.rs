@@ -503,6 +503,41 @@ pub struct InstanceStatus {
     /// alive (orphans ctsd adopted); they are killed when their worker exits.
     #[serde(default)]
     pub strays: u32,
+    /// The instance's other programs (a celery worker, a beat), in name order; the fields
+    /// above are the web pool's. Absent from older daemons: none.
+    #[serde(default)]
+    pub programs: Vec<ProgramStatus>,
+}
+
+/// One of an instance's programs besides web, in an [`InstanceStatus`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProgramStatus {
+    /// The program's name (`celery`); `jordan:celery` addresses it.
+    pub name: String,
+    /// Never two processes of it alive.
+    pub singleton: bool,
+    /// Its state, as an instance's.
+    pub state: InstanceState,
+    /// Processes it should have.
+    pub desired_workers: u32,
+    /// Processes that are ready now.
+    pub ready_workers: u32,
+    /// Crash replacements since ctsd started.
+    pub restarts: u64,
+    /// Seconds since it last became running (`None` when not running).
+    #[serde(default)]
+    pub uptime_secs: Option<u64>,
+    /// Its last unexpected exit.
+    #[serde(default)]
+    pub last_exit: Option<String>,
+    /// Its live processes.
+    pub workers: Vec<WorkerStatus>,
+    /// Bytes of its output that could not be written to `<program>.log`.
+    #[serde(default)]
+    pub log_dropped_bytes: u64,
+    /// The file's `workers`, when a `ctsctl scale` made it differ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_workers: Option<u32>,
 }
 
 /// One worker in an [`InstanceStatus`].

@@ -6,10 +6,10 @@ use crate::backoff::Jitter;
 use crate::contain::{self, Cgroups, WorkerCgroup};
 use crate::core::{Effect, Event, Level, Pool, Request, Settings, Sig, Ticket, WorkerId};
 use crate::handle::{Control, InstanceHandle, Outcome, Summary};
-use crate::instance::{spawn_spec, Instance, Listen, Output};
+use crate::instance::{spawn_spec, unit, unit_name, Instance, Listen, Output};
 use crate::spawn::{self, SpawnSpec};
 use crate::watcher::{self, WorkerEvent};
-use cts_config::InstanceConfig;
+use cts_config::{InstanceConfig, PoolSpec, ProgramName};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use std::collections::{HashMap, VecDeque};
@@ -33,21 +33,23 @@ pub fn launch(
     let (tx, rx) = mpsc::channel(32);
     let (settled_tx, settled) = watch::channel(false);
     let (progress_tx, progress) = watch::channel((0, 0));
-    let pool = Pool::new(
-        instance.config.key.as_str(),
-        Settings::web(&instance.config.pool),
-        Jitter::new(),
-        Instant::now(),
-    );
+    let key = unit_name(&instance.config, instance.program.as_ref());
+    // The daemon launches a program's actor from the configuration that has it.
+    let (spec, settings) = unit(&instance.config, instance.program.as_ref()).unwrap_or_else(|| {
+        let web = &instance.config.pool;
+        (web.clone(), Settings::program(web, true))
+    });
+    let pool = Pool::new(&key, settings, Jitter::new(), Instant::now());
     let (summary_tx, summary) = watch::channel(pool.summary());
     let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let key = instance.config.key.to_string();
     let actor = Actor {
-        spec: spawn_spec(&instance.config, &instance.shim),
+        spec: spawn_spec(&instance.config, &spec, &instance.shim),
         notify_prefix: format!("ctsd/{}/{key}", std::process::id()),
         key,
         shim: instance.shim,
         cfg: instance.config,
+        program: instance.program,
+        pool_spec: spec,
         listener: instance.listener,
         listen: instance.listen,
         cgroups: instance.cgroups,
@@ -72,10 +74,15 @@ pub fn launch(
 }
 
 struct Actor {
+    /// `jordan`, or `jordan:celery` for a program.
     key: String,
     /// The ctsd binary (exec shim), to rebuild `spec` on reconfigure.
     shim: PathBuf,
     cfg: InstanceConfig,
+    /// The program this actor runs, `None` for web.
+    program: Option<ProgramName>,
+    /// Its pool's settings (`cfg.pool`, or the program's).
+    pool_spec: PoolSpec,
     /// How to start a worker, or why workers cannot be started (unknown user, ...).
     spec: Result<SpawnSpec, String>,
     /// `None` until its port could be had.
@@ -213,16 +220,21 @@ impl Actor {
                 roll,
                 done,
             } => {
+                let Some((spec, settings)) = unit(&config, self.program.as_ref()) else {
+                    // The daemon retires a program the file no longer has instead.
+                    let _ = done.send(Err(crate::core::Refusal::Gone(self.key.clone())));
+                    return None;
+                };
                 self.cfg = *config;
+                self.pool_spec = spec;
                 if let Some(l) = listener {
                     // Old workers keep their own copy of the old socket until they stop.
                     self.listener = Some(l);
                 }
-                self.spec = spawn_spec(&self.cfg, &self.shim);
+                self.spec = spawn_spec(&self.cfg, &self.pool_spec, &self.shim);
                 if let Err(e) = &self.spec {
                     self.note(&format!("cannot start workers: {e}"));
                 }
-                let settings = Settings::web(&self.cfg.pool);
                 (Request::Reconfigure { settings, roll }, done)
             }
         };
@@ -290,8 +302,8 @@ impl Actor {
         let spec = self.spec.as_ref().map_err(Clone::clone)?;
         // What the exec shim would fail on, said here so that `status` gives the reason (the
         // shim's own message only reaches the log).
-        cts_config::find_program(&self.cfg.pool).map_err(|e| e.message)?;
-        let notify = if self.cfg.pool.ready.notify {
+        cts_config::find_program(&self.pool_spec).map_err(|e| e.message)?;
+        let notify = if self.pool_spec.ready.notify {
             let name = format!("{}/{id}", self.notify_prefix);
             let made = spawn::notify_socket(&name)
                 .map_err(|e| format!("cannot create the notify socket: {e}"))?;

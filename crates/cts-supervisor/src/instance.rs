@@ -2,8 +2,9 @@
 //! it), where output goes, and the cgroups to contain its workers in.
 
 use crate::contain::Cgroups;
+use crate::core::Settings;
 use crate::spawn::{Privileges, SpawnSpec};
-use cts_config::InstanceConfig;
+use cts_config::{InstanceConfig, PoolSpec, ProgramName};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,8 +23,11 @@ pub trait Output: Send + Sync + 'static {
 pub struct Instance {
     /// The instance's validated configuration.
     pub config: InstanceConfig,
-    /// The instance's listening socket, owned by ctsd for its whole life; `None` when its
-    /// port could not be had at start (another process holds it): then `listen` is tried
+    /// Which of its pools this actor runs: `None` for web (the one with the socket), or one of
+    /// its `programs`.
+    pub program: Option<ProgramName>,
+    /// The instance's listening socket, owned by ctsd for its whole life (web only); `None`
+    /// for a program, or when its port could not be had at start (another process holds it): then `listen` is tried
     /// before each spawn, and its error is the spawn's, with the usual backoff.
     pub listener: Option<Arc<OwnedFd>>,
     /// Binds the instance's port (again); the daemon's, which also records the new socket.
@@ -40,12 +44,35 @@ pub struct Instance {
 /// why not (`cannot listen on 127.0.0.1:8003: Address in use; held by pid 4242 (...)`).
 pub type Listen = Arc<dyn Fn() -> Result<Arc<OwnedFd>, String> + Send + Sync>;
 
+/// The pool an actor runs and its decision settings: the instance's web pool, or its program
+/// `program`; `None` when the configuration has no such program.
+pub(crate) fn unit(
+    config: &InstanceConfig,
+    program: Option<&ProgramName>,
+) -> Option<(PoolSpec, Settings)> {
+    match program {
+        None => Some((config.pool.clone(), Settings::web(&config.pool))),
+        Some(name) => config
+            .program(name.as_str())
+            .map(|p| (p.pool.clone(), Settings::program(&p.pool, p.singleton))),
+    }
+}
+
+/// `jordan` for the web pool, `jordan:celery` for a program: how notes, tags and `status` name
+/// the pool.
+pub fn unit_name(config: &InstanceConfig, program: Option<&ProgramName>) -> String {
+    match program {
+        None => config.key.to_string(),
+        Some(p) => format!("{}:{p}", config.key),
+    }
+}
+
 /// Builds the spawn spec once: names, privileges and limits are checked here, not per spawn.
 pub(crate) fn spawn_spec(
     config: &InstanceConfig,
+    pool: &PoolSpec,
     shim: &std::path::Path,
 ) -> Result<SpawnSpec, String> {
-    let pool = &config.pool;
     Ok(SpawnSpec {
         shim: shim.to_path_buf(),
         argv: pool.command.clone(),

@@ -68,6 +68,9 @@ pub enum Refusal {
     /// A job ended without success.
     #[error("{0}")]
     JobFailed(String),
+    /// The new configuration has no such program (the daemon retires it instead).
+    #[error("the configuration no longer has {0}")]
+    Gone(String),
 }
 
 /// "1 worker", "3 workers".

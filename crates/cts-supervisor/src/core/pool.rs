@@ -53,6 +53,18 @@ impl Settings {
             restart: pool.restart,
         }
     }
+
+    /// The decision settings of one of an instance's other programs: no socket; a singleton
+    /// never has two processes alive.
+    pub fn program(pool: &cts_config::PoolSpec, singleton: bool) -> Self {
+        Settings {
+            kind: Kind {
+                socket: false,
+                singleton,
+            },
+            ..Settings::web(pool)
+        }
+    }
 }
 
 /// What the operator wants of the pool.

@@ -1,4 +1,5 @@
-//! `logs INSTANCE [-n N | --since TIME] [-f] [--stderr]`: the last lines of the instance log
+//! `logs INSTANCE[:PROGRAM] [-n N | --since TIME] [-f] [--stderr]`: the last lines of the
+//! instance's log (`output.log`; `<program>.log` for a program)
 //! (read backwards in blocks), or everything since a time (across rotated and gzipped files),
 //! read off the runtime thread; with follow, every chunk the writer writes afterwards, as it
 //! writes it (no polling of the file, and rotation is invisible to the follower). Frames go
@@ -20,9 +21,23 @@ pub async fn handle(r: &LogsRequest, shared: &Shared, emit: Emit) -> Response {
         Ok(i) => i,
         Err(e) => return e.into(),
     };
-    let entry = &instances[idx[0]];
-    let log = if r.stderr {
-        match &entry.err_log {
+    let sel = &idx[0];
+    let entry = &instances[sel.index];
+    let log = match (&sel.part, r.stderr) {
+        (super::Part::Program(name), stderr) => {
+            let Some(p) = entry.program(name) else {
+                return ErrorReply::new(ErrorKind::UnknownInstance, "no such program").into();
+            };
+            if stderr {
+                let msg = format!(
+                    "{}'s stderr is in {name}.log with its stdout (only web's can be apart)",
+                    sel.name
+                );
+                return ErrorReply::new(ErrorKind::Failed, msg).into();
+            }
+            p.log.clone()
+        }
+        (_, true) => match &entry.err_log {
             Some(l) => l.clone(),
             None => {
                 let msg = format!(
@@ -31,9 +46,8 @@ pub async fn handle(r: &LogsRequest, shared: &Shared, emit: Emit) -> Response {
                 );
                 return ErrorReply::new(ErrorKind::Failed, msg).into();
             }
-        }
-    } else {
-        entry.log.clone()
+        },
+        (_, false) => entry.log.clone(),
     };
     // Subscribe before reading, so no line falls between what is read and what follows.
     let mut follow = r.follow.then(|| log.follow());

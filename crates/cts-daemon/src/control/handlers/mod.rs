@@ -58,23 +58,136 @@ pub async fn handle(req: Request, shared: &Shared, emit: Emit) -> Response {
     }
 }
 
-/// The indexes into `instances` that `names` refer to (all when empty), or the error naming
-/// every unknown one.
-fn resolve(names: &[InstanceName], instances: &[InstanceEntry]) -> Result<Vec<usize>, ErrorReply> {
-    if names.is_empty() {
-        return Ok((0..instances.len()).collect());
-    }
-    let mut found = Vec::new();
-    let mut unknown = Vec::new();
-    for n in names {
-        match instances.iter().position(|i| i.config.key.as_str() == n.0) {
-            Some(i) if !found.contains(&i) => found.push(i),
-            Some(_) => {}
-            None => unknown.push(n.0.as_str()),
+/// What a name picks of an instance: all of it (`jordan`), its web pool (`jordan:web`) or
+/// one of its programs (`jordan:celery`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Part {
+    All,
+    Web,
+    Program(String),
+}
+
+/// One name of a request, resolved.
+#[derive(Debug, Clone)]
+pub(crate) struct Selected {
+    /// Index into the instances.
+    pub index: usize,
+    pub part: Part,
+    /// As the outcome names it: `jordan`, `jordan:web`, `jordan:celery`.
+    pub name: String,
+}
+
+/// A pool a request acts on: an instance's web pool or one of its programs.
+#[derive(Debug, Clone)]
+pub(crate) struct Unit {
+    /// `jordan` (web) or `jordan:celery`.
+    pub name: String,
+    pub handle: cts_supervisor::InstanceHandle,
+    /// The program, `None` for web.
+    pub program: Option<crate::registry::ProgramEntry>,
+}
+
+impl Unit {
+    /// Where its output goes.
+    pub fn log_path(&self, entry: &InstanceEntry) -> std::path::PathBuf {
+        match &self.program {
+            None => entry.log.path().to_path_buf(),
+            Some(p) => p.log.path().to_path_buf(),
         }
     }
-    if unknown.is_empty() {
+}
+
+impl Selected {
+    /// The pools it covers, in the order a restart takes them: web, then the other programs,
+    /// then the singletons.
+    pub fn units(&self, entry: &InstanceEntry) -> Vec<Unit> {
+        let key = entry.config.key.as_str();
+        let web = Unit {
+            name: key.to_owned(),
+            handle: entry.handle.clone(),
+            program: None,
+        };
+        let program = |p: &crate::registry::ProgramEntry| Unit {
+            name: format!("{key}:{}", p.name),
+            handle: p.handle.clone(),
+            program: Some(p.clone()),
+        };
+        match &self.part {
+            Part::Web => vec![web],
+            Part::Program(name) => entry.program(name).map(program).into_iter().collect(),
+            Part::All => {
+                let (singletons, others): (Vec<_>, Vec<_>) =
+                    entry.programs.iter().partition(|p| p.singleton);
+                std::iter::once(web)
+                    .chain(others.into_iter().map(program))
+                    .chain(singletons.into_iter().map(program))
+                    .collect()
+            }
+        }
+    }
+
+    /// Whether it includes the web pool (and so the port).
+    pub fn has_web(&self) -> bool {
+        matches!(self.part, Part::All | Part::Web)
+    }
+}
+
+/// What `names` refer to (every instance, whole, when empty), or the error naming every
+/// unknown instance or program.
+fn resolve(
+    names: &[InstanceName],
+    instances: &[InstanceEntry],
+) -> Result<Vec<Selected>, ErrorReply> {
+    if names.is_empty() {
+        return Ok(all(instances));
+    }
+    let mut found: Vec<Selected> = Vec::new();
+    let mut unknown = Vec::new();
+    let mut no_program = Vec::new();
+    for n in names {
+        let (key, program) = match n.0.split_once(':') {
+            Some((k, p)) => (k, Some(p)),
+            None => (n.0.as_str(), None),
+        };
+        let Some(index) = instances.iter().position(|i| i.config.key.as_str() == key) else {
+            unknown.push(key);
+            continue;
+        };
+        let part = match program {
+            None => Part::All,
+            Some(cts_config::ProgramName::WEB) => Part::Web,
+            Some(p) if instances[index].program(p).is_some() => Part::Program(p.to_owned()),
+            Some(p) => {
+                let entry = &instances[index];
+                let mut known = vec![cts_config::ProgramName::WEB];
+                known.extend(entry.programs.iter().map(|p| p.name.as_str()));
+                let hint = match cts_config::closest(p, &known) {
+                    Some(k) => format!(" (did you mean {key}:{k}?)"),
+                    None => String::new(),
+                };
+                no_program.push(format!(
+                    "{key} has no program `{p}`{hint}; its programs: {}",
+                    known.join(", ")
+                ));
+                continue;
+            }
+        };
+        if !found.iter().any(|f| f.index == index && f.part == part) {
+            found.push(Selected {
+                index,
+                part,
+                name: n.0.clone(),
+            });
+        }
+    }
+    if unknown.is_empty() && no_program.is_empty() {
         return Ok(found);
+    }
+    if unknown.is_empty() {
+        return Err(ErrorReply::new(
+            ErrorKind::UnknownInstance,
+            no_program.join("; "),
+        ));
     }
     let known: Vec<&str> = instances.iter().map(|i| i.config.key.as_str()).collect();
     let named: Vec<String> = unknown
@@ -95,12 +208,25 @@ fn resolve(names: &[InstanceName], instances: &[InstanceEntry]) -> Result<Vec<us
     ))
 }
 
+/// Every instance, whole.
+fn all(instances: &[InstanceEntry]) -> Vec<Selected> {
+    instances
+        .iter()
+        .enumerate()
+        .map(|(index, i)| Selected {
+            index,
+            part: Part::All,
+            name: i.config.key.to_string(),
+        })
+        .collect()
+}
+
 pub(crate) fn resolve_target(
     target: &Target,
     instances: &[InstanceEntry],
-) -> Result<Vec<usize>, ErrorReply> {
+) -> Result<Vec<Selected>, ErrorReply> {
     match target {
-        Target::All => Ok((0..instances.len()).collect()),
+        Target::All => Ok(all(instances)),
         Target::Instances(names) if names.is_empty() => Err(ErrorReply::new(
             ErrorKind::Malformed,
             "name at least one instance, or all",

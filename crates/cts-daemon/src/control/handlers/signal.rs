@@ -1,4 +1,5 @@
-//! `signal INSTANCE… SIGNAL`: to every live worker's process group of each instance.
+//! `signal INSTANCE[:PROGRAM]… SIGNAL`: to every live process group of each named pool (all
+//! of an instance's programs for a bare instance name).
 
 use crate::control::Shared;
 use cts_proto::{Outcomes, Response, SignalRequest, WorkerSignal};
@@ -12,10 +13,14 @@ pub async fn handle(r: &SignalRequest, shared: &Shared) -> Response {
     };
     let sig = to_nix(r.signal);
     let mut results = Vec::new();
-    for i in idx {
-        let entry = &instances[i];
-        let r = entry.handle.signal(sig).await;
-        results.push(super::outcome(entry.config.key.as_str(), r));
+    for sel in idx {
+        let entry = &instances[sel.index];
+        let mut units = Vec::new();
+        for u in sel.units(entry) {
+            let r = super::outcome(&u.name, u.handle.signal(sig).await);
+            units.push((u.name, Some(r)));
+        }
+        results.push(super::lifecycle::combine(&sel.name, units));
     }
     Response::Outcomes(Outcomes { results })
 }

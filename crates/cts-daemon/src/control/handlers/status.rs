@@ -9,9 +9,9 @@ pub async fn handle(names: &[InstanceName], shared: &Shared) -> Response {
         Ok(i) => i,
         Err(e) => return e.into(),
     };
-    let mut report = Vec::with_capacity(idx.len());
-    for i in idx {
-        let entry = &instances[i];
+    let mut report: Vec<cts_proto::InstanceStatus> = Vec::with_capacity(idx.len());
+    for sel in idx {
+        let entry = &instances[sel.index];
         let status = entry.handle.status().await;
         let extra = crate::status::Extra {
             log_dropped_bytes: entry.dropped_bytes(),
@@ -19,11 +19,35 @@ pub async fn handle(names: &[InstanceName], shared: &Shared) -> Response {
             file_workers: entry.file_workers,
             strays: cts_supervisor::contain::strays(entry.config.key.as_str()),
         };
-        report.push(crate::status::to_proto(
-            &entry.config,
-            status.as_ref(),
-            extra,
-        ));
+        let mut inst = crate::status::to_proto(&entry.config, status.as_ref(), extra);
+        for p in &entry.programs {
+            let wanted = match &sel.part {
+                super::Part::All => true,
+                super::Part::Web => false,
+                super::Part::Program(name) => p.name.as_str() == name,
+            };
+            let Some(config) = entry.config.program(p.name.as_str()).filter(|_| wanted) else {
+                continue;
+            };
+            let status = p.handle.status().await;
+            inst.programs.push(crate::status::program_to_proto(
+                config,
+                status.as_ref(),
+                p.dropped_bytes(),
+                p.file_workers,
+            ));
+        }
+        // `status jordan:web jordan:celery` shows jordan once, with what was named.
+        match report.iter_mut().find(|i| i.key == inst.key) {
+            Some(seen) => {
+                for p in inst.programs {
+                    if !seen.programs.iter().any(|q| q.name == p.name) {
+                        seen.programs.push(p);
+                    }
+                }
+            }
+            None => report.push(inst),
+        }
     }
     Response::Status(StatusReport {
         daemon_version: crate::VERSION.to_owned(),
