@@ -9,6 +9,7 @@ mod crash;
 mod hostile;
 mod logs;
 mod operator;
+mod programs;
 mod reload;
 mod restart;
 mod secrets;

@@ -353,7 +353,9 @@ impl Daemon {
         }
         let v: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
         for inst in v["instances"].as_array().into_iter().flatten() {
-            for w in inst["workers"].as_array().into_iter().flatten() {
+            let programs = inst["programs"].as_array().into_iter().flatten();
+            let pools = std::iter::once(inst).chain(programs);
+            for w in pools.flat_map(|p| p["workers"].as_array().into_iter().flatten()) {
                 if let Some(pid) = w["pid"].as_u64() {
                     self.seen_pids.borrow_mut().insert(pid as u32);
                 }

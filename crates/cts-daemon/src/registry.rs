@@ -174,9 +174,14 @@ struct RunningProgram {
 
 impl RunningProgram {
     /// Completes once its processes have exited and its log is flushed.
-    async fn finish(mut self) {
-        let _ = (&mut self.join).await;
-        self.log.close().await;
+    async fn finish(self) {
+        let RunningProgram {
+            join, log, output, ..
+        } = self;
+        let _ = join.await;
+        // The log closes once every sender is gone, the one in `output` too.
+        drop(output);
+        log.close().await;
     }
 }
 

@@ -143,7 +143,8 @@ fn apply(
     let mut sockets = HashMap::new();
     let mut errors = Vec::new();
     for c in &plan.changes {
-        if matches!(c.action, Action::Start | Action::Rebind) {
+        // Only an instance's own entry binds: its programs have no socket.
+        if c.program.is_none() && matches!(c.action, Action::Start | Action::Rebind) {
             let Some(inst) = new.instance(&c.key) else {
                 continue;
             };

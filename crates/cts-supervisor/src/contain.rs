@@ -163,19 +163,25 @@ pub fn strays(key: &str) -> u32 {
 }
 
 /// Kills processes tagged by a ctsd that is no longer running (it was SIGKILLed and they
-/// escaped to init); returns how many.
+/// escaped to init), and waits (up to 5 s) until they have exited, so that a singleton's new
+/// process never starts beside its old one; returns how many.
 pub fn kill_leftovers() -> usize {
-    let mut killed = 0;
+    let mut killed = Vec::new();
     for (pid, t) in tagged() {
         let Some(owner) = t.split(':').next().and_then(|o| o.parse::<u32>().ok()) else {
             continue;
         };
         if owner != std::process::id() && !alive(owner) {
             kill(pid);
-            killed += 1;
+            killed.push(pid);
         }
     }
-    killed
+    // Once, at start: SIGKILL is delivered asynchronously, and the exit takes a moment.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while killed.iter().any(|&pid| alive(pid)) && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    killed.len()
 }
 
 /// Whether a process `pid` runs (a zombie does not). A ctsd whose pid is alive is taken to be
