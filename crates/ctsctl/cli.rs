@@ -76,6 +76,29 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Move instances onto a prepared release directory, without a failed request: the
+    /// `deploy.once` jobs run in it, then instance by instance (the canary alone first, then
+    /// --batch at a time) its `release` jobs (migrations) run in it and each of its programs
+    /// rolls onto it, web first and singletons last. A failed job stops the deploy before the
+    /// instance moves; a program that does not become ready rolls its instance back. At the
+    /// end a `cwd` that is a symlink is switched to the release. The deploy runs inside ctsd:
+    /// ctsctl shows its progress and may be interrupted. Exits non-zero when an instance was
+    /// not moved.
+    Deploy {
+        /// The release directory (built and ready: code, virtualenv, static files).
+        release: std::path::PathBuf,
+        /// Only these instances (default: all).
+        instances: Vec<String>,
+        /// Move this instance first, alone; the others only if it succeeded.
+        #[arg(long, value_name = "INSTANCE")]
+        canary: Option<String>,
+        /// How many instances move at once after the canary.
+        #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+        batch: u32,
+        /// Print the plan without doing anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Show the last lines of an instance's log, and with -f keep showing what is written
     /// (across rotations).
     Logs {

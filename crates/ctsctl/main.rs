@@ -13,6 +13,7 @@
 
 mod act;
 mod cli;
+mod deploy;
 mod list;
 mod logs;
 mod nginx;
@@ -119,6 +120,22 @@ fn main() -> ExitCode {
         }),
         Command::Shutdown => connected(&cli, |mut c| async move {
             act::call(&mut c, Request::Shutdown, "shutdown").await
+        }),
+        Command::Deploy {
+            release,
+            instances,
+            canary,
+            batch,
+            dry_run,
+        } => connected(&cli, |mut c| async move {
+            let args = deploy::Args {
+                release,
+                instances,
+                canary: canary.as_deref(),
+                batch: *batch,
+                dry_run: *dry_run,
+            };
+            deploy::run(&mut c, args).await
         }),
         Command::Reload { dry_run } => {
             connected(

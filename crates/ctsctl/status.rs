@@ -234,6 +234,7 @@ mod tests {
             file_workers: None,
             strays: 0,
             programs: Vec::new(),
+            release: None,
         };
         let mut jordan = inst("jordan", InstanceState::Running, &[101, 102], None);
         let program = |name: &str, singleton, state, pid: Option<u32>| cts_proto::ProgramStatus {

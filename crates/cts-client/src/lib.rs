@@ -190,6 +190,27 @@ impl Client {
 }
 
 impl Client {
+    /// Sends a `deploy` request and reads its answer, handing the text of every
+    /// [`Response::Step`] frame that comes first to `on_step`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::call`].
+    pub async fn deploy(
+        &mut self,
+        req: cts_proto::DeployRequest,
+        mut on_step: impl FnMut(&str),
+    ) -> Result<Vec<cts_proto::Outcome>, ClientError> {
+        write_frame(&mut self.stream, &Request::Deploy(req)).await?;
+        loop {
+            match read_response(&mut self.stream).await? {
+                Response::Step(s) => on_step(&s.text),
+                Response::Outcomes(o) => return Ok(o.results),
+                other => return Err(unexpected(other)),
+            }
+        }
+    }
+
     /// Sends a `logs` request and hands every piece of log to `sink` until the daemon's answer
     /// is complete (without follow) or the connection ends (with follow), or `sink` returns
     /// false.

@@ -188,6 +188,7 @@ fn instance_fields(
         port,
         pool: _,     // compared by `pool_fields`
         programs: _, // compared by `program_changes`
+        release: _,  // only a deploy runs it: nothing to do on reload
     } = o;
     let checks: [(&'static str, Action, bool); 4] = [
         ("port", port_action, *port != n.port),

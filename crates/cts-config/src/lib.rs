@@ -67,6 +67,7 @@ use std::path::Path;
 mod accounts;
 pub mod diff;
 mod error;
+mod jobs;
 mod model;
 mod names;
 mod pillar;

@@ -24,6 +24,9 @@ pub struct Config {
     pub daemon: DaemonSettings,
     /// The instances, in the order the file declares them.
     pub instances: Vec<InstanceConfig>,
+    /// `deploy.once`: one-shot jobs (argv each) a deploy runs once, in the release directory,
+    /// before any instance moves. Placeholders are rendered for the first instance.
+    pub deploy_once: Vec<Vec<String>>,
 }
 
 /// `dev`, `staging` or `production`.
@@ -86,6 +89,11 @@ pub struct InstanceConfig {
     /// The instance's other programs (`celery`, `beat`), in name order: `defaults.programs`
     /// merged with the instance's own by name.
     pub programs: Vec<ProgramConfig>,
+    /// `release`: one-shot jobs (argv each) a deploy runs for this instance, in order, in the
+    /// release directory with the instance's environment and user, before any of its
+    /// programs moves (`python manage.py migrate`). The instance's list replaces the
+    /// defaults'.
+    pub release: Vec<Vec<String>>,
 }
 
 impl InstanceConfig {

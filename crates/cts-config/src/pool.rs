@@ -274,7 +274,7 @@ pub(crate) fn read_name(value: &Value, path: &str, diag: &mut Diag) -> Option<St
 }
 
 /// `command`: a non-empty list of argv templates.
-fn read_command(value: &Value, path: &str, diag: &mut Diag) -> Option<Vec<Template>> {
+pub(crate) fn read_command(value: &Value, path: &str, diag: &mut Diag) -> Option<Vec<Template>> {
     let items = read_list(value, path, diag)?;
     if items.is_empty() {
         diag.error(

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde_yaml::Value;
 
 use crate::error::{child, index, Diag};
+use crate::jobs::{read_deploy, read_jobs, RawJobs};
 use crate::model::{Admins, Environment};
 use crate::names::{Currency, InstanceKey, Prefix};
 use crate::pillar;
@@ -19,7 +20,7 @@ use crate::programs::{read_programs, RawProgram};
 use crate::yaml::{describe, read_int, read_list, read_scalar, read_str, unknown_setting, Map};
 
 /// Top-level keys.
-const TOP_KEYS: &[&str] = &["ctsd", "defaults", "instances", "instances_file"];
+const TOP_KEYS: &[&str] = &["ctsd", "defaults", "instances", "instances_file", "deploy"];
 /// Keys of the `ctsd:` section.
 const DAEMON_KEYS: &[&str] = &[
     "environment",
@@ -33,8 +34,10 @@ const DAEMON_KEYS: &[&str] = &[
 ];
 /// Keys only an instance has (besides the pool settings).
 const INSTANCE_KEYS: &[&str] = &["name", "prefix", "currency", "port"];
-/// Keys of `defaults:` and of each instance besides the pool settings.
+/// Keys of `defaults:` and of each instance besides the pool settings: its other programs, and
+/// the jobs a deploy runs for it.
 const PROGRAM_SECTION: &str = "programs";
+const RELEASE_SECTION: &str = "release";
 
 /// The whole file, read but not yet cross-checked.
 #[derive(Debug, Default)]
@@ -45,6 +48,10 @@ pub(crate) struct RawConfig {
     pub(crate) defaults: RawPool,
     /// `defaults.programs`.
     pub(crate) default_programs: Vec<RawProgram>,
+    /// `defaults.release`.
+    pub(crate) default_release: RawJobs,
+    /// `deploy.once`.
+    pub(crate) deploy_once: Vec<Vec<crate::template::Template>>,
     /// The file the instances were read from: the config file, or the
     /// pillar named by `instances_file`.
     pub(crate) instances_file: PathBuf,
@@ -98,6 +105,8 @@ pub(crate) struct RawInstance {
     pub(crate) pool: RawPool,
     /// The instance's `programs:`, merged by name with `defaults.programs`.
     pub(crate) programs: Vec<RawProgram>,
+    /// The instance's `release:`, which replaces `defaults.release`.
+    pub(crate) release: RawJobs,
 }
 
 /// Walks `doc`, the parsed config file in directory `dir`. Problems in a
@@ -125,9 +134,16 @@ pub(crate) fn read_config(doc: &Value, dir: &Path, diag: &mut Diag, source: &Pat
     if let Some(section) = top.get("ctsd") {
         raw.daemon = read_daemon(section, dir, diag);
     }
+    if let Some(section) = top.get("deploy") {
+        raw.deploy_once = read_deploy(section, diag);
+    }
     if let Some(section) = top.get("defaults") {
         if let Some(map) = Map::read(section, "defaults", diag) {
-            let known: Vec<&str> = POOL_KEYS.iter().copied().chain([PROGRAM_SECTION]).collect();
+            let known: Vec<&str> = POOL_KEYS
+                .iter()
+                .copied()
+                .chain([PROGRAM_SECTION, RELEASE_SECTION])
+                .collect();
             for key in map.unknown_keys(&known) {
                 let message = if INSTANCE_KEYS.contains(&key) {
                     format!("`{key}` is set per instance (under instances.<key>), not in defaults")
@@ -139,6 +155,9 @@ pub(crate) fn read_config(doc: &Value, dir: &Path, diag: &mut Diag, source: &Pat
             raw.defaults = read_pool(&map, diag);
             if let Some(v) = map.get(PROGRAM_SECTION) {
                 raw.default_programs = read_programs(v, &map.path_of(PROGRAM_SECTION), diag);
+            }
+            if let Some(v) = map.get(RELEASE_SECTION) {
+                raw.default_release = read_jobs(v, &map.path_of(RELEASE_SECTION), diag);
             }
         }
     }
@@ -339,6 +358,7 @@ fn read_instance(
         port: None,
         pool: RawPool::default(),
         programs: Vec::new(),
+        release: None,
     };
     let map = match value {
         Value::Mapping(_) | Value::Null => Map::read(value, path, diag),
@@ -358,7 +378,7 @@ fn read_instance(
         .iter()
         .chain(POOL_KEYS)
         .copied()
-        .chain([PROGRAM_SECTION])
+        .chain([PROGRAM_SECTION, RELEASE_SECTION])
         .collect();
     match origin {
         Origin::Config => map.check_keys(&known, diag),
@@ -419,6 +439,9 @@ fn read_instance(
     instance.pool = read_pool(&map, diag);
     if let Some(v) = map.get(PROGRAM_SECTION) {
         instance.programs = read_programs(v, &map.path_of(PROGRAM_SECTION), diag);
+    }
+    if let Some(v) = map.get(RELEASE_SECTION) {
+        instance.release = read_jobs(v, &map.path_of(RELEASE_SECTION), diag);
     }
     instance
 }

@@ -83,9 +83,15 @@ pub(crate) fn build(
             file,
             diag,
         );
+        let release = instance
+            .release
+            .as_ref()
+            .or(raw.default_release.as_ref())
+            .map_or(&[][..], Vec::as_slice);
         let parts = Parts {
             pool: &pool,
             programs: &programs,
+            release,
             environment,
             dir,
         };
@@ -94,10 +100,17 @@ pub(crate) fn build(
     if diag.has_errors() {
         return None;
     }
+    let instances = built.into_iter().collect::<Option<Vec<_>>>()?;
+    // `deploy.once` runs with the first instance's environment: its placeholders too.
+    let deploy_once = match instances.first() {
+        Some(first) => crate::jobs::render(&raw.deploy_once, &Vars::of(first)),
+        None => Vec::new(),
+    };
     Some(Config {
         source: source.to_path_buf(),
         daemon,
-        instances: built.into_iter().collect::<Option<Vec<_>>>()?,
+        instances,
+        deploy_once,
     })
 }
 
@@ -113,6 +126,7 @@ fn local_instance() -> RawInstance {
         port: Some(LOCAL_PORT),
         pool: RawPool::default(),
         programs: Vec::new(),
+        release: None,
     }
 }
 
@@ -122,6 +136,8 @@ struct Parts<'a> {
     pool: &'a RawPool,
     /// Its programs merged with `defaults.programs`.
     programs: &'a [programs::Merged],
+    /// Its release jobs (its own, or the defaults').
+    release: &'a [Vec<crate::template::Template>],
     environment: Environment,
     /// The configuration file's directory.
     dir: &'a Path,
@@ -154,6 +170,7 @@ fn build_instance(
         .map(|p| programs::build(p, parts.pool, &vars, env.clone(), parts.dir, reported, diag))
         .collect();
     let pool = parts.pool.build(&vars, env, parts.dir)?;
+    let release = crate::jobs::render(parts.release, &vars);
     Some(InstanceConfig {
         key,
         name,
@@ -162,6 +179,7 @@ fn build_instance(
         port,
         pool,
         programs: programs.into_iter().collect::<Option<_>>()?,
+        release,
     })
 }
 

@@ -219,3 +219,38 @@ fn reload_plans_programs_one_by_one() {
     assert_eq!(web.action, Action::Rebind);
     assert_eq!(celery.action, Action::Restart, "PORT is in its environment");
 }
+
+#[test]
+fn release_jobs_and_deploy_once_are_rendered_per_instance() {
+    let text = r#"
+defaults:
+  command: [w]
+  release:
+    - [python, manage.py, migrate, --noinput, "--database={instance}"]
+deploy:
+  once:
+    - [python, manage.py, collectstatic, --noinput]
+instances:
+  turkey: {currency: TRY, port: 8001, prefix: /TR}
+  iraq: {currency: IQD, port: 8002, prefix: /IQ, release: []}
+"#;
+    let c = parse(text).unwrap();
+    assert_eq!(
+        c.deploy_once,
+        [["python", "manage.py", "collectstatic", "--noinput"]]
+    );
+    let turkey = c.instance("turkey").unwrap();
+    assert_eq!(turkey.release[0][4], "--database=turkey");
+    assert!(
+        c.instance("iraq").unwrap().release.is_empty(),
+        "its own list replaces"
+    );
+    let e = errors(&text.replace(
+        "- [python, manage.py, collectstatic, --noinput]",
+        "- python",
+    ));
+    assert_eq!(e[0].0, "deploy.once[0]");
+    assert!(e[0].1.contains("as a list"), "{e:?}");
+    let e = errors(&text.replace("once:", "onse:"));
+    assert!(e[0].1.contains("did you mean `once`"), "{e:?}");
+}

@@ -36,6 +36,7 @@
 #![warn(missing_docs)]
 
 pub mod control;
+pub mod deploy;
 pub mod listeners;
 pub mod notify;
 pub mod output;
@@ -169,11 +170,14 @@ pub async fn run(
         source,
     })?;
     let published = Arc::new(Published::default());
+    let deploying = Arc::new(deploy::DeployLock::default());
     let shared = Arc::new(control::Shared {
         instances: published.clone(),
         started,
         access: control::access::Access::resolve(&config.daemon),
         events: events_tx,
+        deploying: deploying.clone(),
+        shim: opts.shim.clone(),
     });
     let summary = config.summary();
     let mut instances = Instances::new(
@@ -264,6 +268,10 @@ pub async fn run(
                 program,
                 workers,
             } => instances.set_workers(&instance, program.as_deref(), workers),
+            DaemonEvent::Reload if deploying.busy().is_some() => {
+                let busy = deploying.busy().unwrap_or_default();
+                tracing::warn!("SIGHUP: the configuration was not reloaded: {busy}");
+            }
             DaemonEvent::Reload => {
                 // SIGHUP: apply, and log the outcome when every action has finished.
                 match reload_now(&mut instances, opts.reload_from.as_ref(), false).await {

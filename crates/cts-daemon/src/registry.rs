@@ -96,11 +96,14 @@ pub struct Published {
     entries: RwLock<Vec<InstanceEntry>>,
     /// Bumped whenever `entries` is replaced.
     changed: watch::Sender<u64>,
+    /// `deploy.once` of the running configuration.
+    deploy_once: RwLock<Vec<Vec<String>>>,
 }
 
 impl Default for Published {
     fn default() -> Self {
         Published {
+            deploy_once: RwLock::new(Vec::new()),
             entries: RwLock::new(Vec::new()),
             changed: watch::Sender::new(0),
         }
@@ -111,6 +114,14 @@ impl Published {
     /// The instances as they are now.
     pub fn snapshot(&self) -> Vec<InstanceEntry> {
         self.entries.read().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// `deploy.once` of the running configuration.
+    pub fn deploy_once(&self) -> Vec<Vec<String>> {
+        self.deploy_once
+            .read()
+            .map(|v| v.clone())
+            .unwrap_or_default()
     }
 
     /// Changes whenever the instances are replaced.
@@ -205,6 +216,8 @@ pub(crate) struct Instances {
     /// The `ctsd:` settings of the running configuration (a reload adopts the new ones; those
     /// it cannot apply are reported).
     daemon: DaemonSettings,
+    /// `deploy.once` of the running configuration.
+    deploy_once: Vec<Vec<String>>,
     /// In configuration order.
     running: Vec<Running>,
     root: CancellationToken,
@@ -233,6 +246,7 @@ impl Instances {
             cgroups,
             source: config.source.clone(),
             daemon: config.daemon.clone(),
+            deploy_once: config.deploy_once.clone(),
             running: Vec::new(),
             root: CancellationToken::new(),
             kill: CancellationToken::new(),
@@ -249,6 +263,7 @@ impl Instances {
         Config {
             source: self.source.clone(),
             daemon: self.daemon.clone(),
+            deploy_once: self.deploy_once.clone(),
             instances: self
                 .running
                 .iter()
@@ -596,6 +611,7 @@ impl Instances {
         self.running.sort_by_key(|r| order(r.config.key.as_str()));
         self.source = new.source;
         self.daemon = new.daemon;
+        self.deploy_once = new.deploy_once;
         self.publish();
     }
 
@@ -636,6 +652,9 @@ impl Instances {
     }
 
     fn publish(&self) {
+        if let Ok(mut once) = self.published.deploy_once.write() {
+            once.clone_from(&self.deploy_once);
+        }
         let entries = self
             .running
             .iter()

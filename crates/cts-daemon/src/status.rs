@@ -42,6 +42,7 @@ pub fn to_proto(
         listening: extra.listening,
         file_workers: (extra.file_workers != cfg.pool.workers).then_some(extra.file_workers),
         programs: Vec::new(),
+        release: None,
     };
     let Some(s) = status else { return base };
     proto::InstanceStatus {
@@ -127,4 +128,29 @@ pub fn outcome(instance: &str, r: sup::Outcome) -> proto::Outcome {
             proto::Outcome::failed(instance, failure, why.to_string())
         }
     }
+}
+
+/// Lines of a log appended to a failed restart's or deploy's message.
+const TAIL_LINES: usize = 10;
+
+/// `message`, then the last lines of the log at `path` (read backwards, off the runtime
+/// thread).
+pub async fn with_log_tail(message: String, path: &std::path::Path) -> String {
+    let owned = path.to_path_buf();
+    let tail = tokio::task::spawn_blocking(move || cts_logs::tail::tail(&owned, TAIL_LINES))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .map(|b| {
+            String::from_utf8_lossy(&b)
+                .lines()
+                .map(|l| format!("  {l}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default();
+    if tail.is_empty() {
+        return message;
+    }
+    format!("{message}\nlast lines of {}:\n{tail}", path.display())
 }

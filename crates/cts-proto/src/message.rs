@@ -62,6 +62,38 @@ pub enum Request {
     Reload(ReloadRequest),
     /// The last lines of an instance's log, and with `follow` everything written after them.
     Logs(LogsRequest),
+    /// Move instances onto a prepared release directory: jobs, rolls, the `cwd` symlink.
+    Deploy(DeployRequest),
+}
+
+/// [`Request::Deploy`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployRequest {
+    /// The release directory, an absolute path.
+    pub release: String,
+    /// The instances to move, all when empty.
+    #[serde(default)]
+    pub instances: Vec<InstanceName>,
+    /// The instance that moves first, alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<InstanceName>,
+    /// How many instances move at once after the canary (at least 1).
+    #[serde(default = "one")]
+    pub batch: u32,
+    /// Only print the plan.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// [`Response::Step`]: one line of a deploy's progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    /// What happened (`jordan: release[0] migrate: exited with status 0`).
+    pub text: String,
 }
 
 /// [`Request::Logs`].
@@ -331,6 +363,8 @@ pub enum Response {
     Progress(Progress),
     /// Answer to [`Request::Logs`]; with `follow`, more of them keep coming.
     LogData(LogData),
+    /// A line of a deploy's progress; more frames follow, then its [`Response::Outcomes`].
+    Step(Step),
     /// The request failed as a whole.
     Error(ErrorReply),
 }
@@ -507,6 +541,10 @@ pub struct InstanceStatus {
     /// above are the web pool's. Absent from older daemons: none.
     #[serde(default)]
     pub programs: Vec<ProgramStatus>,
+    /// The release directory its processes start in (its `cwd` resolved when it started, or
+    /// where `ctsctl deploy` moved it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
 }
 
 /// One of an instance's programs besides web, in an [`InstanceStatus`].

@@ -42,8 +42,16 @@ pub fn launch(
     let pool = Pool::new(&key, settings, Jitter::new(), Instant::now());
     let (summary_tx, summary) = watch::channel(pool.summary());
     let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let pinned = pin(spec.cwd.as_deref());
+    let (release_tx, release) = watch::channel(pinned.clone());
     let actor = Actor {
-        spec: spawn_spec(&instance.config, &spec, &instance.shim),
+        spec: spawn_spec(
+            &instance.config,
+            &in_release(&spec, &pinned),
+            &instance.shim,
+        ),
+        release: pinned,
+        release_tx,
         notify_prefix: format!("ctsd/{}/{key}", std::process::id()),
         key,
         shim: instance.shim,
@@ -69,6 +77,7 @@ pub fn launch(
         settled,
         progress,
         summary,
+        release,
     };
     (handle, join)
 }
@@ -83,6 +92,12 @@ struct Actor {
     program: Option<ProgramName>,
     /// Its pool's settings (`cfg.pool`, or the program's).
     pool_spec: PoolSpec,
+    /// The directory its processes start in: `cwd` resolved when the pool was started (so a
+    /// `current` symlink switched later does not move a crash replacement), or the release a
+    /// deploy moved it to.
+    release: Option<PathBuf>,
+    /// Publishes `release` for `status`.
+    release_tx: watch::Sender<Option<PathBuf>>,
     /// How to start a worker, or why workers cannot be started (unknown user, ...).
     spec: Result<SpawnSpec, String>,
     /// `None` until its port could be had.
@@ -206,6 +221,16 @@ impl Actor {
                 let _ = tx.send(());
                 return None;
             }
+            Control::Release { dir, roll, done } => {
+                self.set_release(Some(dir));
+                self.respec();
+                if !roll {
+                    let _ = done.send(Ok(crate::core::Done::SettingsUpdated));
+                    return None;
+                }
+                let settings = self.pool.settings().clone();
+                (Request::Reconfigure { settings, roll }, done)
+            }
             Control::Start(tx) => (Request::Start, tx),
             Control::Stop(tx) => (Request::Stop, tx),
             Control::Restart(tx) => (Request::Restart, tx),
@@ -225,16 +250,17 @@ impl Actor {
                     let _ = done.send(Err(crate::core::Refusal::Gone(self.key.clone())));
                     return None;
                 };
+                if spec.cwd != self.pool_spec.cwd {
+                    // Another directory in the file: pinned anew.
+                    self.set_release(pin(spec.cwd.as_deref()));
+                }
                 self.cfg = *config;
                 self.pool_spec = spec;
                 if let Some(l) = listener {
                     // Old workers keep their own copy of the old socket until they stop.
                     self.listener = Some(l);
                 }
-                self.spec = spawn_spec(&self.cfg, &self.pool_spec, &self.shim);
-                if let Err(e) = &self.spec {
-                    self.note(&format!("cannot start workers: {e}"));
-                }
+                self.respec();
                 (Request::Reconfigure { settings, roll }, done)
             }
         };
@@ -302,7 +328,8 @@ impl Actor {
         let spec = self.spec.as_ref().map_err(Clone::clone)?;
         // What the exec shim would fail on, said here so that `status` gives the reason (the
         // shim's own message only reaches the log).
-        cts_config::find_program(&self.pool_spec).map_err(|e| e.message)?;
+        cts_config::find_program(&in_release(&self.pool_spec, &self.release))
+            .map_err(|e| e.message)?;
         let notify = if self.pool_spec.ready.notify {
             let name = format!("{}/{id}", self.notify_prefix);
             let made = spawn::notify_socket(&name)
@@ -343,9 +370,42 @@ impl Actor {
         Ok(pid)
     }
 
+    /// Rebuilds the spawn spec from the configuration and the release.
+    fn respec(&mut self) {
+        let pool = in_release(&self.pool_spec, &self.release);
+        self.spec = spawn_spec(&self.cfg, &pool, &self.shim);
+        if let Err(e) = &self.spec {
+            self.note(&format!("cannot start workers: {e}"));
+        }
+    }
+
+    fn set_release(&mut self, release: Option<PathBuf>) {
+        if release != self.release {
+            if let Some(r) = &release {
+                self.note(&format!("release {}", r.display()));
+            }
+            self.release = release;
+            self.release_tx.send_replace(self.release.clone());
+        }
+    }
+
     fn note(&self, text: &str) {
         tracing::info!(instance = %self.key, "{text}");
         self.output.event(text);
+    }
+}
+
+/// The directory `cwd` stands for now (a `current` symlink resolved), or `cwd` itself when it
+/// cannot be resolved (it is reported when a worker fails to start there).
+fn pin(cwd: Option<&std::path::Path>) -> Option<PathBuf> {
+    cwd.map(|c| std::fs::canonicalize(c).unwrap_or_else(|_| c.to_path_buf()))
+}
+
+/// `pool` with its processes starting in `release`.
+fn in_release(pool: &PoolSpec, release: &Option<PathBuf>) -> PoolSpec {
+    PoolSpec {
+        cwd: release.clone().or_else(|| pool.cwd.clone()),
+        ..pool.clone()
     }
 }
 

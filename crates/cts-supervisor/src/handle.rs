@@ -42,6 +42,17 @@ pub enum Control {
     Listen(std::sync::Arc<std::os::fd::OwnedFd>, oneshot::Sender<()>),
     /// Send a signal to every live worker's process group; answered at once.
     Signal(nix::sys::signal::Signal, oneshot::Sender<Outcome>),
+    /// Pin the pool to release directory `dir`: every process started from now on, crash
+    /// replacements included, starts there. With `roll`, a rolling restart onto it follows
+    /// (answered like [`Control::Restart`]); otherwise answered at once.
+    Release {
+        /// The release directory (the working directory of its processes).
+        dir: std::path::PathBuf,
+        /// Replace every process.
+        roll: bool,
+        /// The answer.
+        done: oneshot::Sender<Outcome>,
+    },
 }
 
 /// Handle to one instance actor. Cheap to clone.
@@ -55,6 +66,9 @@ pub struct InstanceHandle {
     pub(crate) progress: watch::Receiver<(u32, u32)>,
     /// State and ready count, as they change.
     pub(crate) summary: watch::Receiver<Summary>,
+    /// The release directory its processes start in (the resolved `cwd`, or what a deploy
+    /// pinned).
+    pub(crate) release: watch::Receiver<Option<std::path::PathBuf>>,
 }
 
 impl InstanceHandle {
@@ -113,6 +127,18 @@ impl InstanceHandle {
         self.ask(|tx| Control::Signal(signal, tx))
             .await
             .unwrap_or_else(gone)
+    }
+
+    /// Pins the pool to `dir`; see [`Control::Release`].
+    pub async fn release_to(&self, dir: std::path::PathBuf, roll: bool) -> Outcome {
+        self.ask(|done| Control::Release { dir, roll, done })
+            .await
+            .unwrap_or_else(gone)
+    }
+
+    /// The release directory its processes start in.
+    pub fn release(&self) -> Option<std::path::PathBuf> {
+        self.release.borrow().clone()
     }
 
     /// A status snapshot; `None` once the actor has ended (ctsd is shutting down).

@@ -41,6 +41,7 @@ pub mod contain;
 pub mod core;
 pub mod handle;
 pub mod instance;
+pub mod job;
 pub mod spawn;
 mod watcher;
 

@@ -53,12 +53,21 @@ pub struct Shared {
     /// Requests that act on the daemon itself (`shutdown`, `reopen-logs`, `reload`, a `scale`
     /// to record) go to its main loop.
     pub events: mpsc::Sender<DaemonEvent>,
+    /// The deploy in progress, if any.
+    pub deploying: Arc<crate::deploy::DeployLock>,
+    /// The ctsd binary, exec shim of deploy jobs.
+    pub shim: std::path::PathBuf,
 }
 
 impl Shared {
     /// The instances as they are now.
     pub fn snapshot(&self) -> Vec<InstanceEntry> {
         self.instances.snapshot()
+    }
+
+    /// `deploy.once` of the running configuration.
+    pub fn deploy_once(&self) -> Vec<Vec<String>> {
+        self.instances.deploy_once()
     }
 }
 

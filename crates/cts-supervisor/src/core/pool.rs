@@ -306,6 +306,11 @@ impl Pool {
         }
     }
 
+    /// The settings it decides with now (a `scale` changes `workers`).
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
     /// State and ready count, for systemd's `STATUS=`.
     pub fn summary(&self) -> Summary {
         Summary {

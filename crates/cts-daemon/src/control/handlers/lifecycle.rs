@@ -7,11 +7,7 @@ use super::{Emit, Selected, Unit};
 use crate::control::Shared;
 use crate::registry::InstanceEntry;
 use cts_proto::{Failure, Outcome, Outcomes, Progress, Response, TargetRequest};
-use std::path::Path;
 use tokio::task::JoinSet;
-
-/// Lines of the instance log appended to a failed restart's message.
-const TAIL_LINES: usize = 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
@@ -158,7 +154,7 @@ async fn restart(entry: &InstanceEntry, units: &[Unit]) -> UnitResults {
     for (i, u) in units.iter().enumerate() {
         let mut r = super::outcome(&u.name, u.handle.restart().await);
         if !r.ok {
-            r.message = with_log_tail(r.message, &u.log_path(entry)).await;
+            r.message = crate::status::with_log_tail(r.message, &u.log_path(entry)).await;
             return results
                 .into_iter()
                 .chain(skipped_after(units, i, r))
@@ -240,26 +236,4 @@ async fn listen_again(key: &str, entry: &InstanceEntry) -> Result<(), String> {
             e.addr, e.source
         )),
     }
-}
-
-/// `message`, then the last lines of the log at `path` (read backwards, off the runtime
-/// thread).
-async fn with_log_tail(message: String, path: &Path) -> String {
-    let owned = path.to_path_buf();
-    let tail = tokio::task::spawn_blocking(move || cts_logs::tail::tail(&owned, TAIL_LINES))
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .map(|b| {
-            String::from_utf8_lossy(&b)
-                .lines()
-                .map(|l| format!("  {l}"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
-        .unwrap_or_default();
-    if tail.is_empty() {
-        return message;
-    }
-    format!("{message}\nlast lines of {}:\n{tail}", path.display())
 }

@@ -1,6 +1,7 @@
 //! One module per request kind; [`handle`] routes.
 
 mod daemon;
+mod deploy;
 mod lifecycle;
 mod logs;
 mod scale;
@@ -32,6 +33,19 @@ pub const EMIT_QUEUE: usize = 8;
 
 /// Answers one request.
 pub async fn handle(req: Request, shared: &Shared, emit: Emit) -> Response {
+    let changes_pools = matches!(
+        req,
+        Request::Start(_)
+            | Request::Stop(_)
+            | Request::Restart(_)
+            | Request::Scale(_)
+            | Request::Reload(_)
+    );
+    if changes_pools {
+        if let Some(busy) = shared.deploying.busy() {
+            return ErrorReply::new(ErrorKind::Failed, busy).into();
+        }
+    }
     match req {
         Request::Hello(_) => ErrorReply::new(ErrorKind::Malformed, "already greeted").into(),
         Request::Version => Response::Version(Welcome {
@@ -50,6 +64,7 @@ pub async fn handle(req: Request, shared: &Shared, emit: Emit) -> Response {
         Request::Shutdown => daemon::handle(crate::signals::DaemonEvent::Shutdown, shared).await,
         Request::Reload(r) => daemon::reload(r.dry_run, shared).await,
         Request::Logs(r) => logs::handle(&r, shared, emit).await,
+        Request::Deploy(r) => deploy::handle(&r, shared, emit).await,
         _ => ErrorReply::new(
             ErrorKind::UnknownRequest,
             "this request is not supported by this ctsd",

@@ -20,6 +20,7 @@ pub async fn handle(names: &[InstanceName], shared: &Shared) -> Response {
             strays: cts_supervisor::contain::strays(entry.config.key.as_str()),
         };
         let mut inst = crate::status::to_proto(&entry.config, status.as_ref(), extra);
+        inst.release = entry.handle.release().map(|r| r.display().to_string());
         for p in &entry.programs {
             let wanted = match &sel.part {
                 super::Part::All => true,
