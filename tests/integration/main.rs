@@ -6,6 +6,7 @@ mod check;
 mod commands;
 mod control;
 mod crash;
+mod deploy;
 mod hostile;
 mod logs;
 mod operator;
