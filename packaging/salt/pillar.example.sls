@@ -23,6 +23,26 @@ ctsd:
       command: [/var/www/cts/venv/bin/gunicorn, --workers, "1", --preload, --no-control-socket, "cts.wsgi:application"]
       cwd: /var/www/cts/current
       env: {CTS_MEDIA_ROOT: "/var/www/cts/media/{instance}"}
+      programs:
+        celery:
+          command: [/var/www/cts/venv/bin/celery, -A, cts, worker, -Q, "queue_{instance}", --concurrency, "2"]
+          ready: {notify: false, after: 5s}
+          stop_timeout: 60s
+        beat:
+          command: [/var/www/cts/venv/bin/celery, -A, cts, beat, --schedule, "/var/lib/cts/beat-{instance}.db"]
+          ready: {notify: false, after: 5s}
+          singleton: true
+      release:
+        - [/var/www/cts/venv/bin/python, manage.py, migrate, --noinput]
+    deploy:
+      once:
+        - [/var/www/cts/venv/bin/python, manage.py, collectstatic, --noinput]
   # Pool settings per instance, over config.defaults.
   instances:
     jordan: {stop_timeout: 45s}
+    iraq: {programs: {celery: {workers: 2}}}
+  # Each instance's secrets: /etc/cts/secrets/<key>.env, root 0600, its env_file.
+  secrets:
+    turkey: {DB_PASSWORD: "tr-example", SECRET_KEY: "change-me-tr"}
+    iraq: {DB_PASSWORD: "iq-example", SECRET_KEY: "change-me-iq"}
+    jordan: {DB_PASSWORD: "jo \"quoted\" $example", SECRET_KEY: "change-me-jo"}

@@ -39,6 +39,38 @@ ctsd-config-dir:
     - group: root
     - mode: '0755'
 
+{%- if ctsd.secrets %}
+{#- The instances' secrets, as env_file: root's, 0600 (ctsd refuses anything laxer), written
+    before the configuration is checked (ctsd --check reads them), never shown in Salt's
+    output. A changed file reloads ctsd, which rolls that instance's programs. #}
+ctsd-secrets-dir:
+  file.directory:
+    - name: {{ ctsd.secrets_dir }}
+    - user: root
+    - group: root
+    - mode: '0700'
+{%-   for key in salt['pillar.get']('instances', {}) %}
+ctsd-secrets-{{ key }}:
+  file.managed:
+    - name: {{ ctsd.secrets_dir }}/{{ key }}.env
+    - user: root
+    - group: root
+    - mode: '0600'
+    - show_changes: False
+    - contents: |
+        # Managed by Salt (pillar ctsd:secrets:{{ key }}).
+{%-     for name, value in ctsd.secrets.get(key, {}).items() %}
+        {{ name }}="{{ value|string|replace('\\', '\\\\')|replace('"', '\\"')|replace('$', '\\$')|replace('\n', '\\n') }}"
+{%-     endfor %}
+    - require:
+      - file: ctsd-secrets-dir
+    - require_in:
+      - file: ctsd-config
+    - watch_in:
+      - service: ctsd-service
+{%-   endfor %}
+{%- endif %}
+
 ctsd-config:
   file.managed:
     - name: /etc/cts/ctsd.yaml
