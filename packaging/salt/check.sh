@@ -2,7 +2,8 @@
 # Checks the ctsd Salt state with Salt itself (salt-call --local), the example pillar and the
 # ctsd built in target/, without touching the system (everything goes under target/salt-check/):
 #   1. the state renders and compiles (state.show_sls ctsd);
-#   2. the /etc/cts/ctsd.yaml it renders passes `ctsd --check`;
+#   2. the instances' secrets files it writes are root's and 0600, with no value in Salt's
+#      output, and the /etc/cts/ctsd.yaml it renders (env_file included) passes `ctsd --check`;
 #   3. its file.managed state, run for real into target/ (the path and binary swapped), passes
 #      check_cmd and writes the file;
 #   4. the same with a pillar that puts two instances on one port fails in check_cmd and
@@ -42,7 +43,9 @@ make_root() {
     rm -rf "$root"
     mkdir -p "$root/pillar" "$root/states"
     cp "$2" "$root/pillar/example.sls"
-    printf "base:\n  '*':\n    - example\n" >"$root/pillar/top.sls"
+    printf "base:\n  '*':\n    - example\n    - secrets_here\n" >"$root/pillar/top.sls"
+    # The instances' secrets files go under ROOT, not /etc/cts/secrets.
+    printf 'ctsd:\n  secrets_dir: %s\n' "$root/secrets" >"$root/pillar/secrets_here.sls"
     if [ -n "$swap" ]; then
         printf 'ctsd:\n  config:\n    defaults: {user: nobody, group: nogroup}\n' >"$root/pillar/nobody.sls"
         printf '    - nobody\n' >>"$root/pillar/top.sls"
@@ -116,8 +119,23 @@ for _, row in sorted(rows):
     print(row)
 EOF
 
+# write_secrets ROOT: the states ctsd-secrets-<key> run for real into ROOT/secrets; checks
+# that each file is root's, mode 0600, and that no secret value shows in Salt's output.
+write_secrets() {
+    local key out
+    for key in turkey iraq jordan; do
+        out=$(salt_call "$1" state.sls_id "ctsd-secrets-$key" ctsd 2>&1) \
+            || die "state ctsd-secrets-$key failed: $out"
+        case $out in *change-me*|*example*) die "a secret shows in Salt's output: $out" ;; esac
+        [ "$(stat -c '%a %U' "$1/secrets/$key.env")" = "600 root" ] \
+            || die "$1/secrets/$key.env is $(stat -c '%a %U' "$1/secrets/$key.env"), not 600 root"
+    done
+    say "secrets: $(ls "$1/secrets" | tr '\n' ' ')(0600, root; values not shown by Salt)"
+}
+
 say "2. /etc/cts/ctsd.yaml as rendered from the example pillar, through ctsd --check"
 exact=$(make_root exact "$here/pillar.example.sls" "")
+write_secrets "$exact"
 salt_call "$exact" --out=json cp.get_template salt://ctsd/files/ctsd.yaml.jinja "$exact/ctsd.yaml" >/dev/null
 [ -s "$exact/ctsd.yaml" ] || die "rendering produced no file (see $exact/minion.log)"
 sed 's/^/  | /' "$exact/ctsd.yaml"
@@ -131,6 +149,7 @@ fi
 say "3. the state ctsd-config, run for real into $work/real"
 rm -rf "$work/real"
 mkdir -p "$work/real"
+write_secrets "$good"
 config_state "$good" "$work/real/ctsd.yaml"
 sed 's/^/  | /' "$good/states/config_check.sls"
 salt_call "$good" state.sls config_check
@@ -141,6 +160,7 @@ say "4. the same with jordan on iraq's port: check_cmd must fail, the file must 
 sed 's/port: 8003}/port: 8002}/' "$here/pillar.example.sls" >"$work/clash.sls"
 grep -q 'port: 8002}$' "$work/clash.sls" || die "could not make the clashing pillar"
 bad=$(make_root bad "$work/clash.sls")
+write_secrets "$bad"
 config_state "$bad" "$work/real/ctsd.yaml"
 if salt_call "$bad" state.sls config_check; then
     die "the state accepted a configuration with a duplicate port"

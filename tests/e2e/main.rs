@@ -16,6 +16,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod celery;
+
 /// "It happened": generous, for shared noisy machines.
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -87,14 +89,68 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// `tests/e2e/setup.sh`, then what it found.
+/// `tests/e2e/setup.sh` (once for the tests of this binary, which run at the same time), then
+/// what it found.
 fn setup() -> BTreeMap<String, String> {
-    run(Command::new("bash").arg(repo().join("tests/e2e/setup.sh")));
-    let text = std::fs::read_to_string(repo().join("target/e2e/env")).expect("target/e2e/env");
-    text.lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
+    static FOUND: std::sync::OnceLock<BTreeMap<String, String>> = std::sync::OnceLock::new();
+    FOUND
+        .get_or_init(|| {
+            run(Command::new("bash").arg(repo().join("tests/e2e/setup.sh")));
+            let text =
+                std::fs::read_to_string(repo().join("target/e2e/env")).expect("target/e2e/env");
+            text.lines()
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect()
+        })
+        .clone()
+}
+
+/// Starts `ctsd --config config` (its stderr in `dir/ctsd.stderr`) and waits until it is ready:
+/// every worker said READY=1.
+fn start_ctsd(config: &Path, dir: &Path) -> Proc {
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
+    let wfd = write.as_raw_fd();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ctsd"));
+    cmd.arg("--config")
+        .arg(config)
+        .args(["--ready-fd", "3"])
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("ctsd.stderr")).expect("stderr"));
+    // SAFETY: dup2 is async-signal-safe and allocates nothing; `wfd` stays open until the
+    // spawn below returns (`write` is dropped after it).
+    unsafe {
+        cmd.pre_exec(move || {
+            if nix::libc::dup2(wfd, 3) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let ctsd = Proc {
+        what: "ctsd",
+        child: cmd.spawn().expect("start ctsd"),
+        stop: nix::sys::signal::Signal::SIGTERM,
+    };
+    drop(write);
+    let readable = {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        let mut fds = [PollFd::new(read.as_fd(), PollFlags::POLLIN)];
+        let ms = PollTimeout::try_from(WAIT.as_millis() as u64 * 2).unwrap_or(PollTimeout::MAX);
+        poll(&mut fds, ms).unwrap_or(0) > 0
+    };
+    let mut byte = [0u8; 1];
+    let n = if readable {
+        std::fs::File::from(read).read(&mut byte).unwrap_or(0)
+    } else {
+        0
+    };
+    let stderr = std::fs::read_to_string(dir.join("ctsd.stderr")).unwrap_or_default();
+    assert_eq!(n, 1, "ctsd did not become ready:\n{stderr}");
+    ctsd
 }
 
 /// A command run as `user` when set (PostgreSQL refuses root).
@@ -290,47 +346,8 @@ fn django_under_gunicorn_behind_nginx_one_database_per_instance() {
     }
 
     // ctsd, ready once every worker said READY=1.
-    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
-    let wfd = write.as_raw_fd();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ctsd"));
-    cmd.arg("--config")
-        .arg(&config)
-        .args(["--ready-fd", "3"])
-        .env_remove("NOTIFY_SOCKET")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("ctsd.stderr")).expect("stderr"));
-    // SAFETY: dup2 is async-signal-safe and allocates nothing; `wfd` stays open until the
-    // spawn below returns (`write` is dropped after it).
-    unsafe {
-        cmd.pre_exec(move || {
-            if nix::libc::dup2(wfd, 3) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let ctsd = Proc {
-        what: "ctsd",
-        child: cmd.spawn().expect("start ctsd"),
-        stop: nix::sys::signal::Signal::SIGTERM,
-    };
-    drop(write);
-    let readable = {
-        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-        use std::os::fd::AsFd;
-        let mut fds = [PollFd::new(read.as_fd(), PollFlags::POLLIN)];
-        let ms = PollTimeout::try_from(WAIT.as_millis() as u64 * 2).unwrap_or(PollTimeout::MAX);
-        poll(&mut fds, ms).unwrap_or(0) > 0
-    };
-    let mut byte = [0u8; 1];
-    let n = if readable {
-        std::fs::File::from(read).read(&mut byte).unwrap_or(0)
-    } else {
-        0
-    };
+    let ctsd = start_ctsd(&config, dir.path());
     let stderr = || std::fs::read_to_string(dir.path().join("ctsd.stderr")).unwrap_or_default();
-    assert_eq!(n, 1, "ctsd did not become ready:\n{}", stderr());
     for (key, ..) in INSTANCES {
         assert_eq!(ready_pids(&config, key).len(), 2, "{key}:\n{}", stderr());
     }

@@ -80,7 +80,7 @@ fi
 stamp=$venv/.cts-e2e-requirements.sha256
 want=$(sha256sum "$requirements" | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] \
-    && "$venv/bin/python" -c 'import django, gunicorn, psycopg, uvicorn' >/dev/null 2>&1; then
+    && "$venv/bin/python" -c 'import django, gunicorn, psycopg, uvicorn, celery, redis, pymemcache, packaging' >/dev/null 2>&1; then
     say "virtualenv up to date ($venv)"
 else
     say "pip install -r ${requirements#"$repo"/}"
@@ -90,6 +90,23 @@ else
 fi
 
 # --- nginx ---------------------------------------------------------------------------------------
+# The celery broker and Django's cache of the celery test: Debian's redis-server and
+# memcached (the test starts its own on free ports and stops them by pid).
+find_bin() {
+    command -v "$1" 2>/dev/null && return 0
+    [ -x "/usr/bin/$1" ] && { printf '%s\n' "/usr/bin/$1"; return 0; }
+    return 1
+}
+redis_server=$(find_bin redis-server) || {
+    apt_install redis-server || die "cannot install redis-server"
+    redis_server=$(find_bin redis-server) || die "redis-server installed but not found"
+}
+memcached=$(find_bin memcached) || {
+    apt_install memcached || die "cannot install memcached"
+    memcached=$(find_bin memcached) || die "memcached installed but not found"
+}
+say "redis-server: $redis_server; memcached: $memcached"
+
 find_nginx() {
     command -v nginx 2>/dev/null && return 0
     local p
@@ -155,6 +172,8 @@ tmp=$envfile.tmp.$$
     printf 'UVICORN=%s\n' "$venv/bin/uvicorn"
     printf 'DJANGO_VERSION=%s\n' "$django_version"
     printf 'NGINX=%s\n' "$nginx"
+    printf 'REDIS_SERVER=%s\n' "$redis_server"
+    printf 'MEMCACHED=%s\n' "$memcached"
     printf 'PG_BINDIR=%s\n' "$pg_bindir"
     printf 'PG_RUN_AS=%s\n' "$pg_run_as"
 } >"$tmp"

@@ -9,3 +9,10 @@ class Counter(models.Model):
 
     def __str__(self):
         return f"{self.name}={self.value}"
+
+
+class Tick(models.Model):
+    """One run of the periodic task ``tick`` that beat sends (see ``tasks.py``)."""
+
+    at = models.DateTimeField(auto_now_add=True)
+    pid = models.IntegerField()

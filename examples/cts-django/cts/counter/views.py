@@ -4,6 +4,9 @@
     /?format=json, /api/
                the same as JSON (counts this visit)
     /hits/     JSON, the same fields without counting a visit (the link's target)
+    /enqueue/  sends the celery task ``record`` (see tasks.py); JSON {"sent": task id}
+    /counters/ JSON: every counter of the instance's database, the ticks (times of the
+               periodic task's runs), and what the cache holds under a fixed key
 
 JSON fields: instance, name, currency, prefix, environment, link (reverse("hits"), which
 carries the prefix: /JO/hits/), absolute_link (request.build_absolute_uri(link)), count,
@@ -21,7 +24,7 @@ from django.http import HttpResponse, JsonResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
-from .models import Counter
+from .models import Counter, Tick
 
 log = logging.getLogger(__name__)
 
@@ -95,3 +98,26 @@ def api(request):
 
 def hits(request):
     return JsonResponse(info(request, current_count()))
+
+
+def enqueue(request):
+    from .tasks import record
+
+    result = record.delay(settings.INSTANCE)
+    return JsonResponse({"sent": result.id, "instance": settings.INSTANCE})
+
+
+def counters(request):
+    from django.core.cache import cache
+
+    # The cache is the instance's: KEY_PREFIX keeps one memcached shared by every instance apart.
+    cache.add("owner", settings.INSTANCE, timeout=None)
+    return JsonResponse(
+        {
+            "instance": settings.INSTANCE,
+            "counters": {c.name: c.value for c in Counter.objects.all()},
+            "ticks": [t.at.timestamp() for t in Tick.objects.order_by("at")],
+            "cache_owner": cache.get("owner"),
+            "cache_backend": settings.CACHES["default"]["BACKEND"],
+        }
+    )

@@ -25,6 +25,11 @@ the deployment sets these:
     CTS_ALLOWED_HOSTS   comma-separated host names accepted besides 127.0.0.1, localhost, [::1]
     CTS_SECRET_KEY      Django's SECRET_KEY (default: an insecure example key)
     CTS_DEBUG           ``1`` turns DEBUG on
+    CTS_BROKER_URL      celery's broker (``redis://127.0.0.1:6379/0``); each instance has its
+                        own queue ``queue_<instance>`` on it (default: ``memory://``, no worker)
+    CTS_BEAT_SECONDS    the period of the periodic task ``tick`` (default 60)
+    CTS_MEMCACHED       ``host:port`` of memcached: the cache, with KEY_PREFIX the instance key
+                        (default: a local memory cache)
 """
 
 import os
@@ -115,6 +120,27 @@ def databases(key):
     }
 
 
+CELERY_BROKER_URL = env("CTS_BROKER_URL", "memory://")
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+
+def caches(key):
+    """CACHES for instance ``key``: memcached at CTS_MEMCACHED with the key as KEY_PREFIX (one
+    memcached serves every instance), else a local memory cache."""
+    location = env("CTS_MEMCACHED")
+    if location:
+        return {
+            "default": {
+                "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
+                "LOCATION": location,
+                "KEY_PREFIX": key,
+            }
+        }
+    return {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+
 def instance(key, *, name, prefix, currency):
     """The settings that differ between instances, as a dict for the instance module's
     ``globals().update(...)``. When ctsd started this process for the same instance
@@ -125,7 +151,18 @@ def instance(key, *, name, prefix, currency):
         prefix = os.environ.get("CTS_PREFIX", prefix)
         currency = env("CTS_CURRENCY", currency)
     prefix = prefix.rstrip("/")
+    queue = f"queue_{key}"
     return {
+        # The instance's own queue: its web sends there, its worker (-Q queue_<key>) reads it.
+        "CELERY_TASK_DEFAULT_QUEUE": queue,
+        "CELERY_BEAT_SCHEDULE": {
+            "tick": {
+                "task": "cts.counter.tasks.tick",
+                "schedule": float(env("CTS_BEAT_SECONDS", "60")),
+                "options": {"queue": queue},
+            },
+        },
+        "CACHES": caches(key),
         "INSTANCE": key,
         "INSTANCE_NAME": name,
         "URL_PREFIX": prefix,
