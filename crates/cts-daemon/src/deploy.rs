@@ -308,10 +308,12 @@ async fn move_instance(e: &InstanceEntry, plan: &Plan, steps: &Steps) -> Outcome
     let mut moved: Vec<(String, InstanceHandle, Option<PathBuf>)> = Vec::new();
     for (name, handle, log) in pools(e) {
         let before = handle.release();
+        let rolled = Instant::now();
         let r = handle.release_to(plan.release.clone(), true).await;
         match r {
             Ok(done) => {
-                steps.say(format!("{name}: {done}"));
+                let secs = rolled.elapsed().as_secs_f64();
+                steps.say(format!("{name}: {done} ({secs:.1} s)"));
                 moved.push((name, handle, before));
             }
             Err(why) => {
