@@ -131,19 +131,33 @@ impl Plan {
     }
 }
 
-/// An instance's pools in the order they move: web, the other programs, the singletons; each
-/// with its log.
-fn pools(e: &InstanceEntry) -> Vec<(String, InstanceHandle, PathBuf)> {
+/// One of an instance's pools as a deploy moves it: its name, its actor, its log and where its
+/// output goes.
+type Pool = (
+    String,
+    InstanceHandle,
+    PathBuf,
+    Arc<crate::output::LogOutput>,
+);
+
+/// An instance's pools in the order they move: web, the other programs, the singletons.
+fn pools(e: &InstanceEntry) -> Vec<Pool> {
     let key = e.config.key.as_str();
     let mut v = vec![(
         format!("{key}:web"),
         e.handle.clone(),
         e.log.path().to_path_buf(),
+        e.output.clone(),
     )];
     let (singletons, others): (Vec<_>, Vec<_>) = e.programs.iter().partition(|p| p.singleton);
     for p in others.into_iter().chain(singletons) {
         let log = p.log.path().to_path_buf();
-        v.push((format!("{key}:{}", p.name), p.handle.clone(), log));
+        v.push((
+            format!("{key}:{}", p.name),
+            p.handle.clone(),
+            log,
+            p.output.clone(),
+        ));
     }
     v
 }
@@ -306,7 +320,7 @@ async fn move_instance(e: &InstanceEntry, plan: &Plan, steps: &Steps) -> Outcome
         }
     }
     let mut moved: Vec<(String, InstanceHandle, Option<PathBuf>)> = Vec::new();
-    for (name, handle, log) in pools(e) {
+    for (name, handle, log, output) in pools(e) {
         let before = handle.release();
         let rolled = Instant::now();
         let r = handle.release_to(plan.release.clone(), true).await;
@@ -319,7 +333,7 @@ async fn move_instance(e: &InstanceEntry, plan: &Plan, steps: &Steps) -> Outcome
             Err(why) => {
                 steps.say(format!("{name}: {why}; rolling {key} back"));
                 // Read now: the roll back writes more lines after the failed worker's.
-                let tail = crate::status::with_log_tail(String::new(), &log).await;
+                let tail = crate::status::log_tail(&why.to_string(), &log, &output.tails).await;
                 // The failed pool first (a surge pool's old workers still serve, but it may
                 // have replaced some; a singleton's old process was stopped), then the ones
                 // already moved, in reverse.

@@ -11,6 +11,68 @@ use tokio::process::{ChildStderr, ChildStdout};
 /// Capacity asked for each worker pipe.
 const PIPE_SIZE: nix::libc::c_int = 1 << 20;
 
+/// Bytes of a worker's stderr kept for a failure message.
+const TAIL_BYTES: usize = 2048;
+/// Workers whose stderr tails are kept (the most recent ones).
+const TAIL_WORKERS: usize = 64;
+
+/// The end of the stderr of each recently started worker: what a failed restart or deploy
+/// quotes, since under load the instance's log ends with other workers' request lines.
+#[derive(Debug, Default)]
+pub struct Tails {
+    recent: std::sync::Mutex<std::collections::VecDeque<(u32, Arc<std::sync::Mutex<Vec<u8>>>)>>,
+}
+
+impl Tails {
+    /// A new tail for worker `pid` (the oldest one kept is forgotten).
+    fn start(&self, pid: u32) -> Arc<std::sync::Mutex<Vec<u8>>> {
+        let tail = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() == TAIL_WORKERS {
+            recent.pop_front();
+        }
+        recent.push_back((pid, tail.clone()));
+        tail
+    }
+
+    /// The last `n` lines worker `pid` wrote to stderr, if it is one of the recent ones and
+    /// wrote any.
+    pub fn lines(&self, pid: u32, n: usize) -> Option<Vec<String>> {
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let (_, tail) = recent.iter().rev().find(|(p, _)| *p == pid)?;
+        let bytes = tail.lock().unwrap_or_else(|e| e.into_inner());
+        let text = String::from_utf8_lossy(&bytes);
+        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        let lines = lines[lines.len().saturating_sub(n)..].to_vec();
+        (!lines.is_empty()).then_some(lines)
+    }
+}
+
+/// A pipe whose last [`TAIL_BYTES`] read are also kept in `tail`.
+struct TeeRead<R> {
+    inner: R,
+    tail: Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for TeeRead<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let new = &buf.filled()[before..];
+        if !new.is_empty() {
+            let mut tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+            tail.extend_from_slice(new);
+            let excess = tail.len().saturating_sub(TAIL_BYTES);
+            tail.drain(..excess);
+        }
+        r
+    }
+}
+
 /// [`Output`] writing into one instance's log.
 #[derive(Debug)]
 pub struct LogOutput {
@@ -22,6 +84,8 @@ pub struct LogOutput {
     /// The journal or syslog (`logs.sink`), instead of the files for the workers' lines;
     /// read when a worker starts, like `err`.
     pub sink: std::sync::Mutex<Option<Arc<Sink>>>,
+    /// The end of recent workers' stderr.
+    pub tails: Tails,
 }
 
 impl LogOutput {
@@ -81,6 +145,10 @@ impl Output for LogOutput {
         {
             let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
         }
+        let stderr = stderr.map(|e| TeeRead {
+            inner: e,
+            tail: self.tails.start(pid),
+        });
         let sink = self.sink.lock().ok().and_then(|s| s.clone());
         if let Some(sink) = sink {
             if let Some(out) = stdout {

@@ -306,6 +306,7 @@ impl Instances {
                 "web",
                 &inst.pool.logs,
             )),
+            tails: output::Tails::default(),
         });
         let token = self.root.child_token();
         let listener = listener.map(Arc::new);
@@ -388,6 +389,7 @@ impl Instances {
                 name.as_str(),
                 &program.pool.logs,
             )),
+            tails: output::Tails::default(),
         });
         let token = parent.child_token();
         let no_socket: cts_supervisor::Listen =

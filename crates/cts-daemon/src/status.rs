@@ -135,7 +135,31 @@ const TAIL_LINES: usize = 10;
 
 /// `message`, then the last lines of the log at `path` (read backwards, off the runtime
 /// thread).
-pub async fn with_log_tail(message: String, path: &std::path::Path) -> String {
+pub async fn with_log_tail(
+    message: String,
+    path: &std::path::Path,
+    tails: &crate::output::Tails,
+) -> String {
+    let tail = log_tail(&message, path, tails).await;
+    message + &tail
+}
+
+/// What [`with_log_tail`] appends to `message`: the failed worker's own stderr when the message
+/// names it and it wrote some (under load the log ends with other workers' request lines),
+/// else the last lines of the log at `path`; empty when there are none.
+pub async fn log_tail(
+    message: &str,
+    path: &std::path::Path,
+    tails: &crate::output::Tails,
+) -> String {
+    let own = failed_pid(message).and_then(|p| Some((p, tails.lines(p, TAIL_LINES)?)));
+    if let Some((pid, lines)) = own {
+        let lines: Vec<String> = lines.iter().map(|l| format!("  {l}")).collect();
+        return format!(
+            "\nlast lines pid {pid} wrote to stderr:\n{}",
+            lines.join("\n")
+        );
+    }
     let owned = path.to_path_buf();
     let tail = tokio::task::spawn_blocking(move || cts_logs::tail::tail(&owned, TAIL_LINES))
         .await
@@ -150,7 +174,28 @@ pub async fn with_log_tail(message: String, path: &std::path::Path) -> String {
         })
         .unwrap_or_default();
     if tail.is_empty() {
-        return message;
+        return tail;
     }
-    format!("{message}\nlast lines of {}:\n{tail}", path.display())
+    format!("\nlast lines of {}:\n{tail}", path.display())
+}
+
+/// The pid a failure message names (`new worker 0 pid 4711 exited ...`).
+fn failed_pid(message: &str) -> Option<u32> {
+    let mut words = message.split_whitespace();
+    while let Some(w) = words.next() {
+        if w == "pid" {
+            return words.next()?.trim_end_matches([',', ';', ':']).parse().ok();
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_failed_pid_is_read_from_the_message() {
+        let m = "new worker 0 pid 4711 exited with status 1 before it was ready; restart stopped";
+        assert_eq!(super::failed_pid(m), Some(4711));
+        assert_eq!(super::failed_pid("no worker named"), None);
+    }
 }

@@ -154,7 +154,11 @@ async fn restart(entry: &InstanceEntry, units: &[Unit]) -> UnitResults {
     for (i, u) in units.iter().enumerate() {
         let mut r = super::outcome(&u.name, u.handle.restart().await);
         if !r.ok {
-            r.message = crate::status::with_log_tail(r.message, &u.log_path(entry)).await;
+            let tails = match &u.program {
+                Some(p) => &p.output.tails,
+                None => &entry.output.tails,
+            };
+            r.message = crate::status::with_log_tail(r.message, &u.log_path(entry), tails).await;
             return results
                 .into_iter()
                 .chain(skipped_after(units, i, r))
