@@ -20,12 +20,15 @@ const TAIL_WORKERS: usize = 64;
 /// quotes, since under load the instance's log ends with other workers' request lines.
 #[derive(Debug, Default)]
 pub struct Tails {
-    recent: std::sync::Mutex<std::collections::VecDeque<(u32, Arc<std::sync::Mutex<Vec<u8>>>)>>,
+    recent: std::sync::Mutex<std::collections::VecDeque<(u32, Tail)>>,
 }
+
+/// The end of one worker's stderr.
+type Tail = Arc<std::sync::Mutex<Vec<u8>>>;
 
 impl Tails {
     /// A new tail for worker `pid` (the oldest one kept is forgotten).
-    fn start(&self, pid: u32) -> Arc<std::sync::Mutex<Vec<u8>>> {
+    fn start(&self, pid: u32) -> Tail {
         let tail = Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         if recent.len() == TAIL_WORKERS {
@@ -51,7 +54,7 @@ impl Tails {
 /// A pipe whose last [`TAIL_BYTES`] read are also kept in `tail`.
 struct TeeRead<R> {
     inner: R,
-    tail: Arc<std::sync::Mutex<Vec<u8>>>,
+    tail: Tail,
 }
 
 impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for TeeRead<R> {
