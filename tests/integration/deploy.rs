@@ -345,3 +345,42 @@ fn one_deploy_at_a_time_and_it_goes_on_without_its_client() {
         slow
     );
 }
+
+#[test]
+fn release_jobs_get_the_instances_secrets_and_nothing_shows_them() {
+    let site = Site::new();
+    let r2 = site.release("r2", Run::Serves, Migrate::Works);
+    let secret = format!("s3cret-{}", std::process::id());
+    let env = site.path("jordan.env");
+    std::fs::write(&env, format!("DB_PASSWORD={secret}\n")).expect("env file");
+    let mode = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600);
+    std::fs::set_permissions(&env, mode).expect("chmod");
+    // The job records what it got where only the test looks.
+    let seen = site.path("seen");
+    std::fs::write(
+        r2.join("migrate"),
+        format!("printf '%s' \"$DB_PASSWORD\" > {}\n", seen.display()),
+    )
+    .expect("migrate");
+    let jordan = Inst::new("jordan", "Jordan", "/JO", "JOD")
+        .with(&format!("command: [sh, run], env_file: {}", env.display()));
+    let d = Daemon::start(vec![jordan], &site.defaults());
+    wait_all_running(&d, "jordan");
+    let out = d.ctl(&["deploy", &r2.display().to_string()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&seen).expect("seen"), secret);
+    let shown = [
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        String::from_utf8_lossy(&d.ctl(&["status", "--json"]).stdout).into_owned(),
+        d.stderr(),
+        d.log("jordan"),
+    ];
+    for text in shown {
+        assert!(!text.contains(&secret), "the secret shows:\n{text}");
+    }
+}
