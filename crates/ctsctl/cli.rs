@@ -162,7 +162,12 @@ pub enum Command {
     },
     /// Print the instance keys, one a line: from the running ctsd, else from the
     /// configuration file (what shell completion offers).
-    List,
+    List {
+        /// Also each instance's programs, as commands name them: `jordan:web`,
+        /// `jordan:celery`.
+        #[arg(long)]
+        programs: bool,
+    },
     /// Print a shell completion script: `ctsctl completions bash > /etc/bash_completion.d/ctsctl`.
     /// The scripts complete instance names too (through `ctsctl list`).
     Completions {
@@ -206,7 +211,7 @@ const ZSH_INSTANCES: &str = r#"# Instance names, from `ctsctl list` (the running
 (( $+functions[_ctsctl_instances] )) ||
 _ctsctl_instances() {
     local -a keys
-    keys=(${(f)"$(ctsctl list 2>/dev/null)"})
+    keys=(${(f)"$(ctsctl list --programs 2>/dev/null)"})
     compadd -a keys
 }
 
@@ -242,7 +247,7 @@ complete -F _ctsctl_instances -o nosort -o bashdefault -o default ctsctl
 
 const FISH_INSTANCES: &str = r#"
 # Instance names, from `ctsctl list` (the running ctsd, else the configuration file).
-complete -c ctsctl -n "__fish_seen_subcommand_from status start stop restart scale signal logs run" -f -a "(ctsctl list 2>/dev/null)"
+complete -c ctsctl -n "__fish_seen_subcommand_from status start stop restart scale signal logs run" -f -a "(ctsctl list --programs 2>/dev/null)"
 "#;
 
 #[derive(Debug, Args)]

@@ -43,12 +43,11 @@ fn main() -> ExitCode {
             print!("{}", cli::adapt_completion(*shell, script));
             ExitCode::SUCCESS
         }
-        Command::List => {
+        Command::List { programs } => {
             let config = cli.config.clone().unwrap_or_else(|| DEFAULT_CONFIG.into());
-            online(
-                &cli,
-                |socket| async move { list::run(&socket, &config).await },
-            )
+            online(&cli, |socket| async move {
+                list::run(&socket, &config, *programs).await
+            })
         }
         Command::NginxConfig {
             server_name,

@@ -166,6 +166,22 @@ fn programs_run_beside_web_with_their_own_log_status_and_environment() {
 
     // Web still serves.
     assert!(get(d.port("jordan"), "/JO/").is_ok());
+
+    // What shell completion offers: every name a command takes.
+    let listed = ctl_ok(&d, &["list", "--programs"]);
+    assert_eq!(
+        listed.lines().collect::<Vec<_>>(),
+        [
+            "jordan",
+            "jordan:web",
+            "jordan:beat",
+            "jordan:celery",
+            "iraq",
+            "iraq:web",
+            "iraq:celery"
+        ]
+    );
+    assert_eq!(ctl_ok(&d, &["list"]).lines().count(), 2);
 }
 
 #[test]
