@@ -165,6 +165,29 @@ fn notifies_ready_status_reloading_and_stopping_without_watchdog_pings() {
 }
 
 #[test]
+fn the_status_line_names_a_program_that_is_not_running() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (mut n, path) = Notifications::bind(dir.path());
+    let extra = Extra {
+        env: vec![("NOTIFY_SOCKET".into(), path)],
+        ..Extra::default()
+    };
+    let beat = crate::util::demo(&["--no-socket"]);
+    let jordan = Inst::new("jordan", "Jordan", "/JO", "JOD").with(&format!(
+        "programs: {{beat: {{command: {beat}, singleton: true}}}}"
+    ));
+    let d = Daemon::start_extra(vec![jordan], "", "", extra);
+    n.until("everything up", |m| {
+        m == "STATUS=1/1 instances running, 2/2 workers ready"
+    });
+    let out = d.ctl(&["stop", "jordan:beat"]);
+    assert!(out.status.success(), "{out:?}");
+    n.until("a status line naming the program", |m| {
+        m == "STATUS=1/1 instances running, 2/2 workers ready; jordan:beat stopped"
+    });
+}
+
+#[test]
 fn pings_the_watchdog_and_stores_sockets_when_systemd_asks() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (mut n, path) = Notifications::bind(dir.path());

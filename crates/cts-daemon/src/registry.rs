@@ -498,11 +498,16 @@ impl Instances {
             .map(|r| r.handle.clone())
     }
 
-    /// Every instance's key and actor, in configuration order.
-    pub(crate) fn handles(&self) -> impl Iterator<Item = (&str, &InstanceHandle)> {
-        self.running
-            .iter()
-            .map(|r| (r.config.key.as_str(), &r.handle))
+    /// Every actor with its name (`jordan`, `jordan:celery`), in configuration order.
+    pub(crate) fn handles(&self) -> impl Iterator<Item = (String, &InstanceHandle)> {
+        self.running.iter().flat_map(|r| {
+            let key = r.config.key.as_str();
+            std::iter::once((key.to_owned(), &r.handle)).chain(
+                r.programs
+                    .iter()
+                    .map(move |p| (format!("{key}:{}", p.name), &p.handle)),
+            )
+        })
     }
 
     /// Makes `inst` the configuration of the running instance of the same key (a reload

@@ -16,7 +16,7 @@ pub(crate) async fn watchdog_ping(instances: &Instances, within: Duration) {
     let mut asked = tokio::task::JoinSet::new();
     let mut stuck = Vec::new();
     for (key, handle) in instances.handles() {
-        let (handle, key) = (handle.clone(), key.to_owned());
+        let handle = handle.clone();
         stuck.push(key.clone());
         asked.spawn(async move { (key, handle.status().await.is_some()) });
     }
@@ -41,8 +41,8 @@ pub(crate) async fn watchdog_ping(instances: &Instances, within: Duration) {
 }
 
 /// Keeps systemd's `STATUS=` line current (`3/3 instances running, 12/12 workers ready`, or
-/// what is not), woken by the actors' summaries and by changes of the registry (reloads),
-/// never by a timer.
+/// what is not, programs included), woken by the actors' summaries and by changes of the
+/// registry (reloads), never by a timer.
 pub(crate) async fn report_status(published: Arc<Published>, stop: CancellationToken) {
     let mut set = published.subscribe();
     let mut last = String::new();
@@ -52,18 +52,42 @@ pub(crate) async fn report_status(published: Arc<Published>, stop: CancellationT
         let poke = Arc::new(tokio::sync::Notify::new());
         let mut watchers = tokio::task::JoinSet::new();
         let mut summaries = Vec::new();
+        let mut programs = Vec::new();
         for e in &entries {
-            let mut rx = e.handle.summary();
-            summaries.push((e.config.key.to_string(), rx.clone()));
-            let poke = poke.clone();
-            watchers.spawn(async move {
-                while rx.changed().await.is_ok() {
-                    poke.notify_one();
+            let key = e.config.key.as_str();
+            let pools = std::iter::once((key.to_owned(), &e.handle, true)).chain(
+                e.programs
+                    .iter()
+                    .map(|p| (format!("{key}:{}", p.name), &p.handle, false)),
+            );
+            for (name, handle, web) in pools {
+                let mut rx = handle.summary();
+                if web {
+                    summaries.push((name, rx.clone()));
+                } else {
+                    programs.push((name, rx.clone()));
                 }
-            });
+                let poke = poke.clone();
+                watchers.spawn(async move {
+                    while rx.changed().await.is_ok() {
+                        poke.notify_one();
+                    }
+                });
+            }
         }
         loop {
-            let line = status_line(summaries.iter().map(|(k, rx)| (k.as_str(), *rx.borrow())));
+            let mut line = status_line(summaries.iter().map(|(k, rx)| (k.as_str(), *rx.borrow())));
+            // Programs only when they are not running: `; jordan:beat failing`.
+            let behind: Vec<String> = programs
+                .iter()
+                .filter_map(|(name, rx)| {
+                    state_word(rx.borrow().state).map(|w| format!("{name} {w}"))
+                })
+                .collect();
+            if !behind.is_empty() {
+                line.push_str(if line.contains("; ") { ", " } else { "; " });
+                line.push_str(&behind.join(", "));
+            }
             if line != last {
                 notify::sd_notify(&format!("STATUS={line}"));
                 last = line;
@@ -82,24 +106,16 @@ pub(crate) async fn report_status(published: Arc<Published>, stop: CancellationT
 /// `3/3 instances running, 12/12 workers ready`, followed by the instances that are not
 /// running (`; jordan failing, iraq starting`).
 fn status_line<'a>(summaries: impl Iterator<Item = (&'a str, cts_supervisor::Summary)>) -> String {
-    use cts_supervisor::InstanceState as S;
     let (mut running, mut total, mut ready, mut desired) = (0, 0, 0, 0);
     let mut others = Vec::new();
     for (key, s) in summaries {
         total += 1;
         ready += s.ready;
         desired += s.desired;
-        let state = match s.state {
-            S::Running => {
-                running += 1;
-                continue;
-            }
-            S::Starting => "starting",
-            S::Stopping => "stopping",
-            S::Stopped => "stopped",
-            S::Failing => "failing",
-        };
-        others.push(format!("{key} {state}"));
+        match state_word(s.state) {
+            None => running += 1,
+            Some(state) => others.push(format!("{key} {state}")),
+        }
     }
     let mut line = format!("{running}/{total} instances running, {ready}/{desired} workers ready");
     if !others.is_empty() {
@@ -107,4 +123,16 @@ fn status_line<'a>(summaries: impl Iterator<Item = (&'a str, cts_supervisor::Sum
         line.push_str(&others.join(", "));
     }
     line
+}
+
+/// How the status line names a state other than running.
+fn state_word(state: cts_supervisor::InstanceState) -> Option<&'static str> {
+    use cts_supervisor::InstanceState as S;
+    match state {
+        S::Running => None,
+        S::Starting => Some("starting"),
+        S::Stopping => Some("stopping"),
+        S::Stopped => Some("stopped"),
+        S::Failing => Some("failing"),
+    }
 }
