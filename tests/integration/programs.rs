@@ -304,6 +304,26 @@ fn a_singleton_never_has_two_processes_alive() {
     assert!(out.contains("jordan:beat"), "{out}");
     replaced(&d, "reload");
 
+    // Removed by a reload and added back by the next one while it is still stopping (400 ms):
+    // the new one waits for the old one to be gone.
+    let text = std::fs::read_to_string(&d.config).expect("config");
+    let without = text.replace("currency: JOD, ", "currency: JOD, programs: {beat: null}, ");
+    assert_ne!(text, without);
+    std::fs::write(&d.config, &without).expect("write config");
+    // SIGHUP: the reload does not wait for the old beat to stop, as `ctsctl reload` would.
+    let stopping = pid();
+    kill(Pid::from_raw(d.pid() as i32), Signal::SIGHUP).expect("SIGHUP");
+    assert!(wait_until(WAIT, || d.instance("jordan")["programs"]
+        .as_array()
+        .is_some_and(|ps| ps.iter().all(|p| p["name"] != "beat"))));
+    assert!(
+        pid_alive(stopping),
+        "the old beat stopped too fast for the test"
+    );
+    std::fs::write(&d.config, &text).expect("write config");
+    ctl_ok(&d, &["reload"]);
+    replaced(&d, "removed and added back");
+
     // ctsd restarts: the old beat has exited before the new ctsd starts one.
     d.signal_and_wait(Signal::SIGTERM);
     assert!(!pid_alive(pid()));

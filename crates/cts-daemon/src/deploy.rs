@@ -210,8 +210,15 @@ pub async fn run(plan: Plan, steps: Steps) -> Vec<Outcome> {
             set.spawn(async move { (order, move_instance(&e, &plan, &steps).await) });
         }
         let mut results = Vec::new();
-        while let Some(Ok(r)) = set.join_next().await {
-            results.push(r);
+        while let Some(joined) = set.join_next().await {
+            match joined {
+                Ok(r) => results.push(r),
+                Err(e) => {
+                    let why = format!("an instance's deploy ended abnormally: {e}");
+                    steps.say(why.clone());
+                    results.push((usize::MAX, Outcome::failed("deploy", Failure::Other, why)));
+                }
+            }
         }
         results.sort_by_key(|(order, _)| *order);
         stopped = results.iter().any(|(_, r)| !r.ok);
@@ -323,7 +330,7 @@ async fn move_instance(e: &InstanceEntry, plan: &Plan, steps: &Steps) -> Outcome
     for (name, handle, log, output) in pools(e) {
         let before = handle.release();
         let rolled = Instant::now();
-        let r = handle.release_to(plan.release.clone(), true).await;
+        let r = handle.release_to(Some(plan.release.clone()), true).await;
         match r {
             Ok(done) => {
                 let secs = rolled.elapsed().as_secs_f64();
@@ -340,10 +347,7 @@ async fn move_instance(e: &InstanceEntry, plan: &Plan, steps: &Steps) -> Outcome
                 let failed = std::iter::once((name.clone(), handle, before));
                 let mut back = Vec::new();
                 for (n, h, old) in failed.chain(moved.into_iter().rev()) {
-                    let r = match old.clone() {
-                        Some(dir) => h.release_to(dir, true).await.map(|d| d.to_string()),
-                        None => Ok("no release to go back to".to_owned()),
-                    };
+                    let r = h.release_to(old.clone(), true).await;
                     back.push(match r {
                         Ok(_) => format!("{n} back on {}", show(old.as_deref())),
                         Err(e) => format!("{n} not rolled back: {e}"),

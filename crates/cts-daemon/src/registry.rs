@@ -231,6 +231,8 @@ pub(crate) struct Instances {
     /// `stderr.log` writers a reload retired, finishing what their workers still write;
     /// waited for at shutdown.
     retiring: Vec<JoinHandle<()>>,
+    /// Programs a reload removed, by `key:program`: true once their processes are gone.
+    retiring_programs: std::collections::HashMap<String, watch::Receiver<bool>>,
 }
 
 impl Instances {
@@ -254,6 +256,7 @@ impl Instances {
             published,
             passed,
             retiring: Vec::new(),
+            retiring_programs: std::collections::HashMap::new(),
         }
     }
 
@@ -331,23 +334,27 @@ impl Instances {
                 cgroups: self.cgroups.clone(),
                 shim: self.shim.clone(),
                 output: output.clone(),
+                release: None,
+                start_now: true,
             },
             token.clone(),
             self.kill.clone(),
         );
         let mut programs = Vec::with_capacity(inst.programs.len());
+        let mut config = inst.clone();
         for p in &inst.programs {
-            match self.start_program(inst, p, &token) {
+            match self.start_program(inst, p, &token, handle.release(), true) {
                 Ok(running) => programs.push(running),
                 Err(e) => {
-                    // The web pool runs; the program is reported (a reload that fixes the
-                    // log directory starts it).
+                    // The web pool runs; the program is reported, and left out of the running
+                    // configuration, so that the next reload starts it.
                     tracing::warn!(instance = %inst.key, "{e}");
+                    config.programs.retain(|q| q.name != p.name);
                 }
             }
         }
         self.running.push(Running {
-            config: Arc::new(inst.clone()),
+            config: Arc::new(config),
             handle: handle.clone(),
             token,
             join,
@@ -362,12 +369,16 @@ impl Instances {
         Ok(handle)
     }
 
-    /// Starts the actor of `program` of `inst` (its log is `<program>.log`), under `parent`.
+    /// Starts the actor of `program` of `inst` (its log is `<program>.log`), under `parent`,
+    /// in `release` (its instance's), its workers at once or with `start_now` false on the
+    /// first `start`.
     fn start_program(
         &self,
         inst: &InstanceConfig,
         program: &ProgramConfig,
         parent: &CancellationToken,
+        release: Option<PathBuf>,
+        start_now: bool,
     ) -> Result<RunningProgram, LaunchError> {
         let dir = self.daemon.log_dir.join(inst.key.as_str());
         let name = &program.name;
@@ -403,6 +414,8 @@ impl Instances {
                 cgroups: self.cgroups.clone(),
                 shim: self.shim.clone(),
                 output: output.clone(),
+                release,
+                start_now,
             },
             token.clone(),
             self.kill.clone(),
@@ -419,27 +432,52 @@ impl Instances {
         })
     }
 
-    /// Starts `program` of the running instance `key` (a reload added it); `None` when the
-    /// instance is not running.
+    /// Starts `program` of the running instance `key` (a reload added it), in the release of
+    /// the instance's web pool; `None` when the instance is not running. With the predecessor
+    /// of the same name still stopping (removed by an earlier reload), its workers wait for a
+    /// `start`, to be sent once the receiver returned says the predecessor is gone: a
+    /// singleton never has two processes alive, not even across two reloads.
     pub(crate) fn launch_program(
         &mut self,
         key: &str,
         program: &ProgramName,
-    ) -> Option<Result<InstanceHandle, LaunchError>> {
+    ) -> Option<Result<(InstanceHandle, Option<watch::Receiver<bool>>), LaunchError>> {
         let i = self
             .running
             .iter()
             .position(|r| r.config.key.as_str() == key)?;
         let inst = self.running[i].config.clone();
         let p = inst.program(program.as_str())?;
-        let started = self.start_program(&inst, p, &self.running[i].token);
-        let r = started.map(|running| {
-            let handle = running.handle.clone();
-            let programs = &mut self.running[i].programs;
-            programs.push(running);
-            programs.sort_by(|a, b| a.name.cmp(&b.name));
-            handle
-        });
+        let name = format!("{key}:{program}");
+        let predecessor = self
+            .retiring_programs
+            .get(&name)
+            .filter(|gone| !*gone.borrow())
+            .cloned();
+        let release = self.running[i].handle.release();
+        let started = self.start_program(
+            &inst,
+            p,
+            &self.running[i].token,
+            release,
+            predecessor.is_none(),
+        );
+        let r = match started {
+            Ok(running) => {
+                let handle = running.handle.clone();
+                let programs = &mut self.running[i].programs;
+                programs.push(running);
+                programs.sort_by(|a, b| a.name.cmp(&b.name));
+                Ok((handle, predecessor))
+            }
+            Err(e) => {
+                // Out of the running configuration, so that the next reload starts it.
+                Arc::make_mut(&mut self.running[i].config)
+                    .programs
+                    .retain(|q| q.name != *program);
+                Err(e)
+            }
+        };
         self.publish();
         Some(r)
     }
@@ -457,9 +495,16 @@ impl Instances {
             .find(|r| r.config.key.as_str() == key)?;
         let i = r.programs.iter().position(|p| p.name.as_str() == program)?;
         let p = r.programs.remove(i);
+        let (gone, watcher) = watch::channel(false);
+        self.retiring_programs.retain(|_, w| !*w.borrow());
+        self.retiring_programs
+            .insert(format!("{key}:{program}"), watcher);
         self.publish();
         p.token.cancel();
-        Some(p.finish())
+        Some(async move {
+            p.finish().await;
+            gone.send_replace(true);
+        })
     }
 
     /// The actor of `program` of `key`.

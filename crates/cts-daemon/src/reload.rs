@@ -258,8 +258,13 @@ fn apply_program(
             }
         }
         Action::Start => match instances.launch_program(&c.key, program) {
-            Some(Ok(handle)) => {
-                pending.spawn(async move { (order, outcome(&name, handle.start().await)) });
+            Some(Ok((handle, predecessor))) => {
+                pending.spawn(async move {
+                    if let Some(mut gone) = predecessor {
+                        let _ = gone.wait_for(|g| *g).await;
+                    }
+                    (order, outcome(&name, handle.start().await))
+                });
             }
             Some(Err(e)) => {
                 let failed = Outcome::failed(&name, Failure::Other, e.to_string());

@@ -42,7 +42,10 @@ pub fn launch(
     let pool = Pool::new(&key, settings, Jitter::new(), Instant::now());
     let (summary_tx, summary) = watch::channel(pool.summary());
     let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let pinned = pin(spec.cwd.as_deref());
+    let pinned = instance
+        .release
+        .clone()
+        .or_else(|| pin(spec.cwd.as_deref()));
     let (release_tx, release) = watch::channel(pinned.clone());
     let actor = Actor {
         spec: spawn_spec(
@@ -71,7 +74,7 @@ pub fn launch(
         progress: progress_tx,
         summary: summary_tx,
     };
-    let join = tokio::spawn(actor.run(rx, events_rx, shutdown, kill));
+    let join = tokio::spawn(actor.run(rx, events_rx, shutdown, kill, instance.start_now));
     let handle = InstanceHandle {
         tx,
         settled,
@@ -140,13 +143,16 @@ impl Actor {
         mut events: mpsc::UnboundedReceiver<WorkerEvent>,
         shutdown: CancellationToken,
         kill: CancellationToken,
+        start_now: bool,
     ) {
         if let Err(e) = &self.spec {
             self.note(&format!("cannot start workers: {e}"));
         }
-        let now = Instant::now();
-        let first = self.pool.start(now);
-        self.apply(first, now);
+        if start_now {
+            let now = Instant::now();
+            let first = self.pool.start(now);
+            self.apply(first, now);
+        }
         let (mut controls_open, mut shutting_down, mut killed) = (true, false, false);
         // The worker that just exited, whose leftovers go once its exit is handled.
         let mut gone = None;
@@ -222,7 +228,7 @@ impl Actor {
                 return None;
             }
             Control::Release { dir, roll, done } => {
-                self.set_release(Some(dir));
+                self.set_release(dir);
                 self.respec();
                 if !roll {
                     let _ = done.send(Ok(crate::core::Done::SettingsUpdated));

@@ -181,6 +181,17 @@ pub fn kill_leftovers() -> usize {
     while killed.iter().any(|&pid| alive(pid)) && std::time::Instant::now() < until {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
+    let alive: Vec<String> = killed
+        .iter()
+        .filter(|&&pid| alive(pid))
+        .map(u32::to_string)
+        .collect();
+    if !alive.is_empty() {
+        tracing::warn!(
+            "process(es) {} of a ctsd that is gone are still alive 5 s after SIGKILL",
+            alive.join(", ")
+        );
+    }
     killed.len()
 }
 

@@ -46,8 +46,9 @@ pub enum Control {
     /// replacements included, starts there. With `roll`, a rolling restart onto it follows
     /// (answered like [`Control::Restart`]); otherwise answered at once.
     Release {
-        /// The release directory (the working directory of its processes).
-        dir: std::path::PathBuf,
+        /// The release directory (the working directory of its processes); `None`: the
+        /// pool's `cwd` as configured (what a pool without a release had).
+        dir: Option<std::path::PathBuf>,
         /// Replace every process.
         roll: bool,
         /// The answer.
@@ -130,7 +131,7 @@ impl InstanceHandle {
     }
 
     /// Pins the pool to `dir`; see [`Control::Release`].
-    pub async fn release_to(&self, dir: std::path::PathBuf, roll: bool) -> Outcome {
+    pub async fn release_to(&self, dir: Option<std::path::PathBuf>, roll: bool) -> Outcome {
         self.ask(|done| Control::Release { dir, roll, done })
             .await
             .unwrap_or_else(gone)

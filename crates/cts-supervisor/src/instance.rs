@@ -38,6 +38,12 @@ pub struct Instance {
     pub output: Arc<dyn Output>,
     /// Per-worker cgroups, where the system gives ctsd some.
     pub cgroups: Option<Arc<Cgroups>>,
+    /// The release directory its processes start in, when not its `cwd` resolved now: a
+    /// program added to a running instance starts in the release of the instance's web pool.
+    pub release: Option<std::path::PathBuf>,
+    /// Start the workers at once; otherwise on the first `start` request (a program whose
+    /// predecessor of the same name is still stopping).
+    pub start_now: bool,
 }
 
 /// How an actor gets a listening socket it does not have: bind the instance's port, or say

@@ -35,16 +35,20 @@ pub struct JobReport {
 
 /// Kills the job's process group if the job is abandoned (ctsd shutting down mid-deploy); the
 /// orphan reaper then reaps it.
-struct Abandon(Option<u32>);
+struct Abandon(Option<(u32, String)>);
 
 impl Drop for Abandon {
     fn drop(&mut self) {
-        if let Some(pid) = self.0.take() {
+        if let Some((pid, name)) = self.0.take() {
+            tracing::warn!("{name} (pid {pid}) abandoned: ctsd is stopping; killed");
             let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
             contain::reaped(pid);
         }
     }
 }
+
+/// How long the output of what a finished job left behind is still read.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Runs `argv` as a job of `config`'s instance in `dir`, and waits for it. `name` labels its
 /// lines in `output` (`release[0] python`).
@@ -66,14 +70,15 @@ pub async fn run_job(
     cts_config::find_program(&pool).map_err(|e| e.message)?;
     let spec = spawn_spec(config, &pool, shim)?;
     let n = JOBS.fetch_add(1, Ordering::Relaxed);
-    let tag = contain::tag(&format!("{}:job", config.key), n);
+    // `@` is in no program name: a job's tag never matches a program's worker's.
+    let tag = contain::tag(&format!("{}:@job", config.key), n);
     let mut child = spawn::spawn(&spec, None, None, &Containment { tag: &tag })
         .map_err(|e| format!("{}: {e}", spawn::program_name(argv)))?;
     let Some(pid) = child.id() else {
         return Err("the job exited before it could be watched".into());
     };
     contain::watching(pid);
-    let mut guard = Abandon(Some(pid));
+    let mut guard = Abandon(Some((pid, format!("{} {name}", config.key))));
     output.event(&format!("{name} started (pid {pid}): {}", argv.join(" ")));
     let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL)));
     let out = child
@@ -87,12 +92,18 @@ pub async fn run_job(
     let status = child.wait().await;
     guard.0 = None;
     contain::reaped(pid);
-    // The pipes close once everything the job started has exited too.
+    // What it left behind goes with it, as a worker's does (its process group, then anything
+    // carrying its tag), so that its pipes close and the deploy goes on.
+    let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    let key = tag_key(&tag);
+    let _ = tokio::task::spawn_blocking(move || contain::kill_orphans_of(&key, n)).await;
     for reader in [out, err].into_iter().flatten() {
-        let _ = reader.await;
+        if tokio::time::timeout(DRAIN, reader).await.is_err() {
+            output.event(&format!(
+                "{name}: output still open after it exited; not read further"
+            ));
+        }
     }
-    // What it left behind goes with it, as a worker's does.
-    tokio::task::spawn_blocking(move || contain::kill_orphans_of(&tag_key(&tag), n));
     let exit = match status {
         Ok(st) => crate::watcher::describe(st),
         Err(e) => return Err(format!("could not be waited for: {e}")),

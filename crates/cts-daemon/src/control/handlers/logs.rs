@@ -49,6 +49,10 @@ pub async fn handle(r: &LogsRequest, shared: &Shared, emit: Emit) -> Response {
         },
         (_, false) => entry.log.clone(),
     };
+    // Only the log is kept: the snapshot holds every pool's log sender, and a follower must
+    // not keep the log of a program a reload removes from closing.
+    drop(idx);
+    drop(instances);
     // Subscribe before reading, so no line falls between what is read and what follows.
     let mut follow = r.follow.then(|| log.follow());
     let path = log.path().to_path_buf();
