@@ -209,6 +209,9 @@ impl Running {
     }
 }
 
+/// Becomes true once a retired program's processes are gone.
+pub(crate) type Gone = watch::Receiver<bool>;
+
 /// The daemon's instances: owned by the main loop, published to the control handlers.
 pub(crate) struct Instances {
     /// The file the running configuration came from.
@@ -231,8 +234,8 @@ pub(crate) struct Instances {
     /// `stderr.log` writers a reload retired, finishing what their workers still write;
     /// waited for at shutdown.
     retiring: Vec<JoinHandle<()>>,
-    /// Programs a reload removed, by `key:program`: true once their processes are gone.
-    retiring_programs: std::collections::HashMap<String, watch::Receiver<bool>>,
+    /// Programs a reload removed, by `key:program`.
+    retiring_programs: std::collections::HashMap<String, Gone>,
 }
 
 impl Instances {
@@ -441,7 +444,7 @@ impl Instances {
         &mut self,
         key: &str,
         program: &ProgramName,
-    ) -> Option<Result<(InstanceHandle, Option<watch::Receiver<bool>>), LaunchError>> {
+    ) -> Option<Result<(InstanceHandle, Option<Gone>), LaunchError>> {
         let i = self
             .running
             .iter()
