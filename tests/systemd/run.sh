@@ -156,6 +156,8 @@ run_check() {
 # --- helpers in the container ----------------------------------------------------------------------
 prop() { inct systemctl show -p "$2" --value "$1"; }
 main_pid() { prop ctsd.service MainPID; }
+# put PATH: stdin into PATH in the container (whose /run and /tmp are its own tmpfs).
+put() { inct sh -c 'mkdir -p "$(dirname "$1")" && cat >"$1"' sh "$1"; }
 # Pids of the processes named NAME in the container.
 pids_of() { inct pgrep -x "$1" | sort -n | tr '\n' ' ' | sed 's/ $//'; }
 # Worker pids of instance KEY, sorted (from ctsctl status --json).
@@ -176,14 +178,14 @@ journal_since() {
 }
 # clients ARGS...: tests/systemd/clients.py in the container (targets as PORT=INSTANCE).
 clients() { inct python3 /root/ctsd-test/clients.py "$@"; }
-seed_targets=(8001=turkey 8002=iraq 8003=jordan)
+seed_targets=("8001=turkey" "8002=iraq" "8003=jordan")
 # kv KEY LINE: the value of KEY in a `key=value ...` line.
 kv() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2"; }
 
 # write_config FILE [IRAQ_WORKERS] [JORDAN_NAME] [JORDAN_PORT]: the test's ctsd.yaml, three
 # instances of the demo worker, which starts slowly (1.5 s before READY=1 and accepting).
 write_config() {
-    cat >"$merged$1" <<EOF
+    put "$1" <<EOF
 # ctsd.yaml of tests/systemd/run.sh
 ctsd:
   environment: staging
@@ -368,6 +370,20 @@ check_journal() {
     figures="$(wc -l <<<"$lines") lines from ctsd (pid $pid) in the journal"
 }
 
+# Delegate=yes: ctsd puts each worker in a cgroup of its own below its unit's.
+check_delegation() {
+    local pid line w cg
+    pid=$(main_pid)
+    line=$(inct journalctl -u ctsd --no-pager -o cat "_PID=$pid" | grep -m 1 -E 'cgroup' || true)
+    say "ctsd: $line"
+    [[ "$line" == "each worker runs in a cgroup of its own under "* ]] || fail "ctsd: $line"
+    w=$(pids_of cts-demo-worker | cut -d' ' -f1)
+    cg=$(inct sed -n 's/^0:://p' "/proc/$w/cgroup")
+    say "worker $w: cgroup $cg"
+    [[ "$cg" == /system.slice/ctsd.service/ctsd-$pid/w* ]] || fail "worker $w is in cgroup $cg"
+    figures="worker $w in $cg"
+}
+
 check_reload() {
     local pid turkey_before c out
     pid=$(main_pid)
@@ -416,8 +432,7 @@ dropin_dir=/run/systemd/system/ctsd.service.d
 
 restart_figures=
 check_restart_fdstore() {
-    mkdir -p "$merged$dropin_dir"
-    printf '[Service]\nWatchdogSec=%ss\n' "$watchdog_sec" >"$merged$dropin_dir/50-test-watchdog.conf"
+    printf '[Service]\nWatchdogSec=%ss\n' "$watchdog_sec" | put "$dropin_dir/50-test-watchdog.conf"
     inct systemctl daemon-reload
     local pid c out
     pid=$(main_pid)
@@ -499,11 +514,12 @@ if isinstance(ret, list):
     sys.exit("errors: " + " | ".join(ret))
 changed = [v["__id__"] for v in ret.values() if v.get("changes")]
 failed = [v["__id__"] + ": " + str(v.get("comment"))[:200] for v in ret.values() if not v.get("result")]
-print(f"{len(ret)} states, {len(changed)} changed ({\" \".join(changed) or \"-\"}), {len(failed)} failed", " | ".join(failed))' <"$1"
+print("%d states, %d changed (%s), %d failed %s" % (len(ret), len(changed), " ".join(changed) or "-",
+      len(failed), " | ".join(failed)))' <"$1"
 }
 
 check_salt() {
-    local s=/root/ctsd-test/salt pid out first second
+    local s=/root/ctsd-test/salt pid out first second c
     mkdir -p "$merged$s/pillar"
     cat >"$merged$s/minion" <<EOF
 file_client: local
@@ -541,6 +557,7 @@ ctsd:
     jordan: {stop_timeout: 15s}
 EOF
     pid=$(main_pid)
+    c=$(cursor)
     salt_call state.apply ctsd >"$run/salt-1.json" 2>"$run/salt-1.err" || fail "first salt-call state.apply ctsd failed"
     first=$(salt_summary "$run/salt-1.json" 2>&1)
     say "first apply: $first"
@@ -553,6 +570,8 @@ EOF
         fail "rendered file: $out"
     inct grep -q 'db_name\|domain\|secrets' /etc/cts/ctsd.yaml && fail "the deploy's other keys reached ctsd.yaml"
     [ "$(main_pid)" = "$pid" ] || fail "ctsd was restarted, not reloaded"
+    journal_since "$c" -u ctsd -o cat | grep -q '^Reloaded ctsd.service' ||
+        fail "ctsd was not reloaded after Salt changed its file"
     [ "$(prop ctsd UnitFileState)" = enabled ] || fail "ctsd is not enabled"
     out=$(clients --once "${seed_targets[@]}") || fail "after the first apply: $out"
     local text
@@ -574,8 +593,7 @@ check_socket_unit() {
     inct sed 's/^ListenStream=127.0.0.1:8003$/ListenStream=127.0.0.1:80/' \
         /usr/share/doc/ctsd/examples/ctsd-jordan.socket >"$merged$unit"
     grep -q '^ListenStream=127.0.0.1:80$' "$merged$unit" || { fail "no ListenStream line to change in the example"; return 1; }
-    inct sed -i 's/port: 8003}/port: 80}/' /etc/cts/ctsd.yaml
-    inct grep -q 'port: 80}' /etc/cts/ctsd.yaml || { fail "could not put jordan on port 80"; return 1; }
+    write_config /etc/cts/ctsd.yaml 3 Jordan 80
     inct systemctl stop ctsd
     inct systemctl daemon-reload
     inct systemctl enable --now ctsd-jordan.socket 2>&1 | sed 's/^/   /'
@@ -618,7 +636,7 @@ check_purge() {
     inct apt purge -y ctsd >"$run/apt-purge.log" 2>&1 || { tail -n 20 "$run/apt-purge.log"; fail "apt purge ctsd failed"; }
     grep -E '^(Removing|Purging)' "$run/apt-purge.log" | sed 's/^/   /'
     local procs listening
-    procs=$(inct pgrep -a -x 'ctsd|ctsctl|cts-demo-worker' || true)
+    procs=$(for p in ctsd ctsctl cts-demo-worker; do inct pgrep -a -x "$p"; done)
     [ -z "$procs" ] || fail "processes left: $procs"
     listening=$(inct ss -Hltn | awk '{ print $4 }' | grep -E ':(80|800[123])$' | tr '\n' ' ' || true)
     [ -z "$listening" ] || fail "still listening: $listening"
@@ -663,6 +681,7 @@ run_check "apt install"          check_install
 run_check "sysusers/tmpfiles"    check_accounts
 run_check "start"                check_start
 run_check "journal"              check_journal
+run_check "cgroup delegation"    check_delegation
 run_check "reload"               check_reload
 run_check "reload (invalid)"     check_reload_invalid
 run_check "restart (fd store)"   check_restart_fdstore
