@@ -60,6 +60,7 @@ say "debootstrap: $((SECONDS - t0)) s"
 # mounted, in a mount namespace of its own (so the mounts go away with it), with a clean
 # environment.
 in_root() {
+    # shellcheck disable=SC2016 # expanded by the inner sh
     unshare --mount --propagation private sh -c '
         set -e
         root=$1 ca=$2
