@@ -72,18 +72,24 @@ inct() {
 
 cleanup() {
     local status=$?
+    # Nothing interrupts the cleanup: a second Ctrl-C would leave the container running.
+    trap '' INT TERM
     set +e
     if [ -n "$client_pid" ] && kill -0 "$client_pid" 2>/dev/null; then
         kill -TERM "$client_pid"
-        wait "$client_pid"
+        wait_gone "$client_pid" 5 || kill -KILL "$client_pid"
+        wait "$client_pid" 2>/dev/null
     fi
     if [ -n "$nspawn_pid" ] && kill -0 "$nspawn_pid" 2>/dev/null; then
         say "stopping the container (systemd-nspawn pid $nspawn_pid)"
         [ -z "$leader" ] || timeout 10 nsenter --target "$leader" --all --root --wd -- \
             /usr/bin/systemctl poweroff --no-block >/dev/null 2>&1
-        wait_gone "$nspawn_pid" 30 ||
-            { kill -TERM "$nspawn_pid"; wait_gone "$nspawn_pid" 15; } ||
-            { [ -z "$leader" ] || kill -KILL "$leader"; kill -KILL "$nspawn_pid"; }
+        if ! wait_gone "$nspawn_pid" 20; then
+            # SIGKILL to the container's init ends every process in its pid namespace.
+            say "no poweroff within 20 s: SIGKILL to the container's init (pid $leader)"
+            [ -z "$leader" ] || kill -KILL "$leader"
+            wait_gone "$nspawn_pid" 10 || kill -KILL "$nspawn_pid"
+        fi
     fi
     [ -z "$nspawn_pid" ] || wait "$nspawn_pid" 2>/dev/null
     remove_cgroups
@@ -112,15 +118,22 @@ wait_gone() {
 }
 
 # The container's cgroups, children first. systemd-nspawn --keep-unit runs the container in
-# the cgroup it is started from, and leaves payload/ and supervisor/ below it.
+# the cgroup it is started from, and leaves payload/ and supervisor/ below it. A cgroup empties
+# once the kernel has reaped its last process: tried for up to 10 s.
 remove_cgroups() {
-    local cg dir
-    for cg in "${cgroups[@]}"; do
-        [ -d "$cg" ] || continue
-        while IFS= read -r dir; do
-            rmdir "$dir" 2>/dev/null || say "cannot remove cgroup $dir: $(tr '\n' ' ' <"$dir/cgroup.procs")"
-        done < <(find "$cg" -depth -type d)
+    local cg dir i left
+    for ((i = 0; i < 100; i++)); do
+        left=
+        for cg in "${cgroups[@]}"; do
+            [ -d "$cg" ] || continue
+            while IFS= read -r dir; do
+                rmdir "$dir" 2>/dev/null || left=$dir
+            done < <(find "$cg" -depth -type d)
+        done
+        [ -n "$left" ] || return 0
+        sleep 0.1
     done
+    say "cannot remove cgroup $left (processes: $(find "$left" -name cgroup.procs -exec cat {} + | tr '\n' ' '))"
 }
 
 # --- results -------------------------------------------------------------------------------------
