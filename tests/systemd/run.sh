@@ -373,6 +373,9 @@ check_start() {
     [ "$(kv max_ms "$out")" -lt 500 ] || fail "right after start an answer took $(kv max_ms "$out") ms"
     awk -v s="$start_s" 'BEGIN { exit !(s >= 1.4) }' ||
         fail "systemctl start returned after ${start_s}s, before the workers' 1.5 s start delay"
+    # For information: LimitNOFILE=65536, capped by the limits the container itself got.
+    # shellcheck disable=SC2016 # expanded by the container's sh
+    say "ctsd's open files limit, soft and hard: $(inct sh -c 'sed -n "s/^Max open files *//p" "/proc/$1/limits"' sh "$(main_pid)" | tr -s ' ')"
     status=$(inct systemctl status ctsd --no-pager --lines=0 || true)
     grep -E '^ +(Active|Status|Main PID):' <<<"$status" | indent
     grep -q 'Active: active (running)' <<<"$status" || fail "not active (running)"
@@ -658,6 +661,15 @@ check_security() {
     grep -E '^✗' <<<"$out" | indent | head -n 40
     awk -v e="${exposure% *}" -v m="$max_exposure" 'BEGIN { exit !(e <= m) }' ||
         fail "exposure ${exposure% *} is above $max_exposure: the unit lost some hardening"
+    # What the hardening must leave alone (the unit's comments say why): no NoNewPrivileges
+    # for ctsd or its workers, whatever the seccomp options imply elsewhere.
+    local pid w nnp
+    pid=$(main_pid)
+    w=$(pids_of cts-demo-worker | cut -d' ' -f1)
+    nnp=$(inct grep -h -E '^(NoNewPrivs|Seccomp):' "/proc/$pid/status" "/proc/$w/status" | tr -s '\t\n' '  ')
+    say "ctsd (pid $pid) and worker $w: $nnp"
+    [ "$nnp" = "NoNewPrivs: 0 Seccomp: 2 NoNewPrivs: 0 Seccomp: 2 " ] ||
+        fail "expected NoNewPrivs 0 and a seccomp filter for ctsd and its workers: $nnp"
     figures="exposure $exposure, at most $max_exposure (systemd-analyze security, systemd $(inct systemctl --version | sed -n '1s/systemd \([0-9]*\).*/\1/p'))"
 }
 
