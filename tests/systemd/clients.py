@@ -14,8 +14,9 @@ Either way it prints one summary line, `key=value` separated by spaces:
   instance names the answers gave, in the targets' order)
 refused counts ECONNREFUSED (nothing listening: what the fd store and socket units prevent);
 reset a connection closed or reset before a whole answer; timeout no answer in --timeout
-seconds; bad an answer that is not a 200 from INSTANCE; failed the sum of these last four. Bounded: at most --max-requests
-requests in all, and every run ends after --seconds plus one --timeout.
+seconds; bad an answer that is not a 200 from INSTANCE; failed the sum of these last four.
+Bounded: at most --max-requests requests in all, and every run ends after --seconds plus one
+--timeout.
 """
 
 import argparse

@@ -77,7 +77,8 @@ t0=$SECONDS
 in_root apt-get install -y -q --no-install-recommends "${build_packages[@]}" ||
     die "installing ${build_packages[*]} failed (log: $log)"
 in_root python3 -m venv /opt/salt || die "python3 -m venv failed (log: $log)"
-if ! in_root /opt/salt/bin/pip install --no-cache-dir --disable-pip-version-check "salt==$salt_version"; then
+if ! in_root /opt/salt/bin/pip install --no-cache-dir --disable-pip-version-check \
+    "salt==$salt_version"; then
     tail -n 30 "$log" >&2
     die "pip install salt==$salt_version failed (log: $log)"
 fi

@@ -133,7 +133,8 @@ remove_cgroups() {
         [ -n "$left" ] || return 0
         sleep 0.1
     done
-    say "cannot remove cgroup $left (processes: $(find "$left" -name cgroup.procs -exec cat {} + | tr '\n' ' '))"
+    say "cannot remove cgroup $left" \
+        "(processes: $(find "$left" -name cgroup.procs -exec cat {} + | tr '\n' ' '))"
 }
 
 # --- results -------------------------------------------------------------------------------------
@@ -188,6 +189,8 @@ for i in items:
 # shellcheck disable=SC2016 # expanded by the container's sh
 environ_of() { inct sh -c 'tr "\0" "\n" <"/proc/$1/environ" | sed -n "s/^$2=//p"' sh "$1" "$2"; }
 indent() { sed 's/^/   /'; }
+# seconds T0 T1 DECIMALS: the time from T0 to T1 (date +%s%N) in seconds.
+seconds() { awk -v a="$1" -v b="$2" -v d="$3" 'BEGIN { printf "%.*f", d, (b - a) / 1e9 }'; }
 cursor() { inct journalctl -q -n 1 --show-cursor | sed -n 's/^-- cursor: //p'; }
 journal_since() {
     local c=$1
@@ -364,18 +367,23 @@ check_start() {
     write_config /etc/cts/ctsd.yaml
     local t0 t1 out status
     t0=$(date +%s%N)
-    inct systemctl start ctsd || { inct journalctl -u ctsd -n 30 --no-pager; fail "systemctl start ctsd failed"; return 1; }
+    if ! inct systemctl start ctsd; then
+        inct journalctl -u ctsd -n 30 --no-pager
+        fail "systemctl start ctsd failed"
+        return 1
+    fi
     t1=$(date +%s%N)
     # At once, no retry: every instance must answer now, and quickly (a worker still in its
     # 1.5 s start delay would keep the connection waiting in the backlog).
     out=$(clients --once --timeout 5 "${seed_targets[@]}") || fail "right after start: $out"
-    start_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", (b - a) / 1e9 }')
+    start_s=$(seconds "$t0" "$t1" 2)
     [ "$(kv max_ms "$out")" -lt 500 ] || fail "right after start an answer took $(kv max_ms "$out") ms"
     awk -v s="$start_s" 'BEGIN { exit !(s >= 1.4) }' ||
         fail "systemctl start returned after ${start_s}s, before the workers' 1.5 s start delay"
     # For information: LimitNOFILE=65536, capped by the limits the container itself got.
     # shellcheck disable=SC2016 # expanded by the container's sh
-    say "ctsd's open files limit, soft and hard: $(inct sh -c 'sed -n "s/^Max open files *//p" "/proc/$1/limits"' sh "$(main_pid)" | tr -s ' ')"
+    say "ctsd's open files limit, soft and hard:" \
+        "$(inct sh -c 'sed -n "s/^Max open files *//p" "/proc/$1/limits"' sh "$(main_pid)" | tr -s ' ')"
     status=$(inct systemctl status ctsd --no-pager --lines=0 || true)
     grep -E '^ +(Active|Status|Main PID):' <<<"$status" | indent
     grep -q 'Active: active (running)' <<<"$status" || fail "not active (running)"
@@ -389,7 +397,8 @@ check_journal() {
     local pid lines
     pid=$(main_pid)
     lines=$(inct journalctl -u ctsd --no-pager -o cat "_PID=$pid" SYSLOG_IDENTIFIER=ctsd)
-    grep -q "^ctsd .* running 3 instances" <<<"$lines" || fail "no 'ctsd ... running 3 instances' line from ctsd (pid $pid)"
+    grep -q "^ctsd .* running 3 instances" <<<"$lines" ||
+        fail "no 'ctsd ... running 3 instances' line from ctsd (pid $pid)"
     grep -q "^ready$" <<<"$lines" || fail "no 'ready' line from ctsd"
     grep -m 1 "running 3 instances" <<<"$lines" | cut -c1-150 | indent
     figures="$(wc -l <<<"$lines") lines from ctsd (pid $pid) in the journal"
@@ -418,7 +427,8 @@ check_reload() {
     inct systemctl reload ctsd || fail "systemctl reload ctsd failed"
     journal_since "$c" -u ctsd -o cat | grep 'reload' | indent
     [ "$(main_pid)" = "$pid" ] || fail "ctsd restarted (pid $pid -> $(main_pid))"
-    [ "$(instance_pids turkey)" = "$turkey_before" ] || fail "turkey's workers changed: $turkey_before -> $(instance_pids turkey)"
+    [ "$(instance_pids turkey)" = "$turkey_before" ] ||
+        fail "turkey's workers changed: $turkey_before -> $(instance_pids turkey)"
     [ "$(instance_pids iraq | wc -w)" = 4 ] || fail "iraq has workers '$(instance_pids iraq)', not 4"
     out=$(clients --once "${seed_targets[@]}") || fail "after reload: $out"
     [[ "$(kv names "$out")" == *Hashemite_Kingdom_of_Jordan ]] || fail "jordan's name not applied: $out"
@@ -440,22 +450,24 @@ check_reload_invalid() {
     fi
     log=$(journal_since "$c" -u ctsd -o cat)
     head -n 8 <<<"$log" | indent
-    grep -q "reload rejected, nothing changed" <<<"$log" || fail "no 'reload rejected, nothing changed' in the journal"
-    grep -q "port 8002 is already used by instance iraq" <<<"$log" || fail "the journal does not say which port clashes"
+    grep -q "reload rejected, nothing changed" <<<"$log" ||
+        fail "no 'reload rejected, nothing changed' in the journal"
+    grep -q "port 8002 is already used by instance iraq" <<<"$log" ||
+        fail "the journal does not say which port clashes"
     [ "$(main_pid)" = "$pid" ] || fail "ctsd restarted"
     [ "$(prop ctsd ActiveState)" = active ] || fail "ctsd is $(prop ctsd ActiveState)"
     [ "$(pids_of cts-demo-worker)" = "$all_before" ] || fail "workers changed"
     clients --once "${seed_targets[@]}" >/dev/null || fail "an instance stopped answering"
     # Back to the valid file.
     write_config /etc/cts/ctsd.yaml 4 "Hashemite Kingdom of Jordan"
-    figures="reload exited non-zero; journal: \"reload rejected, nothing changed\"; same $(wc -w <<<"$all_before") workers"
+    figures="reload exited non-zero; journal: \"reload rejected, nothing changed\";"
+    figures+=" same $(wc -w <<<"$all_before") workers"
 }
 
 # A shorter watchdog for the test (30 s in the unit): a runtime drop-in, gone at the end.
 watchdog_sec=5
 dropin_dir=/run/systemd/system/ctsd.service.d
 
-restart_figures=
 check_restart_fdstore() {
     printf '[Service]\nWatchdogSec=%ss\n' "$watchdog_sec" | put "$dropin_dir/50-test-watchdog.conf"
     inct systemctl daemon-reload
@@ -477,10 +489,11 @@ check_restart_fdstore() {
     [ "$(kv refused "$out")" = 0 ] || fail "$(kv refused "$out") connections refused"
     local bad
     bad=$(kv failed "$out")
-    [ "$bad" = 0 ] || fail "$bad requests failed (reset $(kv reset "$out"), timeout $(kv timeout "$out"), bad $(kv bad "$out"), other $(kv other "$out"))"
+    [ "$bad" = 0 ] || fail "$bad requests failed (reset $(kv reset "$out"), timeout" \
+        "$(kv timeout "$out"), bad $(kv bad "$out"), other $(kv other "$out"))"
     [ "$(kv ok "$out")" -gt 0 ] || fail "no request answered"
-    restart_figures="$(kv requests "$out") requests, $(kv refused "$out") refused, $bad failed, slowest $(kv max_ms "$out") ms"
-    figures="$restart_figures; 3 ports from the fd store"
+    figures="$(kv requests "$out") requests, $(kv refused "$out") refused, $bad failed,"
+    figures+=" slowest $(kv max_ms "$out") ms; 3 ports from the fd store"
 }
 
 watchdog_s=
@@ -504,12 +517,14 @@ check_watchdog() {
         sleep 0.1
     done
     t1=$(date +%s%N)
-    watchdog_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", (b - a) / 1e9 }')
-    journal_since "$c" -o cat -u ctsd | grep -E 'Watchdog|SIGABRT|Main process exited|Scheduled restart|^ready$' | indent
+    watchdog_s=$(seconds "$t0" "$t1" 1)
+    journal_since "$c" -o cat -u ctsd |
+        grep -E 'Watchdog|SIGABRT|Main process exited|Scheduled restart|^ready$' | indent
     if [ "$new" = "$pid" ] || [ "$new" = 0 ]; then
         fail "ctsd (pid $pid) was not restarted"
     fi
-    journal_since "$c" -u ctsd -o cat | grep -q "Watchdog timeout" || fail "no 'Watchdog timeout' in the journal"
+    journal_since "$c" -u ctsd -o cat | grep -q "Watchdog timeout" ||
+        fail "no 'Watchdog timeout' in the journal"
     inct test -e "/proc/$pid" && fail "the old ctsd (pid $pid) is still there"
     local left=""
     for w in $old_workers; do
@@ -521,17 +536,23 @@ check_watchdog() {
     out=$(head -n 1 "$run/watchdog.clients")
     say "clients meanwhile: $out"
     clients --once "${seed_targets[@]}" >/dev/null || fail "not every instance answers after the restart"
-    [ "$(kv refused "$out")" = 0 ] || fail "$(kv refused "$out") connections refused while ctsd was stopped and restarted"
+    [ "$(kv refused "$out")" = 0 ] ||
+        fail "$(kv refused "$out") connections refused while ctsd was stopped and restarted"
     # The kernel writes a core file for SIGABRT where the host's core_pattern says; none may
     # land in the container's root (ctsd's cwd).
     if inct test -e /core; then
         fail "SIGABRT left /core in the container"
         inct rm -f /core
     fi
-    figures="SIGSTOP -> running again in ${watchdog_s}s (WatchdogSec=${watchdog_sec}s, RestartSec=2s); $(wc -w <<<"$old_workers") old workers gone; clients: $(kv requests "$out") requests, $(kv refused "$out") refused, $(kv failed "$out") failed"
+    figures="SIGSTOP -> running again in ${watchdog_s}s (WatchdogSec=${watchdog_sec}s, RestartSec=2s);"
+    figures+=" $(wc -w <<<"$old_workers") old workers gone; clients: $(kv requests "$out") requests,"
+    figures+=" $(kv refused "$out") refused, $(kv failed "$out") failed"
 }
 
-salt_call() { inct /opt/salt/bin/salt-call --local -c /root/ctsd-test/salt --retcode-passthrough --out=json "$@"; }
+salt_call() {
+    inct /opt/salt/bin/salt-call --local -c /root/ctsd-test/salt --retcode-passthrough \
+        --out=json "$@"
+}
 # salt_summary FILE: "N states, N changed (ids), N failed", from state.apply's JSON.
 salt_summary() {
     inct python3 -c '
@@ -563,9 +584,12 @@ EOF
 project_name: cts
 domain: cts.example.org
 instances:
-  turkey: {name: Turkey, prefix: /TR, currency: TRY, port: 8001, db_name: cts_tr, domain: tr.cts.example.org}
-  iraq:   {name: Iraq,   prefix: /IQ, currency: IQD, port: 8002, workers: 3, db_name: cts_iq, domain: iq.cts.example.org}
-  jordan: {name: Jordan, prefix: /JO, currency: JOD, port: 8003, db_name: cts_jo, domain: jo.cts.example.org}
+  turkey: {name: Turkey, prefix: /TR, currency: TRY, port: 8001,
+           db_name: cts_tr, domain: tr.cts.example.org}
+  iraq:   {name: Iraq, prefix: /IQ, currency: IQD, port: 8002, workers: 3,
+           db_name: cts_iq, domain: iq.cts.example.org}
+  jordan: {name: Jordan, prefix: /JO, currency: JOD, port: 8003,
+           db_name: cts_jo, domain: jo.cts.example.org}
 secrets: {db: not-a-secret}
 EOF
     cat >"$merged$s/pillar/ctsd.sls" <<EOF
@@ -585,17 +609,21 @@ ctsd:
 EOF
     pid=$(main_pid)
     c=$(cursor)
-    salt_call state.apply ctsd >"$run/salt-1.json" 2>"$run/salt-1.err" || fail "first salt-call state.apply ctsd failed"
+    salt_call state.apply ctsd >"$run/salt-1.json" 2>"$run/salt-1.err" ||
+        fail "first salt-call state.apply ctsd failed"
     first=$(salt_summary "$run/salt-1.json" 2>&1)
     say "first apply: $first"
     [[ "$first" == *" 0 failed"* ]] || fail "first apply: $first"
     [[ "$first" == *ctsd-config* ]] || fail "first apply did not change /etc/cts/ctsd.yaml"
-    inct grep -q '^# /etc/cts/ctsd.yaml, managed by Salt' /etc/cts/ctsd.yaml || fail "/etc/cts/ctsd.yaml is not Salt's"
+    inct grep -q '^# /etc/cts/ctsd.yaml, managed by Salt' /etc/cts/ctsd.yaml ||
+        fail "/etc/cts/ctsd.yaml is not Salt's"
     out=$(inct ctsd --check --config /etc/cts/ctsd.yaml 2>&1) || fail "ctsd --check: $out"
     say "ctsd --check: $out"
     [[ "$out" == *"3 instances (turkey :8001 /TR, iraq :8002 /IQ, jordan :8003 /JO), 7 workers"* ]] ||
         fail "rendered file: $out"
-    inct grep -q 'db_name\|domain\|secrets' /etc/cts/ctsd.yaml && fail "the deploy's other keys reached ctsd.yaml"
+    if inct grep -q 'db_name\|domain\|secrets' /etc/cts/ctsd.yaml; then
+        fail "the deploy's other keys reached ctsd.yaml"
+    fi
     [ "$(main_pid)" = "$pid" ] || fail "ctsd was restarted, not reloaded"
     journal_since "$c" -u ctsd -o cat | grep -q '^Reloaded ctsd.service' ||
         fail "ctsd was not reloaded after Salt changed its file"
@@ -606,12 +634,15 @@ EOF
     [ "$text" = "3/3 instances running, 7/7 workers ready" ] || fail "STATUS=$text"
     local workers_before
     workers_before=$(pids_of cts-demo-worker)
-    salt_call state.apply ctsd >"$run/salt-2.json" 2>"$run/salt-2.err" || fail "second salt-call state.apply ctsd failed"
+    salt_call state.apply ctsd >"$run/salt-2.json" 2>"$run/salt-2.err" ||
+        fail "second salt-call state.apply ctsd failed"
     second=$(salt_summary "$run/salt-2.json" 2>&1)
     say "second apply: $second"
     [[ "$second" == *" 0 changed (-), 0 failed"* ]] || fail "second apply: $second"
     [ "$(pids_of cts-demo-worker)" = "$workers_before" ] || fail "the second apply touched the workers"
-    figures="salt $(inct /opt/salt/bin/salt-call --version | cut -d' ' -f2): 1st apply ${first%% failed*} failed; ctsd --check ok; reloaded (same pid); 2nd apply changed nothing"
+    figures="salt $(inct /opt/salt/bin/salt-call --version | cut -d' ' -f2): 1st apply"
+    figures+=" ${first%% failed*} failed; ctsd --check ok; reloaded (same pid);"
+    figures+=" 2nd apply changed nothing"
 }
 
 check_socket_unit() {
@@ -619,7 +650,10 @@ check_socket_unit() {
     # The example, as its comments say: the instance's port (80 here) in the socket and the yaml.
     inct sed 's/^ListenStream=127.0.0.1:8003$/ListenStream=127.0.0.1:80/' \
         /usr/share/doc/ctsd/examples/ctsd-jordan.socket >"$merged$unit"
-    grep -q '^ListenStream=127.0.0.1:80$' "$merged$unit" || { fail "no ListenStream line to change in the example"; return 1; }
+    if ! grep -q '^ListenStream=127.0.0.1:80$' "$merged$unit"; then
+        fail "no ListenStream line to change in the example"
+        return 1
+    fi
     write_config /etc/cts/ctsd.yaml 3 Jordan 80
     inct systemctl stop ctsd
     inct systemctl daemon-reload
@@ -645,7 +679,8 @@ check_socket_unit() {
     t1=$(date +%s%N)
     [ "$(kv refused "$out")" = 0 ] || fail "port 80 refused a connection while ctsd was stopped"
     [ "$(prop ctsd ActiveState)" = active ] || fail "the request did not start ctsd again"
-    figures="LISTEN_FDNAMES=$names; ctsd stopped: port 80 accepted, answered after $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", (b - a) / 1e9 }')s (ctsd started by the socket)"
+    figures="LISTEN_FDNAMES=$names; ctsd stopped: port 80 accepted, answered after"
+    figures+=" $(seconds "$t0" "$t1" 1)s (ctsd started by the socket)"
 }
 
 # The unit's exposure may not grow past this (systemd 252's scale; 4.7 before the unit dropped
@@ -670,11 +705,15 @@ check_security() {
     say "ctsd (pid $pid) and worker $w: $nnp"
     [ "$nnp" = "NoNewPrivs: 0 Seccomp: 2 NoNewPrivs: 0 Seccomp: 2 " ] ||
         fail "expected NoNewPrivs 0 and a seccomp filter for ctsd and its workers: $nnp"
-    figures="exposure $exposure, at most $max_exposure (systemd-analyze security, systemd $(inct systemctl --version | sed -n '1s/systemd \([0-9]*\).*/\1/p'))"
+    figures="exposure $exposure, at most $max_exposure (systemd-analyze security, systemd"
+    figures+=" $(inct systemctl --version | sed -n '1s/systemd \([0-9]*\).*/\1/p'))"
 }
 
 check_purge() {
-    inct apt purge -y ctsd >"$run/apt-purge.log" 2>&1 || { tail -n 20 "$run/apt-purge.log"; fail "apt purge ctsd failed"; }
+    if ! inct apt purge -y ctsd >"$run/apt-purge.log" 2>&1; then
+        tail -n 20 "$run/apt-purge.log"
+        fail "apt purge ctsd failed"
+    fi
     grep -E '^(Removing|Purging)' "$run/apt-purge.log" | indent
     local procs listening
     procs=$(for p in ctsd ctsctl cts-demo-worker; do inct pgrep -a -x "$p"; done)
@@ -690,12 +729,13 @@ check_purge() {
     # Kept, as Debian policy asks or as the test made them: the accounts (policy: never removed,
     # files may still belong to them; the account files' backups come with them), the deploy's
     # /var/www/cts, the demo worker, the admin's socket unit.
-    comm -13 "$run/files.before" "$run/files.after" |
-        grep -v -x -E '/etc/(passwd|group|shadow|gshadow)-|/var/www|/var/www/cts|/usr/local/bin/cts-demo-worker|/etc/systemd/system/ctsd-jordan.socket' \
-            >"$run/files.stray" || true
+    local kept='/etc/(passwd|group|shadow|gshadow)-|/var/www|/var/www/cts'
+    kept+='|/usr/local/bin/cts-demo-worker|/etc/systemd/system/ctsd-jordan.socket'
+    comm -13 "$run/files.before" "$run/files.after" | grep -v -x -E "$kept" >"$run/files.stray" || true
     if [ -s "$run/files.stray" ]; then
         sed 's/^/   stray: /' "$run/files.stray"
-        fail "$(wc -l <"$run/files.stray") stray file(s) after purge: $(head -n 3 "$run/files.stray" | tr '\n' ' ')"
+        fail "$(wc -l <"$run/files.stray") stray file(s) after purge:" \
+            "$(head -n 3 "$run/files.stray" | tr '\n' ' ')"
     fi
     local gone
     gone=$(comm -23 "$run/files.before" "$run/files.after" | head -n 5 | tr '\n' ' ')
