@@ -606,6 +606,9 @@ ctsd:
       stop_timeout: 10s
   instances:
     jordan: {stop_timeout: 15s}
+  # Written to /etc/cts/secrets/<key>.env (root, 0600), each instance's env_file.
+  secrets:
+    jordan: {SECRET_KEY: not-a-secret, DB_PASSWORD: 'jo "quoted" \$x'}
 EOF
     pid=$(main_pid)
     c=$(cursor)
@@ -621,9 +624,17 @@ EOF
     say "ctsd --check: $out"
     [[ "$out" == *"3 instances (turkey :8001 /TR, iraq :8002 /IQ, jordan :8003 /JO), 7 workers"* ]] ||
         fail "rendered file: $out"
-    if inct grep -q 'db_name\|domain\|secrets' /etc/cts/ctsd.yaml; then
-        fail "the deploy's other keys reached ctsd.yaml"
+    # Neither the deploy's other keys nor a secret's value are in ctsd.yaml.
+    if inct grep -q -E 'project_name|db_name|domain|not-a-secret|quoted' /etc/cts/ctsd.yaml; then
+        fail "the deploy's other keys or a secret reached ctsd.yaml"
     fi
+    local mode
+    mode=$(inct stat -c '%a %U:%G' /etc/cts/secrets/jordan.env)
+    [ "$mode" = "600 root:root" ] || fail "/etc/cts/secrets/jordan.env: '$mode', expected 600 root:root"
+    local jw
+    jw=$(instance_pids jordan | cut -d' ' -f1)
+    [ "$(environ_of "$jw" DB_PASSWORD)" = "jo \"quoted\" \$x" ] ||
+        fail "jordan's worker $jw has DB_PASSWORD='$(environ_of "$jw" DB_PASSWORD)' from the secrets"
     [ "$(main_pid)" = "$pid" ] || fail "ctsd was restarted, not reloaded"
     journal_since "$c" -u ctsd -o cat | grep -q '^Reloaded ctsd.service' ||
         fail "ctsd was not reloaded after Salt changed its file"
@@ -641,7 +652,7 @@ EOF
     [[ "$second" == *" 0 changed (-), 0 failed"* ]] || fail "second apply: $second"
     [ "$(pids_of cts-demo-worker)" = "$workers_before" ] || fail "the second apply touched the workers"
     figures="salt $(inct /opt/salt/bin/salt-call --version | cut -d' ' -f2): 1st apply"
-    figures+=" ${first%% failed*} failed; ctsd --check ok; reloaded (same pid);"
+    figures+=" ${first%% failed*} failed; ctsd --check ok; reloaded (same pid); secrets reach jordan;"
     figures+=" 2nd apply changed nothing"
 }
 
@@ -728,9 +739,10 @@ check_purge() {
     snapshot >"$run/files.after"
     # Kept, as Debian policy asks or as the test made them: the accounts (policy: never removed,
     # files may still belong to them; the account files' backups come with them), the deploy's
-    # /var/www/cts, the demo worker, the admin's socket unit.
+    # /var/www/cts, the demo worker, the admin's socket unit, the secrets Salt wrote.
     local kept='/etc/(passwd|group|shadow|gshadow)-|/var/www|/var/www/cts'
     kept+='|/usr/local/bin/cts-demo-worker|/etc/systemd/system/ctsd-jordan.socket'
+    kept+='|/etc/cts|/etc/cts/secrets|/etc/cts/secrets/(turkey|iraq|jordan)\.env'
     comm -13 "$run/files.before" "$run/files.after" | grep -v -x -E "$kept" >"$run/files.stray" || true
     if [ -s "$run/files.stray" ]; then
         sed 's/^/   stray: /' "$run/files.stray"
@@ -742,6 +754,7 @@ check_purge() {
     [ -z "$gone" ] || fail "purge removed what was there before: $gone"
     inct getent passwd cts >/dev/null || fail "user cts removed (policy keeps it)"
     figures="no process, no listener, no stray file; kept: users cts, groups cts and cts-admin"
+    figures+=" (policy), Salt's /etc/cts/secrets (the admin's)"
 }
 
 poweroff_s=
