@@ -473,16 +473,16 @@ check_restart_fdstore() {
     inct systemctl daemon-reload
     local pid c out
     pid=$(main_pid)
-    clients --seconds 7 --threads 2 "${seed_targets[@]}" >"$run/restart.clients" 2>&1 &
+    clients --seconds 7 --threads 2 "${seed_targets[@]}" >"$run/restart.clients" 2>"$run/restart.err" &
     client_pid=$!
     sleep 1.5
     c=$(cursor)
     inct systemctl restart ctsd || fail "systemctl restart ctsd failed"
-    wait "$client_pid" || fail "the clients failed: $(cat "$run/restart.clients")"
+    wait "$client_pid" || fail "the clients failed: $(cat "$run/restart.err")"
     client_pid=
-    out=$(head -n 1 "$run/restart.clients")
+    out=$(cat "$run/restart.clients")
     say "clients: $out"
-    sed -n 's/^first problem: /   first problem: /p' "$run/restart.clients"
+    indent <"$run/restart.err"
     [ "$(main_pid)" != "$pid" ] || fail "ctsd was not restarted"
     journal_since "$c" -u ctsd -o cat | grep -c 'using the socket passed by systemd as `store\.' |
         grep -qx 3 || fail "the new ctsd did not take the 3 ports from the fd store"
@@ -504,7 +504,8 @@ check_watchdog() {
     [ "$(environ_of "$pid" WATCHDOG_USEC)" = "$((watchdog_sec * 1000000))" ] ||
         fail "ctsd does not run with WATCHDOG_USEC for ${watchdog_sec}s"
     c=$(cursor)
-    clients --seconds $((watchdog_sec + 6)) --threads 1 "${seed_targets[@]}" >"$run/watchdog.clients" 2>&1 &
+    clients --seconds $((watchdog_sec + 6)) --threads 1 "${seed_targets[@]}" \
+        >"$run/watchdog.clients" 2>"$run/watchdog.err" &
     client_pid=$!
     t0=$(date +%s%N)
     inct kill -STOP "$pid"
@@ -533,9 +534,13 @@ check_watchdog() {
     [ -z "$left" ] || fail "workers of the old ctsd still running:$left"
     wait "$client_pid" || true
     client_pid=
-    out=$(head -n 1 "$run/watchdog.clients")
+    out=$(cat "$run/watchdog.clients")
     say "clients meanwhile: $out"
+    indent <"$run/watchdog.err"
     clients --once "${seed_targets[@]}" >/dev/null || fail "not every instance answers after the restart"
+    # Refused: none, the fd store keeps the ports. Failed: requests in flight on the old
+    # workers, which systemd SIGKILLs with the hung ctsd (KillMode=mixed), are lost.
+    [ -n "$(kv refused "$out")" ] || fail "no figures from the clients: $(cat "$run/watchdog.err")"
     [ "$(kv refused "$out")" = 0 ] ||
         fail "$(kv refused "$out") connections refused while ctsd was stopped and restarted"
     # The kernel writes a core file for SIGABRT where the host's core_pattern says; none may
@@ -546,7 +551,7 @@ check_watchdog() {
     fi
     figures="SIGSTOP -> running again in ${watchdog_s}s (WatchdogSec=${watchdog_sec}s, RestartSec=2s);"
     figures+=" $(wc -w <<<"$old_workers") old workers gone; clients: $(kv requests "$out") requests,"
-    figures+=" $(kv refused "$out") refused, $(kv failed "$out") failed"
+    figures+=" $(kv refused "$out") refused, $(kv failed "$out") failed (cut on SIGKILLed workers)"
 }
 
 salt_call() {
