@@ -91,14 +91,24 @@ ctsd-config:
       - pkg: ctsd-package
       - file: ctsd-config-dir
 
+# Enabled by a state of its own: a state that changes something itself (enabling the unit)
+# skips its watch, so `enable: True` on ctsd-service would leave a running but not yet enabled
+# ctsd on its old file when the file changes in the same run.
+ctsd-service-enabled:
+  service.enabled:
+    - name: ctsd
+    - require:
+      - pkg: ctsd-package
+
 ctsd-service:
   service.running:
     - name: ctsd
-    - enable: True
     # A changed file is applied with `systemctl reload ctsd` (ExecReload: ctsctl reload):
-    # only the instances that changed are touched, and an error fails this state.
+    # only the instances that changed are touched, and an error fails this state. (Not when
+    # this state starts ctsd: it starts on the new file.)
     - reload: True
     - require:
       - pkg: ctsd-package
+      - service: ctsd-service-enabled
     - watch:
       - file: ctsd-config
