@@ -1,0 +1,562 @@
+"""cts_preload: import a WSGI application once, then fork its workers on ctsd's request.
+
+ctsd runs ONE loader per instance::
+
+    python3 -m cts_preload [--worker-class sync|gthread|stdlib] [--threads N]
+                           [--timeout S] [--no-freeze] [--warm PATH] MODULE:CALLABLE
+
+with the instance's listening socket on fd 3 (``LISTEN_FDS=1``) and one end of a Unix
+``SOCK_SEQPACKET`` socketpair on the fd that ``CTS_PRELOAD_FD`` names. The loader imports the
+application (Django set-up included), freezes the garbage collector's view of what it loaded
+(``gc.freeze()``: the workers then never write to those objects' GC headers, so the pages stay
+shared copy-on-write) and says ``ready <pid>`` on the channel. From then on it only answers
+``spawn`` requests, and exits when the channel reaches end of file (ctsd closed its end, or
+died). It never wakes up by itself.
+
+The protocol (one message per ``send``; the channel keeps message boundaries):
+
+ctsd to loader:
+    ``spawn <id>`` [``\\0KEY=VALUE``]... [``\\0KEY``]...
+        with SCM_RIGHTS: the worker's stdout and its stderr, in that order (no fds: the worker
+        keeps the loader's). ``<id>`` is ctsd's name for the worker (ASCII, no space, no NUL).
+        ``KEY=VALUE`` entries are set in the worker's environment, a bare ``KEY`` is removed
+        from it (``CTS_WORKER``, ``NOTIFY_SOCKET``, ...).
+
+loader to ctsd:
+    ``ready <loader pid>``       the application is loaded: the loader takes spawn requests.
+    ``failed <traceback>``       the application cannot be loaded; the loader exits with
+                                 status 4 (the traceback also goes to its stderr).
+    ``pid <id> <pid>``           the worker ``<id>`` was forked; it is ctsd's child (reparented
+                                 to ctsd, its subreaper), in its own process group (pgid = pid).
+    ``error <id> <message>``     the worker could not be forked (nothing is left running).
+
+Each ``spawn`` gets exactly one ``pid`` or ``error`` answer, in order. A worker does not run
+any of the application's code before its ``pid`` answer has been sent (ctsd reads the answer
+before it reaps: see docs/preload.md), and then sends ``READY=1`` to ``NOTIFY_SOCKET`` (when
+its environment has one) as it starts accepting on fd 3. SIGTERM: the worker finishes the
+request in hand and exits 0.
+
+This module is standard library only; gunicorn (when installed) provides the ``sync`` and
+``gthread`` worker classes, ``stdlib`` is a small server of this module's own.
+"""
+
+import ctypes
+import errno
+import gc
+import os
+import signal
+import socket
+import struct
+import sys
+import threading
+import traceback
+
+CONTROL_FD_VAR = "CTS_PRELOAD_FD"
+LISTEN_FD = 3
+MAX_MESSAGE = 64 * 1024
+MAX_FDS = 2
+
+EXIT_USAGE = 2
+EXIT_LOAD_FAILED = 4
+EXIT_REQUEST_TIMEOUT = 124
+EXIT_SETUP_FAILED = 70
+
+WORKER_CLASSES = ("sync", "gthread", "stdlib")
+
+_PR_SET_PDEATHSIG = 1
+_PR_SET_NAME = 15
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _prctl(option, value):
+    if _libc.prctl(option, ctypes.c_ulong(value), 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def set_process_name(name):
+    """The name `ps -o comm` and `top` show (15 bytes at most); failures are ignored."""
+    try:
+        buf = ctypes.create_string_buffer(name.encode()[:15])
+        _libc.prctl(_PR_SET_NAME, buf, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def notify(state):
+    """sd_notify: sends ``state`` to ``$NOTIFY_SOCKET`` when set (a path or an ``@abstract``
+    name). Errors are written to stderr, never raised: readiness is ctsd's business."""
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            s.sendto(state.encode(), addr)
+    except OSError as e:
+        print(f"cts_preload: cannot notify {state!r}: {e}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def import_app(spec):
+    """``module:callable`` (``module`` alone means ``module:application``), imported."""
+    import importlib
+
+    module, _, name = spec.partition(":")
+    name = name or "application"
+    if not module:
+        raise ImportError(f"no module in {spec!r} (expected MODULE:CALLABLE)")
+    obj = importlib.import_module(module)
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise TypeError(f"{spec} is not callable")
+    return obj
+
+
+def _django_close_connections():
+    """Connections the application opened at import would be shared by every worker: close
+    them (Django opens them lazily, so there usually are none)."""
+    db = sys.modules.get("django.db")
+    if db is not None:
+        try:
+            db.connections.close_all()
+        except Exception as e:  # a broken backend must not stop the loader
+            print(f"cts_preload: closing Django's connections: {e}", file=sys.stderr, flush=True)
+
+
+def warm(app, path):
+    """Runs one GET ``path`` through the application in the loader, so that what the first
+    request imports or builds lazily (URLconf, views, database backend) is shared by the
+    workers instead of being made again in each. The answer is thrown away."""
+    import io
+
+    script = os.environ.get("SCRIPT_NAME", "")
+    path_info = path[len(script):] if script and path.startswith(script) else path
+    environ = {
+        "REQUEST_METHOD": "GET", "SCRIPT_NAME": script, "PATH_INFO": path_info,
+        "QUERY_STRING": "", "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1", "HTTP_HOST": "127.0.0.1", "REMOTE_ADDR": "127.0.0.1",
+        "wsgi.version": (1, 0), "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(),
+        "wsgi.errors": sys.stderr, "wsgi.multithread": False, "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+    }
+    status = []
+    result = app(environ, lambda s, h, exc_info=None: status.append(s) or (lambda b: None))
+    try:
+        for _ in result:
+            pass
+    finally:
+        if hasattr(result, "close"):
+            result.close()
+    return status[0] if status else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Servers: how a forked worker serves fd 3. Built in the loader (imports happen before the
+# fork, so they are shared), run in the worker.
+
+
+class RequestTimer:
+    """A per-request time limit without any timer when idle: SIGALRM is armed when a request
+    is accepted and disarmed when it is answered. On expiry the request is interrupted
+    (``RequestTimeout``, which ``except Exception`` does not catch), the stack is written to
+    stderr and the worker exits with status 124 after answering 500."""
+
+    def __init__(self, seconds):
+        self.seconds = float(seconds or 0)
+        self.expired = False
+
+    def install(self):
+        if self.seconds > 0:
+            signal.signal(signal.SIGALRM, self._expire)
+
+    def arm(self):
+        if self.seconds > 0:
+            signal.setitimer(signal.ITIMER_REAL, self.seconds)
+
+    def disarm(self):
+        if self.seconds > 0:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+
+    def _expire(self, signum, frame):
+        self.expired = True
+        sys.stderr.write(f"cts_preload: request timeout after {self.seconds:g} s in worker "
+                         f"{os.getpid()}; the request was at:\n")
+        traceback.print_stack(frame, file=sys.stderr)
+        sys.stderr.flush()
+        raise RequestTimeout()
+
+
+class RequestTimeout(BaseException):
+    """Raised into a request that exceeded ``--timeout``."""
+
+
+class StdlibServer:
+    """A minimal synchronous HTTP/1.0 server from the standard library (wsgiref's request
+    handler): one request per connection, like gunicorn's sync worker. Idle, it blocks in
+    epoll_wait on fd 3 (registered EPOLLEXCLUSIVE: one worker is woken per connection) and on
+    the signal wake-up pipe, with no timeout."""
+
+    name = "stdlib"
+
+    def __init__(self, app, timeout):
+        from wsgiref.simple_server import WSGIRequestHandler  # imported in the loader
+
+        self.app = app
+        self.timer = RequestTimer(timeout)
+        script_name = os.environ.get("SCRIPT_NAME", "").rstrip("/")
+
+        class Handler(WSGIRequestHandler):
+            def get_environ(self):
+                env = super().get_environ()
+                path = env.get("PATH_INFO", "")
+                # As gunicorn does: the prefix ctsd puts in SCRIPT_NAME leaves PATH_INFO.
+                if script_name and (path == script_name or path.startswith(script_name + "/")):
+                    env["SCRIPT_NAME"] = script_name
+                    env["PATH_INFO"] = path[len(script_name):]
+                return env
+
+            def log_request(self, code="-", size="-"):  # no access log, as gunicorn's default
+                pass
+
+        self.handler = Handler
+
+    def serve(self):
+        listener = socket.socket(fileno=LISTEN_FD)
+        listener.setblocking(False)
+        host, port = listener.getsockname()[:2]
+        app = self.app
+
+        class Server:  # what wsgiref's handler reads of its server
+            base_environ = {"SERVER_NAME": str(host), "GATEWAY_INTERFACE": "CGI/1.1",
+                            "SERVER_PORT": str(port), "REMOTE_HOST": "", "CONTENT_LENGTH": "",
+                            "SCRIPT_NAME": ""}
+
+            @staticmethod
+            def get_app():
+                return app
+
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w)
+        state = {"stop": False}
+
+        def on_term(signum, frame):
+            state["stop"] = True
+
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, on_term)
+        self.timer.install()
+        import select
+
+        poller = select.epoll()
+        poller.register(listener.fileno(), select.EPOLLIN | select.EPOLLEXCLUSIVE)
+        poller.register(wake_r, select.EPOLLIN)
+        notify("READY=1")
+        while not state["stop"]:
+            for fd, _ in poller.poll():
+                if fd == wake_r:
+                    try:
+                        os.read(wake_r, 512)
+                    except BlockingIOError:
+                        pass
+            if state["stop"]:
+                break
+            while not state["stop"]:
+                try:
+                    conn, addr = listener.accept()
+                except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                    break
+                self._handle(conn, addr, Server)
+                if self.timer.expired:
+                    return EXIT_REQUEST_TIMEOUT
+        return 0
+
+    def _handle(self, conn, addr, server):
+        conn.setblocking(True)
+        self.timer.arm()
+        try:
+            self.handler(conn, addr, server)
+        except RequestTimeout:
+            try:
+                conn.sendall(b"HTTP/1.0 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n")
+            except OSError:
+                pass
+        except OSError:
+            pass  # the client went away
+        finally:
+            self.timer.disarm()
+            try:
+                conn.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+            conn.close()
+
+
+def make_server(kind, app, threads, timeout):
+    if kind == "stdlib":
+        return StdlibServer(app, timeout)
+    from . import _gunicorn
+
+    return _gunicorn.GunicornServer(kind, app, threads, timeout)
+
+
+# ---------------------------------------------------------------------------------------------
+# The loader
+
+
+class Loader:
+    def __init__(self, channel, supervisor, server):
+        self.channel = channel
+        self.supervisor = supervisor  # ctsd's pid: every worker must end up its child
+        self.server = server
+
+    def send(self, text):
+        self.channel.send(text if isinstance(text, bytes) else text.encode())
+
+    def run(self):
+        """Answers spawn requests until the channel reaches end of file."""
+        fd_space = socket.CMSG_SPACE(MAX_FDS * 4)
+        while True:
+            try:
+                msg, anc, flags, _ = self.channel.recvmsg(MAX_MESSAGE, fd_space)
+            except ConnectionResetError:
+                return 0
+            fds = []
+            for level, kind, data in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds.extend(struct.unpack(f"{len(data) // 4}i", data[: len(data) // 4 * 4]))
+            if not msg and not fds:
+                return 0  # end of file: ctsd closed its end
+            try:
+                self.handle(msg, fds, flags)
+            finally:
+                for fd in fds:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+
+    def handle(self, msg, fds, flags):
+        fields = msg.split(b"\0")
+        words = fields[0].split(b" ")
+        wid = words[1].decode(errors="replace") if len(words) > 1 else "-"
+        if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+            return self.send(f"error {wid} message or fds truncated")
+        if words[0] != b"spawn" or len(words) != 2 or not words[1]:
+            return self.send(f"error {wid} unknown request {fields[0][:80]!r}")
+        if len(fds) not in (0, 2):
+            return self.send(f"error {wid} expected 2 fds (stdout, stderr), got {len(fds)}")
+        env, unset = {}, []
+        for entry in fields[1:]:
+            if not entry:
+                continue
+            key, eq, value = entry.partition(b"=")
+            if eq:
+                env[os.fsdecode(key)] = os.fsdecode(value)
+            else:
+                unset.append(os.fsdecode(key))
+        self.spawn(wid, env, unset, fds)
+
+    def spawn(self, wid, env, unset, fds):
+        """Double fork: the intermediate child forks the worker and exits, so the worker is
+        reparented to ctsd (the subreaper). The worker waits on `go` until the loader has
+        checked the reparenting and sent the pid."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid_r, pid_w = os.pipe()
+        go_r, go_w = os.pipe()
+        try:
+            middle = os.fork()
+        except OSError as e:
+            for fd in (pid_r, pid_w, go_r, go_w):
+                os.close(fd)
+            return self.send(f"error {wid} fork: {e}")
+        if middle == 0:  # the intermediate child: fork the worker, say its pid, exit
+            code = 1
+            try:
+                os.close(pid_r)
+                os.close(go_w)
+                pid = os.fork()
+                if pid == 0:
+                    os.close(pid_w)
+                    worker_main(self, wid, env, unset, fds, go_r)  # never returns
+                try:
+                    os.setpgid(pid, pid)  # also done by the worker: whichever runs first
+                except OSError:
+                    pass
+                os.write(pid_w, struct.pack("i", pid))
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(pid_w)
+        os.close(go_r)
+        try:
+            data = b""
+            while len(data) < 4:
+                chunk = os.read(pid_r, 4 - len(data))
+                if not chunk:
+                    break
+                data += chunk
+            os.close(pid_r)
+            _, status = os.waitpid(middle, 0)
+            if len(data) != 4:
+                return self.send(f"error {wid} fork of the worker failed (intermediate status "
+                                 f"{os.waitstatus_to_exitcode(status)})")
+            (pid,) = struct.unpack("i", data)
+            parent = _parent_of(pid)
+            if parent != self.supervisor:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                return self.send(f"error {wid} worker {pid} was adopted by {parent}, not by "
+                                 f"{self.supervisor}: is ctsd a child subreaper?")
+            self.send(f"pid {wid} {pid}")
+            os.write(go_w, b"g")
+        finally:
+            os.close(go_w)
+        return None
+
+
+def _parent_of(pid):
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def worker_main(loader, wid, env, unset, fds, go_r):
+    """The forked worker: never returns (os._exit)."""
+    code = EXIT_SETUP_FAILED
+    try:
+        try:
+            os.setpgid(0, 0)
+        except OSError:
+            pass
+        go = os.read(go_r, 1)
+        os.close(go_r)
+        if go != b"g":
+            os._exit(EXIT_SETUP_FAILED)  # the loader refused or died: nobody expects us
+        # Now ctsd's child: die with it, as ctsd's other workers do (ctsd's own spawn sets
+        # SIGKILL too). Set only now: the death signal also fires on the reparenting itself.
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != loader.supervisor:
+            os._exit(EXIT_SETUP_FAILED)  # ctsd died between the check and here
+        loader.channel.close()
+        if fds:
+            os.dup2(fds[0], 1)
+            os.dup2(fds[1], 2)
+            for fd in fds:
+                if fd > 2:
+                    os.close(fd)
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+                    signal.SIGUSR2, signal.SIGCHLD, signal.SIGALRM, signal.SIGWINCH,
+                    signal.SIGABRT):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        for key in unset:
+            os.environ.pop(key, None)
+        os.environ.update(env)
+        os.environ["LISTEN_PID"] = str(os.getpid())
+        try:
+            sys.stdout.reconfigure(line_buffering=True)  # one write per line into the pipe
+        except (AttributeError, ValueError):
+            pass
+        set_process_name("cts-worker")
+        code = loader.server.serve()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        try:
+            import atexit
+
+            atexit._run_exitfuncs()  # as a gunicorn worker's sys.exit would (logging flush)
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def parse_args(argv):
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python3 -m cts_preload",
+                                description="Import a WSGI application once and fork its "
+                                            "workers on ctsd's request (see docs/preload.md).")
+    p.add_argument("app", metavar="MODULE:CALLABLE")
+    p.add_argument("--worker-class", choices=WORKER_CLASSES, default="sync",
+                   help="sync (gunicorn's, the default), gthread (gunicorn's) or stdlib")
+    p.add_argument("--threads", type=int, default=1, help="threads per gthread worker")
+    p.add_argument("--timeout", type=float, default=30.0,
+                   help="per-request limit in seconds for sync and stdlib workers (0: none); "
+                        "armed per request, never a periodic timer")
+    p.add_argument("--no-freeze", dest="freeze", action="store_false",
+                   help="skip gc.freeze() before forking (for measurements)")
+    p.add_argument("--warm", metavar="PATH",
+                   help="GET PATH through the application once before forking")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    fd_text = os.environ.pop(CONTROL_FD_VAR, "")
+    try:
+        fd = int(fd_text)
+        channel = socket.socket(fileno=fd)
+        if channel.type != socket.SOCK_SEQPACKET:
+            raise ValueError("not a SOCK_SEQPACKET socket")
+    except (ValueError, OSError) as e:
+        print(f"cts_preload: {CONTROL_FD_VAR}={fd_text!r}: no control channel ({e})",
+              file=sys.stderr)
+        return EXIT_USAGE
+    os.set_inheritable(fd, False)
+    supervisor = os.getppid()
+    set_process_name("cts-preload")
+    # The loader's own readiness goes on the channel; workers get their NOTIFY_SOCKET by spawn.
+    loader_notify = os.environ.pop("NOTIFY_SOCKET", None)
+    try:
+        app = import_app(args.app)
+        if args.warm:
+            warm(app, args.warm)
+        server = make_server(args.worker_class, app, args.threads, args.timeout)
+    except BaseException as e:
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        text = traceback.format_exc()
+        sys.stderr.write(f"cts_preload: cannot load {args.app}:\n{text}")
+        sys.stderr.flush()
+        try:
+            channel.send(b"failed " + text.encode(errors="replace")[-(MAX_MESSAGE - 16):])
+        except OSError:
+            pass
+        return EXIT_LOAD_FAILED
+    _django_close_connections()
+    others = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+    if others:
+        print(f"cts_preload: the application started threads at import ({', '.join(others)}); "
+              f"forked workers do not have them", file=sys.stderr, flush=True)
+    gc.collect()
+    if args.freeze:
+        gc.freeze()
+    try:
+        channel.send(f"ready {os.getpid()}".encode())
+    except OSError:
+        return 0  # ctsd is gone already
+    if loader_notify:
+        os.environ["NOTIFY_SOCKET"] = loader_notify
+        notify("READY=1")
+        del os.environ["NOTIFY_SOCKET"]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return Loader(channel, supervisor, server).run()
