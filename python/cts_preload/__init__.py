@@ -54,7 +54,7 @@ import traceback
 CONTROL_FD_VAR = "CTS_PRELOAD_FD"
 LISTEN_FD = 3
 MAX_MESSAGE = 64 * 1024
-MAX_FDS = 2
+MAX_FDS = 4
 
 EXIT_USAGE = 2
 EXIT_LOAD_FAILED = 4
@@ -265,17 +265,26 @@ class StdlibServer:
                         os.read(wake_r, 512)
                     except BlockingIOError:
                         pass
-            if state["stop"]:
-                break
             while not state["stop"]:
-                try:
-                    conn, addr = listener.accept()
-                except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                if not self._accept(listener, Server):
                     break
-                self._handle(conn, addr, Server)
                 if self.timer.expired:
                     return EXIT_REQUEST_TIMEOUT
-        return 0
+        # EPOLLEXCLUSIVE woke only this worker for a connection that may have arrived as it was
+        # told to stop: no other worker was woken for it. Once out of the wait queue (close),
+        # take that one connection, if any; later ones wake the other workers.
+        poller.close()
+        self._accept(listener, Server)
+        return EXIT_REQUEST_TIMEOUT if self.timer.expired else 0
+
+    def _accept(self, listener, server):
+        """Serves one connection if one is waiting; whether one was."""
+        try:
+            conn, addr = listener.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return False
+        self._handle(conn, addr, server)
+        return True
 
     def _handle(self, conn, addr, server):
         conn.setblocking(True)
@@ -311,16 +320,20 @@ def make_server(kind, app, threads, timeout):
 
 
 class Loader:
-    def __init__(self, channel, supervisor, server):
+    """Answers requests on the channel: ``spawn`` (a worker, in an instance's loader) or
+    ``loader`` (an instance's loader, in the shared root)."""
+
+    def __init__(self, channel, supervisor, server=None, args=None):
         self.channel = channel
-        self.supervisor = supervisor  # ctsd's pid: every worker must end up its child
-        self.server = server
+        self.supervisor = supervisor  # ctsd's pid: every child must end up its child
+        self.server = server  # None in the root
+        self.args = args
 
     def send(self, text):
         self.channel.send(text if isinstance(text, bytes) else text.encode())
 
     def run(self):
-        """Answers spawn requests until the channel reaches end of file."""
+        """Answers requests until the channel reaches end of file."""
         fd_space = socket.CMSG_SPACE(MAX_FDS * 4)
         while True:
             try:
@@ -346,12 +359,14 @@ class Loader:
         fields = msg.split(b"\0")
         words = fields[0].split(b" ")
         wid = words[1].decode(errors="replace") if len(words) > 1 else "-"
+        want = b"spawn" if self.server is not None else b"loader"
+        nfds = (0, 2) if want == b"spawn" else (4,)
         if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
             return self.send(f"error {wid} message or fds truncated")
-        if words[0] != b"spawn" or len(words) != 2 or not words[1]:
+        if words[0] != want or len(words) != 2 or not words[1]:
             return self.send(f"error {wid} unknown request {fields[0][:80]!r}")
-        if len(fds) not in (0, 2):
-            return self.send(f"error {wid} expected 2 fds (stdout, stderr), got {len(fds)}")
+        if len(fds) not in nfds:
+            return self.send(f"error {wid} expected {' or '.join(map(str, nfds))} fds, got {len(fds)}")
         env, unset = {}, []
         for entry in fields[1:]:
             if not entry:
@@ -361,11 +376,11 @@ class Loader:
                 env[os.fsdecode(key)] = os.fsdecode(value)
             else:
                 unset.append(os.fsdecode(key))
-        self.spawn(wid, env, unset, fds)
+        self.fork(wid, env, unset, fds)
 
-    def spawn(self, wid, env, unset, fds):
-        """Double fork: the intermediate child forks the worker and exits, so the worker is
-        reparented to ctsd (the subreaper). The worker waits on `go` until the loader has
+    def fork(self, wid, env, unset, fds):
+        """Double fork: the intermediate child forks the new process and exits, so that one is
+        reparented to ctsd (the subreaper). The new process waits on `go` until the loader has
         checked the reparenting and sent the pid."""
         sys.stdout.flush()
         sys.stderr.flush()
@@ -377,7 +392,7 @@ class Loader:
             for fd in (pid_r, pid_w, go_r, go_w):
                 os.close(fd)
             return self.send(f"error {wid} fork: {e}")
-        if middle == 0:  # the intermediate child: fork the worker, say its pid, exit
+        if middle == 0:  # the intermediate child: fork, say the pid, exit
             code = 1
             try:
                 os.close(pid_r)
@@ -385,9 +400,9 @@ class Loader:
                 pid = os.fork()
                 if pid == 0:
                     os.close(pid_w)
-                    worker_main(self, wid, env, unset, fds, go_r)  # never returns
+                    child_main(self, env, unset, fds, go_r)  # never returns
                 try:
-                    os.setpgid(pid, pid)  # also done by the worker: whichever runs first
+                    os.setpgid(pid, pid)  # also done by the child: whichever runs first
                 except OSError:
                     pass
                 os.write(pid_w, struct.pack("i", pid))
@@ -406,7 +421,7 @@ class Loader:
             os.close(pid_r)
             _, status = os.waitpid(middle, 0)
             if len(data) != 4:
-                return self.send(f"error {wid} fork of the worker failed (intermediate status "
+                return self.send(f"error {wid} fork failed (intermediate status "
                                  f"{os.waitstatus_to_exitcode(status)})")
             (pid,) = struct.unpack("i", data)
             parent = _parent_of(pid)
@@ -415,7 +430,7 @@ class Loader:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-                return self.send(f"error {wid} worker {pid} was adopted by {parent}, not by "
+                return self.send(f"error {wid} process {pid} was adopted by {parent}, not by "
                                  f"{self.supervisor}: is ctsd a child subreaper?")
             self.send(f"pid {wid} {pid}")
             os.write(go_w, b"g")
@@ -432,8 +447,8 @@ def _parent_of(pid):
         return None
 
 
-def worker_main(loader, wid, env, unset, fds, go_r):
-    """The forked worker: never returns (os._exit)."""
+def child_main(parent, env, unset, fds, go_r):
+    """A forked worker (or, in the root, an instance's loader): never returns (os._exit)."""
     code = EXIT_SETUP_FAILED
     try:
         try:
@@ -447,15 +462,22 @@ def worker_main(loader, wid, env, unset, fds, go_r):
         # Now ctsd's child: die with it, as ctsd's other workers do (ctsd's own spawn sets
         # SIGKILL too). Set only now: the death signal also fires on the reparenting itself.
         _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != loader.supervisor:
+        if os.getppid() != parent.supervisor:
             os._exit(EXIT_SETUP_FAILED)  # ctsd died between the check and here
-        loader.channel.close()
-        if fds:
-            os.dup2(fds[0], 1)
-            os.dup2(fds[1], 2)
-            for fd in fds:
-                if fd > 2:
-                    os.close(fd)
+        parent.channel.close()
+        # Received fds may sit on 1, 2 or 3: move them all out of the way first.
+        import fcntl
+
+        moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in fds]
+        for fd in fds:
+            os.close(fd)
+        if parent.server is None:  # an instance's loader: its socket on 3, its own channel
+            listen, channel, *moved = moved
+            os.dup2(listen, LISTEN_FD)
+            os.close(listen)
+        for target, fd in zip((1, 2), moved):
+            os.dup2(fd, target)
+            os.close(fd)
         for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
                     signal.SIGUSR2, signal.SIGCHLD, signal.SIGALRM, signal.SIGWINCH,
                     signal.SIGABRT):
@@ -466,12 +488,16 @@ def worker_main(loader, wid, env, unset, fds, go_r):
             os.environ.pop(key, None)
         os.environ.update(env)
         os.environ["LISTEN_PID"] = str(os.getpid())
+        os.environ.pop(CONTROL_FD_VAR, None)
         try:
             sys.stdout.reconfigure(line_buffering=True)  # one write per line into the pipe
         except (AttributeError, ValueError):
             pass
-        set_process_name("cts-worker")
-        code = loader.server.serve()
+        if parent.server is None:
+            code = load_and_serve(parent.args, socket.socket(fileno=channel), parent.supervisor)
+        else:
+            set_process_name("cts-worker")
+            code = parent.server.serve()
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except BaseException:
@@ -486,6 +512,54 @@ def worker_main(loader, wid, env, unset, fds, go_r):
             sys.stderr.flush()
         finally:
             os._exit(code)
+
+
+# ---------------------------------------------------------------------------------------------
+# The modules a root imports for every instance: the application's libraries (standard library
+# and site-packages), not the application's own modules, which may read instance settings.
+
+
+def library_modules():
+    """Names of the loaded modules that come from the standard library or site-packages."""
+    import sysconfig
+
+    roots = tuple(os.path.join(os.path.realpath(p), "") for key, p in sysconfig.get_paths().items()
+                  if key in ("stdlib", "platstdlib", "purelib", "platlib"))
+    names = []
+    for name, mod in list(sys.modules.items()):
+        if mod is None or name in ("__main__", "__mp_main__") or name.startswith("cts_preload"):
+            continue
+        path = getattr(mod, "__file__", None)
+        if path is None or os.path.realpath(path).startswith(roots):
+            names.append(name)
+    return sorted(names)
+
+
+def write_module_cache(path):
+    """Writes the library modules this loader has into ``path`` (atomically), for the next
+    root; errors are only reported."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w") as f:
+            f.write("".join(f"{n}\n" for n in library_modules()))
+        os.replace(tmp, path)
+    except OSError as e:
+        print(f"cts_preload: cannot write the module list {path}: {e}", file=sys.stderr, flush=True)
+
+
+def preimport(names):
+    """Imports each module that can be imported; returns how many could not."""
+    import importlib
+
+    failed = 0
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except BaseException as e:
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            failed += 1
+    return failed
 
 
 def parse_args(argv):
@@ -505,23 +579,21 @@ def parse_args(argv):
                    help="skip gc.freeze() before forking (for measurements)")
     p.add_argument("--warm", metavar="PATH",
                    help="GET PATH through the application once before forking")
+    p.add_argument("--root", action="store_true",
+                   help="be the root shared by several instances: import the libraries only "
+                        "(--preimport, --module-cache) and fork instance loaders on request")
+    p.add_argument("--preimport", metavar="MOD,...", default="",
+                   help="modules the root imports (comma-separated)")
+    p.add_argument("--module-cache", metavar="FILE",
+                   help="the root imports the modules listed in FILE (one a line) when it "
+                        "exists; each instance loader rewrites it with its library modules")
+    p.add_argument("--list-modules", action="store_true",
+                   help="import the application, print its library modules, exit")
     return p.parse_args(argv)
 
 
-def main(argv=None):
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    fd_text = os.environ.pop(CONTROL_FD_VAR, "")
-    try:
-        fd = int(fd_text)
-        channel = socket.socket(fileno=fd)
-        if channel.type != socket.SOCK_SEQPACKET:
-            raise ValueError("not a SOCK_SEQPACKET socket")
-    except (ValueError, OSError) as e:
-        print(f"cts_preload: {CONTROL_FD_VAR}={fd_text!r}: no control channel ({e})",
-              file=sys.stderr)
-        return EXIT_USAGE
-    os.set_inheritable(fd, False)
-    supervisor = os.getppid()
+def load_and_serve(args, channel, supervisor):
+    """An instance's loader: imports the application, says ready, answers spawns."""
     set_process_name("cts-preload")
     # The loader's own readiness goes on the channel; workers get their NOTIFY_SOCKET by spawn.
     loader_notify = os.environ.pop("NOTIFY_SOCKET", None)
@@ -542,10 +614,16 @@ def main(argv=None):
             pass
         return EXIT_LOAD_FAILED
     _django_close_connections()
+    if args.module_cache:
+        write_module_cache(args.module_cache)
+    return serve_requests(channel, supervisor, server, args, loader_notify)
+
+
+def serve_requests(channel, supervisor, server, args, loader_notify=None):
     others = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
     if others:
-        print(f"cts_preload: the application started threads at import ({', '.join(others)}); "
-              f"forked workers do not have them", file=sys.stderr, flush=True)
+        print(f"cts_preload: threads started at import ({', '.join(others)}) do not exist in "
+              f"the forked processes", file=sys.stderr, flush=True)
     gc.collect()
     if args.freeze:
         gc.freeze()
@@ -559,4 +637,56 @@ def main(argv=None):
         del os.environ["NOTIFY_SOCKET"]
     sys.stdout.flush()
     sys.stderr.flush()
-    return Loader(channel, supervisor, server).run()
+    return Loader(channel, supervisor, server, args).run()
+
+
+def root_main(args, channel, supervisor):
+    """The root: imports the libraries every instance uses, then forks instance loaders."""
+    set_process_name("cts-root")
+    os.environ.pop("NOTIFY_SOCKET", None)
+    names = [n for n in args.preimport.split(",") if n]
+    if args.module_cache:
+        try:
+            with open(args.module_cache) as f:
+                names += f.read().split()
+        except FileNotFoundError:
+            pass
+    failed = preimport(names)
+    conf = sys.modules.get("django.conf")
+    if conf is not None and conf.settings.configured:
+        text = ("the root's imports configured Django's settings (DJANGO_SETTINGS_MODULE="
+                f"{os.environ.get('DJANGO_SETTINGS_MODULE')!r}): every instance would inherit "
+                "them; give the root no instance settings")
+        print(f"cts_preload: {text}", file=sys.stderr, flush=True)
+        try:
+            channel.send(f"failed {text}".encode())
+        except OSError:
+            pass
+        return EXIT_LOAD_FAILED
+    if failed:
+        print(f"cts_preload: {failed} of {len(names)} modules could not be imported by the root "
+              f"(each instance imports what it needs)", file=sys.stderr, flush=True)
+    return serve_requests(channel, supervisor, None, args)
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.list_modules:
+        import_app(args.app)
+        print("\n".join(library_modules()))
+        return 0
+    fd_text = os.environ.pop(CONTROL_FD_VAR, "")
+    try:
+        fd = int(fd_text)
+        channel = socket.socket(fileno=fd)
+        if channel.type != socket.SOCK_SEQPACKET:
+            raise ValueError("not a SOCK_SEQPACKET socket")
+    except (ValueError, OSError) as e:
+        print(f"cts_preload: {CONTROL_FD_VAR}={fd_text!r}: no control channel ({e})",
+              file=sys.stderr)
+        return EXIT_USAGE
+    os.set_inheritable(fd, False)
+    supervisor = os.getppid()
+    if args.root:
+        return root_main(args, channel, supervisor)
+    return load_and_serve(args, channel, supervisor)

@@ -13,6 +13,8 @@ As a program (for the benchmark), it reads JSON commands from stdin, one a line,
 each with one JSON line on stdout:
 
     {"cmd": "start", "instances": [{"key", "port", "workers", "argv", "env", "cwd"}, ...]}
+    {"cmd": "start", "instances": [...], "shared": {"argv", "env", "cwd"}}
+                                       the same with the loaders forked from one shared root
     {"cmd": "kill", "key": K}          SIGKILL one worker; answers the replacement's timings
     {"cmd": "restart", "key": K}       rolling restart onto a new loader
     {"cmd": "status"}                  loaders and workers with their pids
@@ -81,6 +83,19 @@ class LoaderProc:
         self.ready_at = None
 
 
+class Root:
+    """The process shared by several instances' loaders (``cts_preload --root``)."""
+
+    def __init__(self):
+        self.pid = None
+        self.ctl = None
+        self.state = "loading"
+        self.failure = None
+        self.status = None
+        self.children = {}  # request id -> LoaderProc
+        self.pending = []
+
+
 class Worker:
     def __init__(self, inst, wid, loader):
         self.inst, self.wid, self.loader = inst, wid, loader
@@ -101,6 +116,7 @@ class Instance:
         self.listener.set_inheritable(False)
         self.loader = None  # the current one
         self.loaders = []  # every loader started and not reaped yet
+        self.shared = None  # (root argv, root env) when loaders come from a shared root
         self.workers = {}
         self.generations = 0
         self.running = True
@@ -118,6 +134,7 @@ class Ctsd:
         self.log = log
         self.counter = 0
         self.reaped = {}  # pid -> (exit status, monotonic time) of every child reaped
+        self.roots = []  # shared roots running
         self.sel = selectors.DefaultSelector()
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         # SIGCHLD through the wake-up pipe (written by the C-level handler, in any thread).
@@ -153,6 +170,9 @@ class Ctsd:
                 self.cv.notify_all()
 
     def _drain_channels(self):
+        for root in self.roots:
+            if root.ctl is not None:
+                self._channel(root, drain=True)
         for inst in self.instances.values():
             for ld in inst.loaders:
                 if ld.ctl is not None:
@@ -182,6 +202,17 @@ class Ctsd:
     def _message(self, ld, msg):
         word, _, rest = msg.partition(b" ")
         now = time.monotonic()
+        if isinstance(ld, Root) and word in (b"pid", b"error"):
+            rid, _, arg = rest.partition(b" ")
+            child = ld.children.pop(rid.decode(), None)
+            if child is not None and word == b"pid":
+                child.pid = int(arg)
+                self._maybe_loader_exited(child)
+            elif child is not None:
+                child.state, child.failure = "failed", arg.decode(errors="replace")
+                child.inst.loaders.remove(child)
+                self._close_channel(child)
+            return
         if word == b"ready":
             ld.state, ld.ready_at = "ready", now
         elif word == b"failed":
@@ -202,6 +233,19 @@ class Ctsd:
             else:
                 w.state, w.error = "failed", arg.decode(errors="replace")
                 self._drop_worker_fds(w)
+
+    def _maybe_loader_exited(self, ld):
+        if ld.pid in self.reaped:
+            self._loader_exited(ld, self.reaped[ld.pid][0])
+
+    def _loader_exited(self, ld, status):
+        ld.status = status
+        if ld.state != "failed":
+            ld.state = "exited"
+        if ld.ctl is not None:
+            self._channel(ld, drain=True)
+        if ld in ld.inst.loaders:
+            ld.inst.loaders.remove(ld)
 
     def _maybe_exited(self, w):
         """A worker reaped before its pid answer was read (cannot happen when the channel is
@@ -251,21 +295,20 @@ class Ctsd:
                 return
             now = time.monotonic()
             self.reaped[pid] = (status, now)
+            for root in list(self.roots):
+                if root.pid == pid:
+                    root.status = status
+                    if root.state != "failed":
+                        root.state = "exited"
+                    self._close_channel(root)
+                    self.roots.remove(root)
             for inst in self.instances.values():
                 for ld in list(inst.loaders):
                     if ld.pid == pid:
-                        ld.status = status
-                        if ld.state != "failed":
-                            ld.state = "exited"
-                        self._drain_channel_after_exit(ld)
-                        inst.loaders.remove(ld)
+                        self._loader_exited(ld, status)
                 for w in list(inst.workers.values()):
                     if w.pid == pid:
                         self._worker_exited(w, status, now)
-
-    def _drain_channel_after_exit(self, ld):
-        if ld.ctl is not None:
-            self._channel(ld, drain=True)
 
     def _worker_exited(self, w, status, now):
         was_stopping = w.state == "stopping"
@@ -301,26 +344,82 @@ class Ctsd:
         env = dict(inst.env)
         env.update(LISTEN_FDS="1", LISTEN_FDNAMES=inst.key, CTS_PRELOAD_FD=str(CONTROL_FD),
                    CTS_INSTANCE=inst.key, CTS_WORKER=f"{os.getpid()}:{inst.key}:loader{ld.generation}")
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (PYTHON_DIR, env.get("PYTHONPATH")) if p)
         devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            ld.pid = self._posix_spawn(inst.argv, env, inst.cwd, [devnull, out_w, err_w,
+                                                                  inst.listener.fileno(), theirs.fileno()])
+        finally:
+            for fd in (devnull, out_w, err_w):
+                os.close(fd)
+            theirs.close()
+        inst.loaders.append(ld)
+        ours.setblocking(False)
+        ld.ctl = ours
+        self.sel.register(ours, selectors.EVENT_READ, ("ctl", ld))
+        return ld
+
+    def _posix_spawn(self, argv, env, cwd, fds):
+        """Starts python -m cts_preload argv with fds[i] on fd i (None: closed), in its own
+        process group, from cwd."""
+        env = dict(env)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (PYTHON_DIR, env.get("PYTHONPATH")) if p)
         # Every source above the targets first, so that no dup2 lands on a source (and a dup2
         # onto itself would keep FD_CLOEXEC).
-        srcs = [devnull, out_w, err_w, inst.listener.fileno(), theirs.fileno()]
-        temps = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in srcs]
-        actions = [(os.POSIX_SPAWN_DUP2, t, target) for target, t in enumerate(temps)]
+        temps = [(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10), target)
+                 for target, fd in enumerate(fds) if fd is not None]
+        actions = [(os.POSIX_SPAWN_DUP2, t, target) for t, target in temps]
         here = os.getcwd()
         try:
             # posix_spawn has no chdir action before Python 3.13: spawn from the instance's
             # directory (the lock is held: no other spawn of this process runs meanwhile).
-            os.chdir(inst.cwd or here)
-            ld.pid = os.posix_spawn(self.python, [self.python, "-m", "cts_preload", *inst.argv],
-                                    {k: str(v) for k, v in env.items()}, file_actions=actions,
-                                    setpgroup=0)
+            os.chdir(cwd or here)
+            return os.posix_spawn(self.python, [self.python, "-m", "cts_preload", *argv],
+                                  {k: str(v) for k, v in env.items()}, file_actions=actions,
+                                  setpgroup=0)
         finally:
             os.chdir(here)
-            for fd in temps + [devnull, out_w, err_w]:
+            for t, _ in temps:
+                os.close(t)
+
+    def _start_root(self, argv, env, cwd):
+        root = Root()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        out_w, err_w = self._pipe("root", "stdout"), self._pipe("root", "stderr")
+        env = dict(env, CTS_PRELOAD_FD=str(CONTROL_FD))
+        devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            root.pid = self._posix_spawn(["--root", *argv], env, cwd,
+                                         [devnull, out_w, err_w, None, theirs.fileno()])
+        finally:
+            for fd in (devnull, out_w, err_w):
                 os.close(fd)
             theirs.close()
+        self.roots.append(root)
+        ours.setblocking(False)
+        root.ctl = ours
+        self.sel.register(ours, selectors.EVENT_READ, ("ctl", root))
+        return root
+
+    def _loader_from_root(self, root, inst):
+        inst.generations += 1
+        ld = LoaderProc(inst, inst.generations)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        label = f"{inst.key}/loader{ld.generation}"
+        out_w, err_w = self._pipe(label, "stdout"), self._pipe(label, "stderr")
+        env = dict(inst.env)
+        env.update(LISTEN_FDS="1", LISTEN_FDNAMES=inst.key, CTS_INSTANCE=inst.key,
+                   CTS_WORKER=f"{os.getpid()}:{inst.key}:loader{ld.generation}")
+        rid = f"{inst.key}.{ld.generation}"
+        msg = b"\0".join([f"loader {rid}".encode(), *(f"{k}={v}".encode() for k, v in env.items())])
+        fds = [inst.listener.fileno(), theirs.fileno(), out_w, err_w]
+        try:
+            root.ctl.sendmsg([msg], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                      array.array("i", fds).tobytes())])
+        finally:
+            for fd in (out_w, err_w):
+                os.close(fd)
+            theirs.close()
+        root.children[rid] = ld
         inst.loaders.append(ld)
         ours.setblocking(False)
         ld.ctl = ours
@@ -371,12 +470,26 @@ class Ctsd:
             if not self.cv.wait_for(predicate, timeout):
                 raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
 
-    def _load(self, inst, timeout):
-        """Starts a loader for inst and waits for its answer; raises Failed with its error."""
+    def _ready_root(self, argv, env, cwd, timeout):
         with self.lock:
-            ld = self._start_loader(inst)
+            root = self._start_root(argv, env, cwd)
+        self.wait(lambda: root.state != "loading", timeout, "the shared root")
+        if root.state != "ready":
+            self.wait(lambda: root.status is not None, timeout, "the failed root to exit")
+            raise Failed(f"the shared root failed: {root.failure}")
+        return root
+
+    def _close_root(self, root, timeout):
+        with self.lock:
+            self._close_channel(root)  # EOF: the root exits
+        self.wait(lambda: root.status is not None, timeout, "the shared root to exit")
+
+    def _await_loader(self, inst, ld, timeout):
+        """Waits for ld's answer; raises Failed with its error."""
         self.wait(lambda: ld.state != "loading", timeout, f"{inst.key}'s loader")
         if ld.state != "ready":
+            if ld.pid is None:
+                raise Failed(f"{inst.key}: the root could not fork a loader: {ld.failure}")
             self.wait(lambda: ld.status is not None, timeout, f"{inst.key}'s failed loader to exit")
             with self.lock:
                 self._close_channel(ld)
@@ -384,6 +497,46 @@ class Ctsd:
             raise Failed(f"{inst.key}: the new code cannot be loaded (loader exit {code}):\n"
                          f"{ld.failure or ''}")
         return ld
+
+    def _load(self, inst, timeout):
+        """Starts a loader for inst (from a new shared root when inst.shared) and waits for
+        its answer; raises Failed with its error."""
+        if inst.shared is None:
+            with self.lock:
+                ld = self._start_loader(inst)
+            return self._await_loader(inst, ld, timeout)
+        root = self._ready_root(*inst.shared, inst.cwd, timeout)
+        try:
+            with self.lock:
+                ld = self._loader_from_root(root, inst)
+            return self._await_loader(inst, ld, timeout)
+        finally:
+            self._close_root(root, timeout)
+
+    def start_shared(self, specs, root_argv, root_env, cwd, timeout=60):
+        """Starts instances whose loaders are forked from one shared root (which imports the
+        libraries once for all of them); the root exits once they are loaded."""
+        root = self._ready_root(root_argv, root_env, cwd, timeout)
+        try:
+            with self.lock:
+                pairs = []
+                for spec in specs:
+                    inst = Instance(spec["key"], spec["port"], spec["workers"], spec["argv"],
+                                    dict(spec["env"]), cwd)
+                    inst.shared = (root_argv, root_env)
+                    self.instances[inst.key] = inst
+                    pairs.append((inst, self._loader_from_root(root, inst)))
+            for inst, ld in pairs:
+                inst.loader = self._await_loader(inst, ld, timeout)
+        finally:
+            self._close_root(root, timeout)
+        with self.lock:
+            ws = [self._spawn(inst, inst.loader) for inst, _ in pairs for _ in range(inst.size)]
+        self.wait(lambda: all(w.state not in ("spawning", "starting") for w in ws), timeout,
+                  "the workers")
+        bad = [w for w in ws if w.state != "ready"]
+        if bad:
+            raise Failed(f"workers not ready: {[(w.wid, w.state, w.error) for w in bad]}")
 
     def _add_worker(self, inst, ld, timeout):
         with self.lock:
@@ -460,6 +613,8 @@ class Ctsd:
         """Stops every worker (SIGTERM to its group, SIGKILL after timeout) and every loader
         (end of file on its channel), all by pid."""
         with self.lock:
+            for root in self.roots:
+                self._close_channel(root)
             for inst in self.instances.values():
                 inst.running = False
                 for w in inst.workers.values():
@@ -478,6 +633,7 @@ class Ctsd:
     def live_pids(self):
         with self.lock:
             pids = []
+            pids += [r.pid for r in self.roots if r.pid and r.status is None]
             for inst in self.instances.values():
                 pids += [ld.pid for ld in inst.loaders if ld.pid]
                 pids += [w.pid for w in inst.workers.values() if w.pid and w.state != "exited"]
@@ -533,7 +689,13 @@ def serve_commands():
                         except Exception as e:
                             errors.append(f"{type(e).__name__}: {e}")
 
-                    ths = [threading.Thread(target=start, args=(i,)) for i in req["instances"]]
+                    if req.get("shared"):
+                        sh = req["shared"]
+                        ths = [threading.Thread(target=lambda: ctsd.start_shared(
+                            req["instances"], sh["argv"], sh["env"], sh["cwd"]))]
+                        start = None
+                    else:
+                        ths = [threading.Thread(target=start, args=(i,)) for i in req["instances"]]
                     for th in ths:
                         th.start()
                     for th in ths:

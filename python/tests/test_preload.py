@@ -215,16 +215,18 @@ class PreloadTest(unittest.TestCase):
                 port = self.start(3, cls, key=key)
                 old_loader = self.ctsd.instances[key].loader.pid
                 old = {w.pid for w in self.ctsd.workers(key)}
-                counts = {"ok": 0, "failed": 0}
+                counts = {"ok": 0, "failed": 0, "errors": []}
                 stop = threading.Event()
 
                 def loop():
                     while not stop.is_set():
                         try:
-                            ok = get(port, "/", timeout=10)[0] == 200
-                        except OSError:
-                            ok = False
-                        counts["ok" if ok else "failed"] += 1
+                            status = get(port, "/", timeout=10)[0]
+                        except OSError as e:
+                            status = repr(e)
+                        counts["ok" if status == 200 else "failed"] += 1
+                        if status != 200:
+                            counts["errors"].append((time.monotonic(), status))
 
                 th = threading.Thread(target=loop)
                 th.start()
@@ -255,6 +257,48 @@ class PreloadTest(unittest.TestCase):
                 self.assertTrue(emulated_ctsd.alive(loader))
                 for _ in range(10):
                     self.assertEqual(get(port)[0], 200)
+
+    def test_instances_share_one_root_that_imports_the_libraries(self):
+        """Two instances' loaders forked from one root: each imports the application (the root
+        only the libraries of the module list), serves with its own environment, restarts on
+        its own from a new root, and a broken restart keeps its workers."""
+        cache = os.path.join(self.dir, "modules")
+        with open(cache, "w") as f:
+            f.write("json\nhttp.server\nno_such_module_at_all\n")
+        ports = {key: free_port() for key in ("a", "b")}
+        base = dict(os.environ, COUNT_FILE=self.count_file)
+        specs = [{"key": key, "port": port, "workers": 2,
+                  "argv": ["--worker-class", CLASSES[0], "--module-cache", cache, "counting_app:application"],
+                  "env": dict(base, CTS_INSTANCE=key)} for key, port in ports.items()]
+        self.ctsd.start_shared(specs, ["--module-cache", cache, "counting_app:application"], base, APPS)
+        self.started.update(self.ctsd.live_pids())
+        self.assertEqual(self.ctsd.roots, [], "the root exits once the loaders are loaded")
+        loaders = {key: self.ctsd.instances[key].loader.pid for key in ports}
+        self.assertEqual(sorted(self.imports()), sorted(loaders.values()))
+        for key, port in ports.items():
+            data = json.loads(get(port, "/")[1])
+            self.assertEqual(data["instance"], key)
+            self.assertEqual(data["ppid"], os.getpid())
+            self.assertEqual(emulated_ctsd.parent_of(loaders[key]), os.getpid())
+        with open(cache) as f:
+            cached = f.read().split()
+        self.assertIn("json", cached)
+        self.assertIn("http.client", cached)
+        self.assertNotIn("counting_app", cached)
+        self.assertNotIn("no_such_module_at_all", cached)
+
+        self.ctsd.restart("a")
+        self.started.update(self.ctsd.live_pids())
+        self.assertNotEqual(self.ctsd.instances["a"].loader.pid, loaders["a"])
+        self.assertEqual(self.ctsd.instances["b"].loader.pid, loaders["b"])
+        self.assertEqual(json.loads(get(ports["a"], "/")[1])["instance"], "a")
+        argv, env = self.ctsd.instances["b"].shared  # the root's command is the loaders'
+        self.ctsd.instances["b"].shared = ([*argv[:-1], "broken_app:application"], env)
+        with self.assertRaises(emulated_ctsd.Failed) as cm:
+            self.ctsd.restart("b")
+        self.assertIn("ImportError: broken deploy", str(cm.exception))
+        self.assertEqual(json.loads(get(ports["b"], "/")[1])["instance"], "b")
+        self.assertEqual(self.ctsd.roots, [])
 
     def test_loader_exits_at_end_of_file_and_its_workers_stay(self):
         port = self.start(2, CLASSES[0], key="eof")

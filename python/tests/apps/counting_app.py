@@ -20,6 +20,7 @@ def application(environ, start_response):
     body = json.dumps({"pid": os.getpid(), "ppid": os.getppid(), "path": path,
                        "script_name": environ.get("SCRIPT_NAME", ""),
                        "worker": os.environ.get("CTS_WORKER", ""),
+                       "instance": os.environ.get("CTS_INSTANCE", ""),
                        "listen_pid": os.environ.get("LISTEN_PID", "")}).encode()
     start_response("200 OK", [("Content-Type", "application/json"),
                               ("Content-Length", str(len(body)))])
