@@ -13,13 +13,17 @@ Modes (--modes, comma-separated, default all):
     supervisord         supervisord + `gunicorn -w N --preload` per instance (the classic deploy)
     ctsd-arbiter        ctsd, 1 slot x `gunicorn --workers N --preload` per instance
     emu-sync            EMULATED ctsd + cts_preload, gunicorn's sync worker, gc.freeze()
-    emu-sync-nofreeze   the same without gc.freeze()
-    emu-sync-warm       the same as emu-sync plus one warm-up request in the loader (`--warm`)
+    emu-sync-nofreeze   the same with `--gc none` (no gc.freeze())
+    emu-sync-warm       as emu-sync, plus 20 warm-up GETs of /hits/ (no side effect) in the
+                        loader before forking (`--warm /hits/ --warm-times 20`)
     emu-gthread         gunicorn's gthread worker, 2 threads per worker
     emu-stdlib          cts_preload's own stdlib server (wsgiref's handler), gc.freeze()
     emu-shared          as emu-sync, but every instance's loader is forked from ONE root that
                         imported the libraries (the module list of `--list-modules`, made
                         before the timed start, as a previous start would have left it)
+    emu-shared-warm     emu-shared plus emu-sync-warm's warm-up, in each instance's loader
+    emu-shared-stdlib   emu-shared with the stdlib server instead of gunicorn's sync worker
+    emu-shared-stdlib-warm   the same plus the warm-up
 
 More than 6 instances: the extra ones (i7, i8, ...) use cts.settings.local with their own
 prefix (/I7, ...), all on one SQLite file.
@@ -62,13 +66,17 @@ REPO = bs.REPO
 EMULATOR = REPO / "python" / "tests" / "emulated_ctsd.py"
 EMU_MODES = {
     "emu-sync": ["--worker-class", "sync"],
-    "emu-sync-nofreeze": ["--worker-class", "sync", "--no-freeze"],
-    "emu-sync-warm": ["--worker-class", "sync", "--warm", "{prefix}/hits/"],
+    "emu-sync-nofreeze": ["--worker-class", "sync", "--gc", "none"],
+    "emu-sync-warm": ["--worker-class", "sync", "--warm", "/hits/", "--warm-times", "20"],
     "emu-gthread": ["--worker-class", "gthread", "--threads", "2"],
     "emu-stdlib": ["--worker-class", "stdlib"],
     "emu-shared": ["--worker-class", "sync", "--module-cache", "{cache}"],
+    "emu-shared-warm": ["--worker-class", "sync", "--module-cache", "{cache}", "--warm",
+                        "/hits/", "--warm-times", "20"],
 }
-SHARED = {"emu-shared"}
+EMU_MODES["emu-shared-stdlib"] = ["--worker-class", "stdlib", "--module-cache", "{cache}"]
+EMU_MODES["emu-shared-stdlib-warm"] = [*EMU_MODES["emu-shared-stdlib"], "--warm", "/hits/", "--warm-times", "20"]
+SHARED = {"emu-shared", "emu-shared-warm", "emu-shared-stdlib", "emu-shared-stdlib-warm"}
 ALL_MODES = ["supervisord", "ctsd-arbiter", *EMU_MODES]
 
 
@@ -345,7 +353,7 @@ def report(rows, args):
     ctsd_pss = real["breakdown"]["supervisor"]["pss"] / 1024 if real else 0.0
     ctsd_wake = real["sup_wakeups"] if real else 0.0
     classic = next((r for r in rows if r["mode"] == "supervisord"), None)
-    print(f"{'mode':<18} {'procs':>5} {'PSS MiB':>8} {'after traffic':>13} {'wakeups/s':>9} "
+    print(f"{'mode':<22} {'procs':>5} {'PSS MiB':>8} {'after traffic':>13} {'wakeups/s':>9} "
           f"{'start s':>7} {'kill->accept ms':>15} {'restart failed':>15} "
           f"{'broken deploy failed, restart said':>35}   ratios to classic: PSS, after, wake-ups, start")
     for r in rows:
@@ -361,13 +369,13 @@ def report(rows, args):
             ratios = (f"{pss / classic['pss']:.2f}x {after / classic['pss_after']:.2f}x "
                       f"{wake / classic['wakeups'] if classic['wakeups'] else float('nan'):.2f}x "
                       f"{r['start'] / classic['start']:.2f}x")
-        print(f"{r['mode']:<18} {procs:>5} {pss:>8.0f} {after:>13.0f} {wake:>9.1f} {r['start']:>7.2f} "
+        print(f"{r['mode']:<22} {procs:>5} {pss:>8.0f} {after:>13.0f} {wake:>9.1f} {r['start']:>7.2f} "
               f"{r['kill']:>15.1f} {f'{failed} of {ok + failed}':>15} "
               f"{f'{bfailed} of {bok + bfailed}, ' + ('ok' if said else 'failed'):>35}   {ratios}")
     print()
     print(f"PSS by role, MiB (after start / after {args.requests} requests per instance); "
           f"private = Private_Clean + Private_Dirty")
-    print(f"{'mode':<18} {'supervisor':>14} {'parents (n)':>20} {'per parent':>12} {'workers (n)':>20} "
+    print(f"{'mode':<22} {'supervisor':>14} {'parents (n)':>20} {'per parent':>12} {'workers (n)':>20} "
           f"{'per worker':>12} {'worker private':>16}")
     for r in rows:
         b, a = r["breakdown"], r["breakdown_after"]
@@ -380,7 +388,7 @@ def report(rows, args):
 
         parents = f"{pair('parent')} ({b['parent']['n']})"
         workers = f"{pair('worker')} ({b['worker']['n']})"
-        print(f"{r['mode']:<18} {pair('supervisor'):>14} {parents:>20} "
+        print(f"{r['mode']:<22} {pair('supervisor'):>14} {parents:>20} "
               f"{pair('parent', per=True):>12} {workers:>20} "
               f"{pair('worker', per=True):>12} {pair('worker', 'private', per=True):>16}")
     print(f"\n(emulated modes: supervisor = the Python emulator, left out of the totals; real ctsd "

@@ -2,16 +2,22 @@
 
 ctsd runs ONE loader per instance::
 
-    python3 -m cts_preload [--worker-class sync|gthread|stdlib] [--threads N]
-                           [--timeout S] [--no-freeze] [--warm PATH] MODULE:CALLABLE
+    python3 -m cts_preload [--worker-class sync|gthread|stdlib] [--threads N] [--timeout S]
+                           [--gc freeze|collect-freeze|none] [--warm PATH [--warm-times N]]
+                           [--module-cache FILE] MODULE:CALLABLE
+
+or, shared by several instances of the same code (see "the root" below)::
+
+    python3 -m cts_preload --root [--module-cache FILE] [--preimport MOD,...] [options]
+                           MODULE:CALLABLE
 
 with the instance's listening socket on fd 3 (``LISTEN_FDS=1``) and one end of a Unix
 ``SOCK_SEQPACKET`` socketpair on the fd that ``CTS_PRELOAD_FD`` names. The loader imports the
-application (Django set-up included), freezes the garbage collector's view of what it loaded
+application (Django set-up included) with the garbage collector off, freezes what it loaded
 (``gc.freeze()``: the workers then never write to those objects' GC headers, so the pages stay
-shared copy-on-write) and says ``ready <pid>`` on the channel. From then on it only answers
-``spawn`` requests, and exits when the channel reaches end of file (ctsd closed its end, or
-died). It never wakes up by itself.
+shared copy-on-write; the collector is on again in the workers) and says ``ready <pid>`` on
+the channel. From then on it only answers ``spawn`` requests, and exits when the channel
+reaches end of file (ctsd closed its end, or died). It never wakes up by itself.
 
 The protocol (one message per ``send``; the channel keeps message boundaries):
 
@@ -30,9 +36,20 @@ loader to ctsd:
                                  to ctsd, its subreaper), in its own process group (pgid = pid).
     ``error <id> <message>``     the worker could not be forked (nothing is left running).
 
-Each ``spawn`` gets exactly one ``pid`` or ``error`` answer, in order. A worker does not run
-any of the application's code before its ``pid`` answer has been sent (ctsd reads the answer
-before it reaps: see docs/preload.md), and then sends ``READY=1`` to ``NOTIFY_SOCKET`` (when
+The root (``--root``) imports only libraries (the modules of ``--preimport`` and of the
+``--module-cache`` file, which every loader rewrites with the standard-library and
+site-packages modules it has once loaded), never the application, and answers:
+
+    ``loader <id>`` [``\\0KEY=VALUE``]... [``\\0KEY``]...
+        with SCM_RIGHTS: the instance's listening socket, the new loader's end of its own
+        channel, its stdout, its stderr. The root forks a loader for that instance (the
+        environment applied, the socket on fd 3) and answers ``pid <id> <pid>`` or ``error <id>
+        <message>``; the new loader then speaks on its own channel as above (``ready`` or
+        ``failed``). ctsd closes the root's channel once it needs no more loaders from it.
+
+Each ``spawn`` or ``loader`` gets exactly one ``pid`` or ``error`` answer, in order. A forked
+process does not run any of the application's code before its ``pid`` answer has been sent
+(ctsd reads the answers before it reaps: see docs/preload.md). A worker sends ``READY=1`` to ``NOTIFY_SOCKET`` (when
 its environment has one) as it starts accepting on fd 3. SIGTERM: the worker finishes the
 request in hand and exits 0.
 
@@ -131,15 +148,15 @@ def _django_close_connections():
 
 
 def warm(app, path):
-    """Runs one GET ``path`` through the application in the loader, so that what the first
+    """Runs one GET ``path`` (below the instance's prefix, ``$SCRIPT_NAME``) through the
+    application in the loader, so that what the first
     request imports or builds lazily (URLconf, views, database backend) is shared by the
     workers instead of being made again in each. The answer is thrown away."""
     import io
 
-    script = os.environ.get("SCRIPT_NAME", "")
-    path_info = path[len(script):] if script and path.startswith(script) else path
     environ = {
-        "REQUEST_METHOD": "GET", "SCRIPT_NAME": script, "PATH_INFO": path_info,
+        "REQUEST_METHOD": "GET", "SCRIPT_NAME": os.environ.get("SCRIPT_NAME", "").rstrip("/"),
+        "PATH_INFO": path,
         "QUERY_STRING": "", "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "80",
         "SERVER_PROTOCOL": "HTTP/1.1", "HTTP_HOST": "127.0.0.1", "REMOTE_ADDR": "127.0.0.1",
         "wsgi.version": (1, 0), "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(),
@@ -497,6 +514,7 @@ def child_main(parent, env, unset, fds, go_r):
             code = load_and_serve(parent.args, socket.socket(fileno=channel), parent.supervisor)
         else:
             set_process_name("cts-worker")
+            gc.enable()  # off in the loader since its start (--gc freeze)
             code = parent.server.serve()
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
@@ -575,10 +593,19 @@ def parse_args(argv):
     p.add_argument("--timeout", type=float, default=30.0,
                    help="per-request limit in seconds for sync and stdlib workers (0: none); "
                         "armed per request, never a periodic timer")
-    p.add_argument("--no-freeze", dest="freeze", action="store_false",
-                   help="skip gc.freeze() before forking (for measurements)")
+    p.add_argument("--gc", choices=("freeze", "collect-freeze", "none"), default="freeze",
+                   help="freeze (default): the collector is off from the start until the "
+                        "workers, and gc.freeze() before forking, as Python's documentation "
+                        "advises for fork without exec; collect-freeze: gc.collect() then "
+                        "gc.freeze() before forking; none: neither (for measurements)")
     p.add_argument("--warm", metavar="PATH",
-                   help="GET PATH through the application once before forking")
+                   help="GET PATH (below $SCRIPT_NAME) through the application before forking "
+                        "(a path without side "
+                        "effects): what the first requests build or import, and the bytecode "
+                        "the interpreter specializes as code runs, are then shared")
+    p.add_argument("--warm-times", type=int, default=20, metavar="N",
+                   help="how many times --warm's request runs (default 20: the interpreter "
+                        "specializes code that has run a few times)")
     p.add_argument("--root", action="store_true",
                    help="be the root shared by several instances: import the libraries only "
                         "(--preimport, --module-cache) and fork instance loaders on request")
@@ -599,8 +626,6 @@ def load_and_serve(args, channel, supervisor):
     loader_notify = os.environ.pop("NOTIFY_SOCKET", None)
     try:
         app = import_app(args.app)
-        if args.warm:
-            warm(app, args.warm)
         server = make_server(args.worker_class, app, args.threads, args.timeout)
     except BaseException as e:
         if isinstance(e, KeyboardInterrupt):
@@ -613,6 +638,15 @@ def load_and_serve(args, channel, supervisor):
         except OSError:
             pass
         return EXIT_LOAD_FAILED
+    if args.warm:
+        try:
+            status = [warm(app, args.warm) for _ in range(max(1, args.warm_times))][-1]
+            if not str(status).startswith(("2", "3")):
+                print(f"cts_preload: the warm-up GET {args.warm} answered {status}",
+                      file=sys.stderr, flush=True)
+        except Exception:  # the application loaded: a failing warm-up only costs sharing
+            print(f"cts_preload: the warm-up GET {args.warm} failed:\n{traceback.format_exc()}",
+                  file=sys.stderr, flush=True)
     _django_close_connections()
     if args.module_cache:
         write_module_cache(args.module_cache)
@@ -624,8 +658,9 @@ def serve_requests(channel, supervisor, server, args, loader_notify=None):
     if others:
         print(f"cts_preload: threads started at import ({', '.join(others)}) do not exist in "
               f"the forked processes", file=sys.stderr, flush=True)
-    gc.collect()
-    if args.freeze:
+    if args.gc == "collect-freeze":
+        gc.collect()
+    if args.gc != "none":
         gc.freeze()
     try:
         channel.send(f"ready {os.getpid()}".encode())
@@ -687,6 +722,8 @@ def main(argv=None):
         return EXIT_USAGE
     os.set_inheritable(fd, False)
     supervisor = os.getppid()
+    if args.gc == "freeze":
+        gc.disable()  # no holes freed among the long-lived objects that workers would fill
     if args.root:
         return root_main(args, channel, supervisor)
     return load_and_serve(args, channel, supervisor)

@@ -267,10 +267,10 @@ class PreloadTest(unittest.TestCase):
             f.write("json\nhttp.server\nno_such_module_at_all\n")
         ports = {key: free_port() for key in ("a", "b")}
         base = dict(os.environ, COUNT_FILE=self.count_file)
-        specs = [{"key": key, "port": port, "workers": 2,
-                  "argv": ["--worker-class", CLASSES[0], "--module-cache", cache, "counting_app:application"],
+        argv = ["--worker-class", CLASSES[0], "--module-cache", cache, "counting_app:application"]
+        specs = [{"key": key, "port": port, "workers": 2, "argv": argv,
                   "env": dict(base, CTS_INSTANCE=key)} for key, port in ports.items()]
-        self.ctsd.start_shared(specs, ["--module-cache", cache, "counting_app:application"], base, APPS)
+        self.ctsd.start_shared(specs, argv, base, APPS)  # the root's command is the loaders'
         self.started.update(self.ctsd.live_pids())
         self.assertEqual(self.ctsd.roots, [], "the root exits once the loaders are loaded")
         loaders = {key: self.ctsd.instances[key].loader.pid for key in ports}
@@ -299,6 +299,17 @@ class PreloadTest(unittest.TestCase):
         self.assertIn("ImportError: broken deploy", str(cm.exception))
         self.assertEqual(json.loads(get(ports["b"], "/")[1])["instance"], "b")
         self.assertEqual(self.ctsd.roots, [])
+
+    def test_warm_up_requests_run_in_the_loader_and_a_failing_one_is_not_fatal(self):
+        port = self.start(1, CLASSES[0], key="warm", extra_args=["--warm", "/warm", "--warm-times", "3"])
+        loader = self.ctsd.instances["warm"].loader.pid
+        with open(self.count_file + ".warm") as f:
+            self.assertEqual(f.read().split(), [str(loader)] * 3)
+        self.assertEqual(get(port)[0], 200)
+        port = self.start(1, CLASSES[0], key="warmfail", extra_args=["--warm", "/fail"])
+        self.assertEqual(get(port)[0], 200)
+        stderr = "\n".join(t for o, s, t in self.ctsd.lines if o.startswith("warmfail/loader"))
+        self.assertIn("RuntimeError: this path fails", stderr)
 
     def test_loader_exits_at_end_of_file_and_its_workers_stay(self):
         port = self.start(2, CLASSES[0], key="eof")

@@ -14,6 +14,11 @@ def application(environ, start_response):
     path = environ.get("PATH_INFO", "")
     if path == "/slow":
         time.sleep(float(environ.get("QUERY_STRING") or "0.5"))
+    if path == "/warm":
+        with open(os.environ["COUNT_FILE"] + ".warm", "a") as f:
+            f.write(f"{os.getpid()}\n")
+    if path == "/fail":
+        raise RuntimeError("this path fails")
     if path == "/print":
         print(f"line from {os.getpid()}: " + "x" * 200)
         print(f"error line from {os.getpid()}", file=sys.stderr, flush=True)
