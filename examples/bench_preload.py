@@ -39,8 +39,9 @@ start to every instance serving, SIGKILL of one worker until its replacement is 
 (median of `--kills`; emulated: until the replacement's READY=1; classic: until a new worker
 process exists and the port answers, as examples/bench_stack.py measures), failed requests of a
 client loop during a restart, and during a broken deploy (code that cannot import, then a
-restart: failed requests, and whether the restart said it failed). A second table breaks PSS
-down by process role.
+restart: failed requests, and whether the restart said it failed), and the 1-minute load
+average at the mode's end (timings taken beside a compiler are noisy; PSS and wake-ups much
+less). A second table breaks PSS down by process role.
 
 Traffic goes to 127.0.0.1 only; every process started is stopped by its pid at the end, also on
 failure. SQLite databases in a temporary directory.
@@ -300,6 +301,7 @@ def measure(mode, instances, workers, base, args, python):
         said_ok = stack.restart(key)
         time.sleep(3)
         row["broken"] = (*loop.finish(), said_ok)
+        row["load"] = os.getloadavg()[0]
         wsgi.write_text(good)
     finally:
         stack.stop()
@@ -355,7 +357,7 @@ def report(rows, args):
     classic = next((r for r in rows if r["mode"] == "supervisord"), None)
     print(f"{'mode':<22} {'procs':>5} {'PSS MiB':>8} {'after traffic':>13} {'wakeups/s':>9} "
           f"{'start s':>7} {'kill->accept ms':>15} {'restart failed':>15} "
-          f"{'broken deploy failed, restart said':>35}   ratios to classic: PSS, after, wake-ups, start")
+          f"{'broken deploy failed, restart said':>35} {'load':>5}   ratios to classic: PSS, after, wake-ups, start")
     for r in rows:
         emu = r["mode"] in EMU_MODES
         pss = r["pss"] + (ctsd_pss if emu else 0)
@@ -371,7 +373,7 @@ def report(rows, args):
                       f"{r['start'] / classic['start']:.2f}x")
         print(f"{r['mode']:<22} {procs:>5} {pss:>8.0f} {after:>13.0f} {wake:>9.1f} {r['start']:>7.2f} "
               f"{r['kill']:>15.1f} {f'{failed} of {ok + failed}':>15} "
-              f"{f'{bfailed} of {bok + bfailed}, ' + ('ok' if said else 'failed'):>35}   {ratios}")
+              f"{f'{bfailed} of {bok + bfailed}, ' + ('ok' if said else 'failed'):>35} {r['load']:>5.1f}   {ratios}")
     print()
     print(f"PSS by role, MiB (after start / after {args.requests} requests per instance); "
           f"private = Private_Clean + Private_Dirty")

@@ -198,6 +198,21 @@ class PreloadTest(unittest.TestCase):
                 self.ctsd.wait(lambda: w.status is not None, 10, "the worker's exit")
                 self.assertEqual(os.waitstatus_to_exitcode(w.status), 0)
 
+    def test_a_request_over_the_timeout_is_cut_and_its_worker_replaced(self):
+        for cls in [c for c in CLASSES if c != "gthread"]:
+            with self.subTest(worker_class=cls):
+                key = f"t-{cls}"
+                port = self.start(1, cls, key=key, extra_args=["--timeout", "0.3"])
+                w = self.ctsd.workers(key)[0]
+                t0 = time.monotonic()
+                self.assertEqual(get(port, "/slow?3")[0], 500)
+                self.assertLess(time.monotonic() - t0, 2)
+                self.ctsd.wait(lambda: w.status is not None, 10, "the worker's exit")
+                self.assertEqual(os.waitstatus_to_exitcode(w.status), 124)
+                self.assertEqual(get(port, "/")[0], 200)  # served by its replacement
+                err = "\n".join(t for o, s, t in self.ctsd.lines if o == f"{key}/{w.wid}")
+                self.assertIn("request timeout after 0.3 s", err)
+
     def test_application_that_cannot_import_fails_the_loader_with_its_traceback(self):
         with self.assertRaises(emulated_ctsd.Failed) as cm:
             self.start(2, CLASSES[0], app="broken_app:application", key="broken")
