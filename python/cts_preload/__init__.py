@@ -58,7 +58,6 @@ This module is standard library only; gunicorn (when installed) provides the ``s
 """
 
 import ctypes
-import errno
 import gc
 import os
 import signal

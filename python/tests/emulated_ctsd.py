@@ -65,8 +65,8 @@ class Failed(Exception):
 class Stream:
     """One pipe ctsd reads: a worker's or loader's stdout or stderr, split into lines."""
 
-    def __init__(self, fd, owner, name, sink):
-        self.fd, self.owner, self.name, self.sink = fd, owner, name, sink
+    def __init__(self, fd, owner, name):
+        self.fd, self.owner, self.name = fd, owner, name
         self.partial = b""
 
 
@@ -106,6 +106,7 @@ class Worker:
         self.pid_at = self.ready_at = self.exited_at = None
         self.status = None
         self.error = None
+        self.replaces = None  # the worker this one replaces after its exit
 
 
 class Instance:
@@ -330,7 +331,7 @@ class Ctsd:
     def _pipe(self, owner, name):
         r, w = os.pipe2(os.O_CLOEXEC)
         os.set_blocking(r, False)
-        st = Stream(r, owner, name, None)
+        st = Stream(r, owner, name)
         self.streams[r] = st
         self.sel.register(r, selectors.EVENT_READ, ("stream", st))
         return w
@@ -578,7 +579,7 @@ class Ctsd:
 
         def replacement():
             for w in self.instances[key].workers.values():
-                if getattr(w, "replaces", None) is victim and w.state in ("ready", "failed", "exited"):
+                if w.replaces is victim and w.state in ("ready", "failed", "exited"):
                     return w
             return None
 
