@@ -1,0 +1,3 @@
+"""An application that cannot be imported, as a broken deploy's code."""
+
+raise ImportError("broken deploy: this module cannot be imported")
