@@ -91,14 +91,9 @@ fn beats(ctsd: u32) -> BTreeMap<String, u32> {
 
 /// Every pid of `key` (web and programs) from `ctsctl status --json`.
 fn all_pids(config: &Path, key: &str) -> BTreeSet<u32> {
-    let out = ctsctl(config)
-        .args(["status", "--json", key])
-        .output()
-        .expect("status");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    let inst = &v["instances"][0];
+    let inst = status_of(config, key);
     let programs = inst["programs"].as_array().cloned().unwrap_or_default();
-    std::iter::once(inst.clone())
+    std::iter::once(inst)
         .chain(programs)
         .flat_map(|p| p["workers"].as_array().cloned().unwrap_or_default())
         .filter_map(|w| w["pid"].as_u64().map(|p| p as u32))
@@ -202,19 +197,7 @@ fn celery_worker_and_one_beat_per_instance_through_restarts_reloads_and_deploys(
         stop: nix::sys::signal::Signal::SIGTERM,
     };
 
-    let pg_bindir = env.get("PG_BINDIR").filter(|d| !d.is_empty());
-    let (_pg, db_env) = match pg_bindir {
-        Some(bindir) => {
-            let (pg, port) = postgres(
-                Path::new(bindir),
-                env.get("PG_RUN_AS").map_or("", String::as_str),
-                d,
-            );
-            let vars = format!("CTS_DB_HOST: 127.0.0.1, CTS_DB_PORT: \"{port}\", CTS_DB_USER: cts");
-            (Some(pg), vars)
-        }
-        None => (None, format!("CTS_DATA_DIR: {}", d.join("data").display())),
-    };
+    let (_pg, db_env) = databases(&env, d);
 
     // Releases, `current` pointing at r1, and each instance's secrets.
     let releases = d.join("releases");

@@ -229,6 +229,27 @@ fn postgres(bindir: &Path, user: &str, dir: &Path) -> (Proc, u16) {
     (pg, port)
 }
 
+/// The instances' databases: a PostgreSQL cluster in `dir` with `cts_<instance>` when setup
+/// found one, else SQLite files under `dir/data`; with the environment (YAML flow mapping
+/// entries) that selects them.
+fn databases(env: &BTreeMap<String, String>, dir: &Path) -> (Option<Proc>, String) {
+    let data = format!("CTS_DATA_DIR: {}", dir.join("data").display());
+    match env.get("PG_BINDIR").filter(|d| !d.is_empty()) {
+        Some(bindir) => {
+            let run_as = env.get("PG_RUN_AS").map_or("", String::as_str);
+            let (pg, port) = postgres(Path::new(bindir), run_as, dir);
+            let vars = format!(
+                "CTS_DB_HOST: 127.0.0.1, CTS_DB_PORT: \"{port}\", CTS_DB_USER: cts, {data}"
+            );
+            (Some(pg), vars)
+        }
+        None => {
+            eprintln!("e2e: PostgreSQL not found: each instance uses its own SQLite database");
+            (None, data)
+        }
+    }
+}
+
 /// `GET path` on `port`: status, headers and body.
 fn get(port: u16, path: &str) -> Result<(u16, String, String), String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
@@ -266,14 +287,19 @@ fn ctsctl(config: &Path) -> Command {
     c
 }
 
-/// The ready workers of `key`, from `ctsctl status --json`.
-fn ready_pids(config: &Path, key: &str) -> Vec<u32> {
+/// `ctsctl status --json key`: the instance's entry (null when there is none).
+fn status_of(config: &Path, key: &str) -> serde_json::Value {
     let out = ctsctl(config)
         .args(["status", "--json", key])
         .output()
         .expect("status");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    v["instances"][0]["workers"]
+    v["instances"][0].clone()
+}
+
+/// The ready workers of `key`, from `ctsctl status --json`.
+fn ready_pids(config: &Path, key: &str) -> Vec<u32> {
+    status_of(config, key)["workers"]
         .as_array()
         .map(|ws| {
             ws.iter()
@@ -293,27 +319,7 @@ fn django_under_gunicorn_behind_nginx_one_database_per_instance() {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
 
     let pg_bindir = env.get("PG_BINDIR").filter(|d| !d.is_empty());
-    let (_pg, db_env) = match pg_bindir {
-        Some(bindir) => {
-            let (pg, port) = postgres(
-                Path::new(bindir),
-                env.get("PG_RUN_AS").map_or("", String::as_str),
-                dir.path(),
-            );
-            let vars = format!(
-                "CTS_DB_HOST: 127.0.0.1, CTS_DB_PORT: \"{port}\", CTS_DB_USER: cts, CTS_DATA_DIR: {}",
-                dir.path().join("data").display()
-            );
-            (Some(pg), vars)
-        }
-        None => {
-            eprintln!("e2e: PostgreSQL not found: each instance uses its own SQLite database");
-            (
-                None,
-                format!("CTS_DATA_DIR: {}", dir.path().join("data").display()),
-            )
-        }
-    };
+    let (_pg, db_env) = databases(&env, dir.path());
 
     // ctsd's configuration: the example's, with the test's ports, directories and database.
     let ports: Vec<u16> = INSTANCES.iter().map(|_| free_port()).collect();

@@ -37,7 +37,7 @@ pub async fn handle(op: Op, req: &TargetRequest, shared: &Shared, emit: Emit) ->
             let results = match op {
                 Op::Start => start(&sel, &entry, &units).await,
                 Op::Stop => stop(&sel, &entry, &units).await,
-                Op::Restart => restart(&entry, &units).await,
+                Op::Restart => in_order(&entry, &units, Op::Restart).await,
             };
             (order, combine(&sel.name, results))
         });
@@ -112,18 +112,7 @@ async fn start(sel: &Selected, entry: &InstanceEntry, units: &[Unit]) -> UnitRes
             return skipped_after(units, 0, failed);
         }
     }
-    let mut results = Vec::new();
-    for (i, u) in units.iter().enumerate() {
-        let r = super::outcome(&u.name, u.handle.start().await);
-        if !r.ok {
-            return results
-                .into_iter()
-                .chain(skipped_after(units, i, r))
-                .collect();
-        }
-        results.push((u.name.clone(), Some(r)));
-    }
-    results
+    in_order(entry, units, Op::Start).await
 }
 
 /// Stops every unit at once.
@@ -147,18 +136,25 @@ async fn stop(sel: &Selected, entry: &InstanceEntry, units: &[Unit]) -> UnitResu
     results
 }
 
-/// Restarts the units one after the other, in restart order, up to the first that fails
-/// (whose message ends with the last lines of its log).
-async fn restart(entry: &InstanceEntry, units: &[Unit]) -> UnitResults {
+/// Starts (`op` Start) or restarts the units one after the other, in restart order, up to the
+/// first that fails; a failed restart's message ends with the last lines of its log.
+async fn in_order(entry: &InstanceEntry, units: &[Unit], op: Op) -> UnitResults {
     let mut results = Vec::new();
     for (i, u) in units.iter().enumerate() {
-        let mut r = super::outcome(&u.name, u.handle.restart().await);
+        let done = match op {
+            Op::Restart => u.handle.restart().await,
+            Op::Start | Op::Stop => u.handle.start().await,
+        };
+        let mut r = super::outcome(&u.name, done);
         if !r.ok {
-            let tails = match &u.program {
-                Some(p) => &p.output.tails,
-                None => &entry.output.tails,
-            };
-            r.message = crate::status::with_log_tail(r.message, &u.log_path(entry), tails).await;
+            if op == Op::Restart {
+                let tails = match &u.program {
+                    Some(p) => &p.output.tails,
+                    None => &entry.output.tails,
+                };
+                r.message =
+                    crate::status::with_log_tail(r.message, &u.log_path(entry), tails).await;
+            }
             return results
                 .into_iter()
                 .chain(skipped_after(units, i, r))
