@@ -9,7 +9,9 @@
 #   4. the same with a pillar that puts two instances on one port fails in check_cmd and
 #      leaves the file as it was.
 # When this machine has no user/group cts (the package creates them), the workers' user and
-# group are swapped for nobody/nogroup: by sed in 2, by a pillar override in 3 and 4.
+# group are swapped for nobody/nogroup: by sed in 2, by a pillar override in 3 and 4. So are
+# the deploy's paths (/var/www/cts/venv/bin/..., /var/www/cts/current), for stand-ins under
+# target/salt-check/machine, since `ctsd --check` looks for them.
 # Salt comes from PyPI into a virtualenv under target/salt-check/ (once), or from $SALT_VENV.
 # Usage, from anywhere: bash packaging/salt/check.sh [CTSD]   (default: target/debug/ctsd)
 set -euo pipefail
@@ -30,6 +32,14 @@ if [ ! -x "$venv/bin/salt-call" ]; then
     "$venv/bin/pip" install -q salt
 fi
 
+# Stand-ins for the deploy's virtualenv and release, which a development machine lacks.
+machine=$work/machine
+mkdir -p "$machine/venv/bin" "$machine/current"
+for program in gunicorn celery python; do
+    printf '#!/bin/sh\nexit 0\n' >"$machine/venv/bin/$program"
+    chmod 755 "$machine/venv/bin/$program"
+done
+
 swap_user=
 if ! getent passwd cts >/dev/null || ! getent group cts >/dev/null; then
     swap_user=1
@@ -44,8 +54,20 @@ make_root() {
     mkdir -p "$root/pillar" "$root/states"
     cp "$2" "$root/pillar/example.sls"
     printf "base:\n  '*':\n    - example\n    - secrets_here\n" >"$root/pillar/top.sls"
-    # The instances' secrets files go under ROOT, not /etc/cts/secrets.
-    printf 'ctsd:\n  secrets_dir: %s\n' "$root/secrets" >"$root/pillar/secrets_here.sls"
+    # The instances' secrets files go under ROOT, not /etc/cts/secrets; the deploy's paths
+    # (/var/www/cts/...) are swapped for the stand-ins under $machine, which exist here, so that
+    # `ctsd --check` can find the programs and the working directory.
+    cat >"$root/pillar/secrets_here.sls" <<EOF
+ctsd:
+  secrets_dir: $root/secrets
+  config:
+    defaults:
+      command: [$machine/venv/bin/gunicorn, "cts.wsgi:application"]
+      cwd: $machine/current
+      programs:
+        celery: {command: [$machine/venv/bin/celery, -A, cts, worker]}
+        beat: {command: [$machine/venv/bin/celery, -A, cts, beat]}
+EOF
     if [ -n "$swap" ]; then
         printf 'ctsd:\n  config:\n    defaults: {user: nobody, group: nogroup}\n' >"$root/pillar/nobody.sls"
         printf '    - nobody\n' >>"$root/pillar/top.sls"
@@ -139,7 +161,9 @@ write_secrets "$exact"
 salt_call "$exact" --out=json cp.get_template salt://ctsd/files/ctsd.yaml.jinja "$exact/ctsd.yaml" >/dev/null
 [ -s "$exact/ctsd.yaml" ] || die "rendering produced no file (see $exact/minion.log)"
 sed 's/^/  | /' "$exact/ctsd.yaml"
-cp "$exact/ctsd.yaml" "$exact/checked.yaml"
+# The deploy's paths swapped for the stand-ins (the pillar override does it for 3 and 4).
+sed "s|/var/www/cts/venv/|$machine/venv/|g; s|/var/www/cts/current|$machine/current|g" \
+    "$exact/ctsd.yaml" >"$exact/checked.yaml"
 if [ -n "$swap_user" ]; then
     sed -i -e 's/^  user: "cts"$/  user: "nobody"/' -e 's/^  group: "cts"$/  group: "nogroup"/' "$exact/checked.yaml"
     grep -q '^  user: "nobody"$' "$exact/checked.yaml" || die "no 'user: \"cts\"' line to swap"

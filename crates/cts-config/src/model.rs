@@ -488,13 +488,24 @@ impl Config {
             .iter()
             .map(|i| u64::from(i.pool.workers))
             .sum();
+        let others: u64 = self
+            .instances
+            .iter()
+            .flat_map(|i| &i.programs)
+            .map(|p| u64::from(p.pool.workers))
+            .sum();
         let socket = self
             .daemon
             .socket
             .clone()
             .unwrap_or_else(|| PathBuf::from(crate::DEFAULT_SOCKET));
+        let programs = if others == 0 {
+            String::new()
+        } else {
+            format!(" and {} of other programs", plural(others, "process"))
+        };
         format!(
-            "{} ({}), {}, control socket {}, logs in {}",
+            "{} ({}), {}{programs}, control socket {}, logs in {}",
             plural(self.instances.len() as u64, "instance"),
             listed.join(", "),
             plural(workers, "worker"),
@@ -506,10 +517,10 @@ impl Config {
 
 /// `1 worker`, `16 workers`.
 fn plural(n: u64, noun: &str) -> String {
-    if n == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{n} {noun}s")
+    match n {
+        1 => format!("1 {noun}"),
+        _ if noun.ends_with('s') => format!("{n} {noun}es"),
+        _ => format!("{n} {noun}s"),
     }
 }
 
