@@ -221,6 +221,9 @@ const BASH_INSTANCES: &str = r#"
 # Instance names, from `ctsctl list` (the running ctsd, else the configuration file).
 _ctsctl_instances() {
     local cur=${COMP_WORDS[COMP_CWORD]} sub="" i
+    # The whole word being completed: bash splits `jordan:ce` at the colon (COMP_WORDBREAKS).
+    local full=$cur
+    [ -n "${COMP_LINE-}" ] && { full=${COMP_LINE:0:COMP_POINT}; full=${full##*[[:space:]]}; }
     for ((i = 1; i < COMP_CWORD; i++)); do
         case ${COMP_WORDS[i]} in
             --socket|--config|-c) ((i++)) ;;
@@ -235,7 +238,12 @@ _ctsctl_instances() {
                 for ((i = 1; i < COMP_CWORD; i++)); do
                     case ${COMP_WORDS[i]} in --socket|--config|-c) args+=("${COMP_WORDS[i]}" "${COMP_WORDS[i+1]}") ;; esac
                 done
-                COMPREPLY=($(compgen -W "$(ctsctl "${args[@]}" list 2>/dev/null)" -- "$cur"))
+                COMPREPLY=($(compgen -W "$(ctsctl "${args[@]}" list --programs 2>/dev/null)" -- "$full"))
+                # What bash inserts replaces only the part after the last colon.
+                if [[ $full == *:* && ${COMP_WORDBREAKS-:} == *:* ]]; then
+                    local colon=${full%"${full##*:}"}
+                    COMPREPLY=("${COMPREPLY[@]#"$colon"}")
+                fi
                 return 0
             fi
             ;;
