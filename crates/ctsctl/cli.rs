@@ -151,7 +151,7 @@ pub enum Command {
     /// Reads the configuration file (--config, default /etc/cts/ctsd.yaml); starts from
     /// ctsd's environment when ctsd runs and it may be read, else from this shell's.
     Run {
-        /// Instance key.
+        /// Instance key (`jordan`), or one of its programs (`jordan:celery`: its environment).
         instance: String,
         /// Environment, as `ctsd --env` (dev, staging or production).
         #[arg(long, value_name = "ENV", value_parser = ["dev", "staging", "production"])]

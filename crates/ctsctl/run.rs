@@ -1,9 +1,9 @@
-//! `ctsctl run INSTANCE -- COMMAND…`: a one-off command (`manage.py migrate`, `manage.py
-//! shell`) with the environment, working directory, user, umask and limits the instance's
-//! workers get, attached to the terminal: ctsctl replaces itself with the command, so the
-//! exit status is the command's.
+//! `ctsctl run INSTANCE[:PROGRAM] -- COMMAND…`: a one-off command (`manage.py migrate`,
+//! `manage.py shell`) with the environment, working directory, user, umask and limits the
+//! instance's workers (or its program's processes) get, attached to the terminal: ctsctl
+//! replaces itself with the command, so the exit status is the command's.
 
-use cts_config::{Config, InstanceConfig};
+use cts_config::{Config, PoolSpec};
 use cts_proto::exit_codes;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -12,7 +12,11 @@ use std::path::Path;
 use std::process::ExitCode;
 
 /// Runs `argv` as a worker of `instance` would run; returns only on failure.
-pub fn run(config: &Config, instance: &str, argv: &[OsString], socket: &Path) -> ExitCode {
+pub fn run(config: &Config, name: &str, argv: &[OsString], socket: &Path) -> ExitCode {
+    let (instance, program) = match name.split_once(':') {
+        Some((i, p)) => (i, Some(p)),
+        None => (name, None),
+    };
     let Some(inst) = config.instance(instance) else {
         let known: Vec<&str> = config.instances.iter().map(|i| i.key.as_str()).collect();
         eprintln!(
@@ -22,7 +26,23 @@ pub fn run(config: &Config, instance: &str, argv: &[OsString], socket: &Path) ->
         );
         return ExitCode::from(exit_codes::UNKNOWN_INSTANCE);
     };
-    let privileges = match cts_supervisor::Privileges::for_pool(&inst.pool) {
+    let pool: &PoolSpec = match program {
+        None | Some(cts_config::ProgramName::WEB) => &inst.pool,
+        Some(p) => match inst.program(p) {
+            Some(p) => &p.pool,
+            None => {
+                let known: Vec<&str> = std::iter::once(cts_config::ProgramName::WEB)
+                    .chain(inst.programs.iter().map(|p| p.name.as_str()))
+                    .collect();
+                eprintln!(
+                    "ctsctl: {instance} has no program `{p}` (its programs: {})",
+                    known.join(", ")
+                );
+                return ExitCode::from(exit_codes::UNKNOWN_INSTANCE);
+            }
+        },
+    };
+    let privileges = match cts_supervisor::Privileges::for_pool(pool) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("ctsctl: cannot run as the workers of {instance} do: {e}");
@@ -34,7 +54,7 @@ pub fn run(config: &Config, instance: &str, argv: &[OsString], socket: &Path) ->
         return ExitCode::from(exit_codes::USAGE);
     };
     let mut cmd = std::process::Command::new(program);
-    cmd.args(args).env_clear().envs(environment(inst, socket));
+    cmd.args(args).env_clear().envs(environment(pool, socket));
     let before_exec = move || {
         // SAFETY: as `Privileges::apply` requires, this runs (from `pre_exec` below, called by
         // `exec`, which does not fork) in a single-threaded process (`run` is called before
@@ -53,8 +73,7 @@ pub fn run(config: &Config, instance: &str, argv: &[OsString], socket: &Path) ->
     eprintln!(
         "ctsctl: cannot run `{}` for {instance}{}: {err}",
         program.to_string_lossy(),
-        inst.pool
-            .cwd
+        pool.cwd
             .as_ref()
             .map(|c| format!(" in {}", c.display()))
             .unwrap_or_default()
@@ -68,7 +87,7 @@ pub fn run(config: &Config, instance: &str, argv: &[OsString], socket: &Path) ->
 
 /// ctsd's own environment when it runs and can be read (the workers inherit it), else this
 /// process's; without the variables ctsd removes for workers; then the instance's variables.
-fn environment(inst: &InstanceConfig, socket: &Path) -> BTreeMap<OsString, OsString> {
+fn environment(pool: &PoolSpec, socket: &Path) -> BTreeMap<OsString, OsString> {
     let inherited: Vec<(OsString, OsString)> = match daemon_environment(socket) {
         Ok(Some(env)) => env,
         Ok(None) => std::env::vars_os().collect(),
@@ -80,9 +99,9 @@ fn environment(inst: &InstanceConfig, socket: &Path) -> BTreeMap<OsString, OsStr
             std::env::vars_os().collect()
         }
     };
-    let configured = inst.pool.env.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    let configured = pool.env.iter().map(|(k, v)| (k.as_str(), v.as_str()));
     // The secrets of `env_file` too, as the workers get them.
-    cts_supervisor::worker_environment(inherited, configured.chain(inst.pool.secrets.expose()))
+    cts_supervisor::worker_environment(inherited, configured.chain(pool.secrets.expose()))
 }
 
 /// The environment of the ctsd listening on `socket` (found by its peer credentials):

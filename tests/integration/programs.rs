@@ -446,7 +446,7 @@ fn programs_get_the_instances_secrets() {
         worker_bin()
     );
     let jordan = Inst::new("jordan", "Jordan", "/JO", "JOD").with(&format!(
-        "env_file: {}, programs: {{celery: {{command: {}}}}}",
+        "env_file: {}, programs: {{celery: {{command: {}, env: {{ROLE: celery}}}}}}",
         env.display(),
         yaml_list(&["sh", "-c", &script])
     ));
@@ -457,4 +457,31 @@ fn programs_get_the_instances_secrets() {
     }));
     let status = ctl_ok(&d, &["status", "--json"]);
     assert!(!status.contains("pw-celery"));
+    // `ctsctl run jordan:celery` runs as celery's processes do: the secret, celery's own env.
+    let run = std::process::Command::new(ctsctl_bin())
+        .arg("--config")
+        .arg(&d.config)
+        .args([
+            "run",
+            "jordan:celery",
+            "--",
+            "sh",
+            "-c",
+            "echo \"$BROKER_PASSWORD $ROLE\"",
+        ])
+        .env_remove("CTSD_SOCKET")
+        .output()
+        .expect("ctsctl run");
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout).trim(),
+        "pw-celery celery"
+    );
+    let run = std::process::Command::new(ctsctl_bin())
+        .arg("--config")
+        .arg(&d.config)
+        .args(["run", "jordan:nope", "--", "true"])
+        .env_remove("CTSD_SOCKET")
+        .output()
+        .expect("ctsctl run");
+    assert_eq!(run.status.code(), Some(5), "{run:?}");
 }
