@@ -383,13 +383,14 @@ impl Pool {
             .is_some_and(|s| s.consecutive > 0)
     }
 
-    /// Whether `slot` needs no new worker: it has one that is not stopping, or, in a singleton
-    /// pool, any process at all.
+    /// Whether `slot` needs no new worker: it has one that is not stopping; in a singleton pool,
+    /// whether any process at all is alive (one of a slot a reload removed, still stopping,
+    /// too).
     fn occupied(&self, slot: u32) -> bool {
-        let singleton = self.settings.kind.singleton;
-        self.workers
-            .iter()
-            .any(|w| w.slot == slot && (singleton || !w.stopping()))
+        if self.settings.kind.singleton {
+            return !self.workers.is_empty();
+        }
+        self.workers.iter().any(|w| w.slot == slot && !w.stopping())
     }
 
     fn on_request(&mut self, ticket: Ticket, request: Request, now: Instant) {

@@ -1129,6 +1129,40 @@ fn a_singleton_reconfigure_with_a_roll_is_stop_first() {
 }
 
 #[test]
+fn a_program_of_two_made_a_singleton_starts_its_one_process_after_both_old_ones_exited() {
+    let two = Settings {
+        kind: Kind {
+            socket: false,
+            singleton: false,
+        },
+        ..web(2)
+    };
+    run(
+        two,
+        vec![
+            at(0, Input::Boot).want([spawn_bare(0, 0), spawn_bare(1, 1)]),
+            at(10, ready(0)).want([]),
+            at(10, ready(1)).want([settled()]),
+            at(
+                20,
+                req(
+                    1,
+                    Request::Reconfigure {
+                        settings: singleton(),
+                        roll: true,
+                    },
+                ),
+            )
+            .want([progress(0, 2), term(1), term(0)]),
+            // Slot 0's old process gone, slot 1's still stopping: nothing new yet.
+            at(30, exit(0)).want([kill(0)]),
+            at(40, exit(1)).want([kill(1), spawn_bare(2, 0)]),
+            at(50, ready(2)).want([progress(1, 2), ok(1, Done::Replaced(1))]),
+        ],
+    );
+}
+
+#[test]
 fn a_singleton_whose_new_process_fails_backs_off_instead_of_spinning() {
     let pool = run(
         singleton(),
