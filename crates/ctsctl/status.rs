@@ -69,10 +69,11 @@ fn render_table(report: &StatusReport, colour: bool) -> String {
         "PIDS",
         "UPTIME",
         "RESTARTS",
+        "RELEASE",
         "LAST EXIT",
     ];
     // A line per instance (its web pool), then one per program under it.
-    let rows: Vec<([String; 9], cts_proto::InstanceState)> = report
+    let rows: Vec<([String; 10], cts_proto::InstanceState)> = report
         .instances
         .iter()
         .flat_map(|i| {
@@ -128,7 +129,7 @@ fn render_table(report: &StatusReport, colour: bool) -> String {
     out
 }
 
-fn row(i: &InstanceStatus) -> [String; 9] {
+fn row(i: &InstanceStatus) -> [String; 10] {
     let pids: Vec<String> = i.workers.iter().map(|w| w.pid.to_string()).collect();
     [
         i.key.to_string(),
@@ -159,12 +160,20 @@ fn row(i: &InstanceStatus) -> [String; 9] {
             .min()
             .map_or_else(|| "-".into(), uptime),
         i.restarts.to_string(),
+        release(i.release.as_deref()),
         i.last_exit.clone().unwrap_or_else(|| "-".into()),
     ]
 }
 
+/// The release directory's own name (`2026-11-30`: the path is in `--json`), `-` without one.
+fn release(path: Option<&str>) -> String {
+    path.map(std::path::Path::new)
+        .and_then(|p| p.file_name())
+        .map_or_else(|| "-".into(), |n| n.to_string_lossy().into_owned())
+}
+
 /// The line of `p`, a program of `i`: named as `ctsctl` addresses it (`jordan:celery`).
-fn program_row(i: &InstanceStatus, p: &cts_proto::ProgramStatus) -> [String; 9] {
+fn program_row(i: &InstanceStatus, p: &cts_proto::ProgramStatus) -> [String; 10] {
     let ready = format!("{}/{}", p.ready_workers, p.desired_workers);
     [
         format!("{}:{}", i.key, p.name),
@@ -191,6 +200,7 @@ fn program_row(i: &InstanceStatus, p: &cts_proto::ProgramStatus) -> [String; 9] 
             .min()
             .map_or_else(|| "-".into(), uptime),
         p.restarts.to_string(),
+        release(p.release.as_deref()),
         p.last_exit.clone().unwrap_or_else(|| "-".into()),
     ]
 }
@@ -237,6 +247,7 @@ mod tests {
             release: None,
         };
         let mut jordan = inst("jordan", InstanceState::Running, &[101, 102], None);
+        jordan.release = Some("/var/www/cts/releases/2026-11-30".into());
         let program = |name: &str, singleton, state, pid: Option<u32>| cts_proto::ProgramStatus {
             name: name.into(),
             singleton,
@@ -257,6 +268,7 @@ mod tests {
                 .collect(),
             log_dropped_bytes: 0,
             file_workers: None,
+            release: Some("/var/www/cts/releases/2026-11-30".into()),
         };
         jordan.programs = vec![
             program("celery", false, InstanceState::Running, Some(103)),
@@ -277,11 +289,11 @@ mod tests {
             ],
         };
         let expected = "\
-INSTANCE       STATE    PORT  PREFIX     READY  PIDS     UPTIME  RESTARTS  LAST EXIT
-jordan         running  8003  /JO        2/2    101,102  10s     3         -
-jordan:celery  running  -     -          1/1    103      1m10s   0         -
-jordan:beat    stopped  -     singleton  0/1    -        -       0         -
-iraq           failing  8003  /JO        0/2    -        -       3         worker 0 pid 7 exited with status 3
+INSTANCE       STATE    PORT  PREFIX     READY  PIDS     UPTIME  RESTARTS  RELEASE     LAST EXIT
+jordan         running  8003  /JO        2/2    101,102  10s     3         2026-11-30  -
+jordan:celery  running  -     -          1/1    103      1m10s   0         2026-11-30  -
+jordan:beat    stopped  -     singleton  0/1    -        -       0         2026-11-30  -
+iraq           failing  8003  /JO        0/2    -        -       3         -           worker 0 pid 7 exited with status 3
 ";
         assert_eq!(render_table(&report, false), expected);
         assert!(render_table(&report, true).contains("\x1b[31mfailing\x1b[0m"));

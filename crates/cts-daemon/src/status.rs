@@ -78,6 +78,7 @@ pub fn program_to_proto(
         workers: status.map(workers).unwrap_or_default(),
         log_dropped_bytes,
         file_workers: (file_workers != desired).then_some(file_workers),
+        release: None,
     }
 }
 

@@ -576,6 +576,9 @@ pub struct ProgramStatus {
     /// The file's `workers`, when a `ctsctl scale` made it differ.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_workers: Option<u32>,
+    /// The release directory its processes start in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
 }
 
 /// One worker in an [`InstanceStatus`].

@@ -31,12 +31,14 @@ pub async fn handle(names: &[InstanceName], shared: &Shared) -> Response {
                 continue;
             };
             let status = p.handle.status().await;
-            inst.programs.push(crate::status::program_to_proto(
+            let mut program = crate::status::program_to_proto(
                 config,
                 status.as_ref(),
                 p.dropped_bytes(),
                 p.file_workers,
-            ));
+            );
+            program.release = p.handle.release().map(|r| r.display().to_string());
+            inst.programs.push(program);
         }
         // `status jordan:web jordan:celery` shows jordan once, with what was named.
         match report.iter_mut().find(|i| i.key == inst.key) {
