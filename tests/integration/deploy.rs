@@ -54,6 +54,7 @@ impl Site {
             Migrate::Works => format!("echo \"migrate $CTS_INSTANCE $(pwd)\" >> {journal}\necho migrated\n"),
             Migrate::Fails => "echo \"django.db.utils.ProgrammingError: column cts_rate.amount does not exist\" >&2\nexit 1\n".to_owned(),
             Migrate::Slow => format!("echo \"migrating $CTS_INSTANCE\" >> {journal}\nsleep 2\necho \"migrate $CTS_INSTANCE $(pwd)\" >> {journal}\n"),
+            Migrate::Hangs => format!("echo \"hanging $$\" >> {journal}\nexec sleep 600\n"),
         };
         std::fs::write(dir.join("run"), run).expect("run");
         std::fs::write(dir.join("migrate"), migrate).expect("migrate");
@@ -85,6 +86,7 @@ enum Migrate {
     Works,
     Fails,
     Slow,
+    Hangs,
 }
 
 /// jordan and iraq, whose web pools run `run` (the fixture's defaults name the worker).
@@ -383,4 +385,34 @@ fn release_jobs_get_the_instances_secrets_and_nothing_shows_them() {
     for text in shown {
         assert!(!text.contains(&secret), "the secret shows:\n{text}");
     }
+}
+
+#[test]
+fn a_job_past_deploy_job_timeout_is_stopped_and_fails_the_deploy() {
+    let site = Site::new();
+    let hangs = site.release("hangs", Run::Serves, Migrate::Hangs);
+    let mut d = Daemon::prepare(two(), "", &site.defaults(), Default::default());
+    let mut text = std::fs::read_to_string(&d.config).expect("config");
+    text.push_str("deploy: {job_timeout: 1s}\n");
+    std::fs::write(&d.config, text).expect("config");
+    d.respawn();
+    let before = wait_all_running(&d, "jordan");
+    let out = d.ctl(&["deploy", &hangs.display().to_string()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("timed out after 1s (deploy.job_timeout)"),
+        "{err}"
+    );
+    assert!(err.contains("nothing of jordan was moved"), "{err}");
+    let journal = site.journal();
+    let pid: u32 = journal
+        .lines()
+        .find_map(|l| l.strip_prefix("hanging "))
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("the job did not start:\n{journal}"));
+    assert!(wait_until(WAIT, || !pid_alive(pid)), "the job still runs");
+    assert_eq!(all_pids(&d, "jordan"), before);
+    // The lock is free again.
+    assert!(d.ctl(&["restart", "iraq"]).status.success());
 }

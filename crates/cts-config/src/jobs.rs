@@ -35,15 +35,29 @@ pub(crate) fn read_jobs(value: &Value, path: &str, diag: &mut Diag) -> RawJobs {
     jobs
 }
 
-/// `deploy: {once: [...]}`.
-pub(crate) fn read_deploy(value: &Value, diag: &mut Diag) -> Vec<Vec<Template>> {
+/// `deploy: {once: [...], job_timeout: 30m}`: the once jobs and the job timeout.
+pub(crate) fn read_deploy(
+    value: &Value,
+    diag: &mut Diag,
+) -> (Vec<Vec<Template>>, Option<std::time::Duration>) {
     let Some(map) = Map::read(value, "deploy", diag) else {
-        return Vec::new();
+        return (Vec::new(), None);
     };
-    map.check_keys(&["once"], diag);
-    map.get("once")
+    map.check_keys(&["once", "job_timeout"], diag);
+    let once = map
+        .get("once")
         .and_then(|v| read_jobs(v, &map.path_of("once"), diag))
-        .unwrap_or_default()
+        .unwrap_or_default();
+    let timeout = map.get("job_timeout").and_then(|v| {
+        let path = map.path_of("job_timeout");
+        crate::yaml::read_duration(v, &path, diag).filter(|d| {
+            if d.is_zero() {
+                diag.error(&path, "must be longer than 0s (leave it out for no limit)");
+            }
+            !d.is_zero()
+        })
+    });
+    (once, timeout)
 }
 
 /// The jobs rendered for one instance.

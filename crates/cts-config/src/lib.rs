@@ -85,9 +85,9 @@ mod yaml;
 pub use diff::{diff, Action, Change, Plan};
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
-    Accounts, Admins, ByteSize, Config, CrashLoop, DaemonSettings, Environment, InstanceConfig,
-    Limit, Limits, LogFormat, LogSettings, LogSink, PoolSpec, ProgramConfig, ReadySpec, Resource,
-    RestartPolicy, Rotate, StderrLog,
+    Accounts, Admins, ByteSize, Config, CrashLoop, DaemonSettings, DeploySettings, Environment,
+    InstanceConfig, Limit, Limits, LogFormat, LogSettings, LogSink, PoolSpec, ProgramConfig,
+    ReadySpec, Resource, RestartPolicy, Rotate, StderrLog,
 };
 pub use names::{Currency, InstanceKey, Prefix, ProgramName};
 pub use program::{check_program, find_program, ProgramError};

@@ -24,9 +24,19 @@ pub struct Config {
     pub daemon: DaemonSettings,
     /// The instances, in the order the file declares them.
     pub instances: Vec<InstanceConfig>,
+    /// The `deploy:` section: what `ctsctl deploy` runs besides the instances' release jobs.
+    pub deploy: DeploySettings,
+}
+
+/// The `deploy:` section.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeploySettings {
     /// `deploy.once`: one-shot jobs (argv each) a deploy runs once, in the release directory,
     /// before any instance moves. Placeholders are rendered for the first instance.
-    pub deploy_once: Vec<Vec<String>>,
+    pub once: Vec<Vec<String>>,
+    /// `deploy.job_timeout`: a job (once or release) still running after this is stopped
+    /// (SIGTERM, then SIGKILL) and fails the deploy; `None`, no limit.
+    pub job_timeout: Option<Duration>,
 }
 
 /// `dev`, `staging` or `production`.

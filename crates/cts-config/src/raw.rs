@@ -52,6 +52,8 @@ pub(crate) struct RawConfig {
     pub(crate) default_release: RawJobs,
     /// `deploy.once`.
     pub(crate) deploy_once: Vec<Vec<crate::template::Template>>,
+    /// `deploy.job_timeout`.
+    pub(crate) job_timeout: Option<std::time::Duration>,
     /// The file the instances were read from: the config file, or the
     /// pillar named by `instances_file`.
     pub(crate) instances_file: PathBuf,
@@ -135,7 +137,7 @@ pub(crate) fn read_config(doc: &Value, dir: &Path, diag: &mut Diag, source: &Pat
         raw.daemon = read_daemon(section, dir, diag);
     }
     if let Some(section) = top.get("deploy") {
-        raw.deploy_once = read_deploy(section, diag);
+        (raw.deploy_once, raw.job_timeout) = read_deploy(section, diag);
     }
     if let Some(section) = top.get("defaults") {
         if let Some(map) = Map::read(section, "defaults", diag) {

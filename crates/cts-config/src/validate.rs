@@ -110,7 +110,10 @@ pub(crate) fn build(
         source: source.to_path_buf(),
         daemon,
         instances,
-        deploy_once,
+        deploy: crate::DeploySettings {
+            once: deploy_once,
+            job_timeout: raw.job_timeout,
+        },
     })
 }
 

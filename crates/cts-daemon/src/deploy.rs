@@ -77,8 +77,8 @@ impl DeployLock {
 pub struct Plan {
     /// The release directory.
     pub release: PathBuf,
-    /// `deploy.once`.
-    pub once: Vec<Vec<String>>,
+    /// The `deploy:` section: the once jobs, the job timeout.
+    pub settings: cts_config::DeploySettings,
     /// The instances in the order they move: each inner list moves at once.
     pub batches: Vec<Vec<InstanceEntry>>,
     /// Every instance of the configuration (for the symlink switch).
@@ -103,7 +103,7 @@ impl Plan {
     pub fn describe(&self) -> Vec<String> {
         let mut lines = Vec::new();
         let release = self.release.display();
-        for (i, job) in self.once.iter().enumerate() {
+        for (i, job) in self.settings.once.iter().enumerate() {
             lines.push(format!("once[{i}]: run `{}` in {release}", job.join(" ")));
         }
         for (n, batch) in self.batches.iter().enumerate() {
@@ -187,7 +187,7 @@ pub async fn run(plan: Plan, steps: Steps) -> Vec<Outcome> {
     let release = plan.release.clone();
     let mut outcomes = Vec::new();
     if let Some(first) = plan.all.first() {
-        for (i, job) in plan.once.iter().enumerate() {
+        for (i, job) in plan.settings.once.iter().enumerate() {
             let name = format!("once[{i}]");
             if let Err(why) = job_step(first, job, &plan, &name, &steps).await {
                 outcomes.push(Outcome::failed("deploy", Failure::Other, why));
@@ -293,10 +293,17 @@ async fn job_step(
     let t = Instant::now();
     steps.say(format!("{key}: {name}: `{}` …", job.join(" ")));
     let output: Arc<dyn cts_supervisor::Output> = e.output.clone();
-    let report =
-        cts_supervisor::job::run_job(&e.config, job, &plan.release, &plan.shim, name, output)
-            .await
-            .map_err(|why| format!("{name} `{}` could not start: {why}", job.join(" ")))?;
+    let report = cts_supervisor::job::run_job(
+        &e.config,
+        job,
+        &plan.release,
+        &plan.shim,
+        name,
+        output,
+        plan.settings.job_timeout,
+    )
+    .await
+    .map_err(|why| format!("{name} `{}` could not start: {why}", job.join(" ")))?;
     let secs = t.elapsed().as_secs_f64();
     if report.ok {
         steps.say(format!("{key}: {name}: ok ({secs:.1} s)"));

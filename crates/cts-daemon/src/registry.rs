@@ -97,13 +97,13 @@ pub struct Published {
     /// Bumped whenever `entries` is replaced.
     changed: watch::Sender<u64>,
     /// `deploy.once` of the running configuration.
-    deploy_once: RwLock<Vec<Vec<String>>>,
+    deploy: RwLock<cts_config::DeploySettings>,
 }
 
 impl Default for Published {
     fn default() -> Self {
         Published {
-            deploy_once: RwLock::new(Vec::new()),
+            deploy: RwLock::new(cts_config::DeploySettings::default()),
             entries: RwLock::new(Vec::new()),
             changed: watch::Sender::new(0),
         }
@@ -116,12 +116,9 @@ impl Published {
         self.entries.read().map(|v| v.clone()).unwrap_or_default()
     }
 
-    /// `deploy.once` of the running configuration.
-    pub fn deploy_once(&self) -> Vec<Vec<String>> {
-        self.deploy_once
-            .read()
-            .map(|v| v.clone())
-            .unwrap_or_default()
+    /// The `deploy:` section of the running configuration.
+    pub fn deploy(&self) -> cts_config::DeploySettings {
+        self.deploy.read().map(|v| v.clone()).unwrap_or_default()
     }
 
     /// Changes whenever the instances are replaced.
@@ -219,8 +216,8 @@ pub(crate) struct Instances {
     /// The `ctsd:` settings of the running configuration (a reload adopts the new ones; those
     /// it cannot apply are reported).
     daemon: DaemonSettings,
-    /// `deploy.once` of the running configuration.
-    deploy_once: Vec<Vec<String>>,
+    /// The `deploy:` section of the running configuration.
+    deploy: cts_config::DeploySettings,
     /// In configuration order.
     running: Vec<Running>,
     root: CancellationToken,
@@ -251,7 +248,7 @@ impl Instances {
             cgroups,
             source: config.source.clone(),
             daemon: config.daemon.clone(),
-            deploy_once: config.deploy_once.clone(),
+            deploy: config.deploy.clone(),
             running: Vec::new(),
             root: CancellationToken::new(),
             kill: CancellationToken::new(),
@@ -269,7 +266,7 @@ impl Instances {
         Config {
             source: self.source.clone(),
             daemon: self.daemon.clone(),
-            deploy_once: self.deploy_once.clone(),
+            deploy: self.deploy.clone(),
             instances: self
                 .running
                 .iter()
@@ -666,7 +663,7 @@ impl Instances {
         self.running.sort_by_key(|r| order(r.config.key.as_str()));
         self.source = new.source;
         self.daemon = new.daemon;
-        self.deploy_once = new.deploy_once;
+        self.deploy = new.deploy;
         self.publish();
     }
 
@@ -707,8 +704,8 @@ impl Instances {
     }
 
     fn publish(&self) {
-        if let Ok(mut once) = self.published.deploy_once.write() {
-            once.clone_from(&self.deploy_once);
+        if let Ok(mut deploy) = self.published.deploy.write() {
+            deploy.clone_from(&self.deploy);
         }
         let entries = self
             .running

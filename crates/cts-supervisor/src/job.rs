@@ -47,11 +47,15 @@ impl Drop for Abandon {
     }
 }
 
+/// SIGTERM, then SIGKILL this much later, to a job past its timeout.
+const KILL_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How long the output of what a finished job left behind is still read.
 const DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Runs `argv` as a job of `config`'s instance in `dir`, and waits for it. `name` labels its
-/// lines in `output` (`release[0] python`).
+/// Runs `argv` as a job of `config`'s instance in `dir`, and waits for it, at most `timeout`
+/// (then SIGTERM to its process group, SIGKILL 10 s later). `name` labels its lines in `output`
+/// (`release[0] python`).
 ///
 /// # Errors
 ///
@@ -63,6 +67,7 @@ pub async fn run_job(
     shim: &Path,
     name: &str,
     output: Arc<dyn Output>,
+    timeout: Option<std::time::Duration>,
 ) -> Result<JobReport, String> {
     let mut pool = config.pool.clone();
     pool.command = argv.to_vec();
@@ -89,7 +94,29 @@ pub async fn run_job(
         .stderr
         .take()
         .map(|e| tokio::spawn(lines(e, name.to_owned(), output.clone(), tail.clone())));
-    let status = child.wait().await;
+    let mut timed_out = None;
+    let status = match timeout {
+        None => child.wait().await,
+        Some(limit) => match tokio::time::timeout(limit, child.wait()).await {
+            Ok(status) => status,
+            Err(_) => {
+                timed_out = Some(limit);
+                output.event(&format!(
+                    "{name} still running after {}: stopping it",
+                    crate::human(limit)
+                ));
+                let group = Pid::from_raw(pid as i32);
+                let _ = killpg(group, Signal::SIGTERM);
+                match tokio::time::timeout(KILL_AFTER, child.wait()).await {
+                    Ok(status) => status,
+                    Err(_) => {
+                        let _ = killpg(group, Signal::SIGKILL);
+                        child.wait().await
+                    }
+                }
+            }
+        },
+    };
     guard.0 = None;
     contain::reaped(pid);
     // What it left behind goes with it, as a worker's does (its process group, then anything
@@ -108,11 +135,19 @@ pub async fn run_job(
         Ok(st) => crate::watcher::describe(st),
         Err(e) => return Err(format!("could not be waited for: {e}")),
     };
-    output.event(&format!("{name} {}", exit.description));
+    let description = match timed_out {
+        Some(limit) => format!(
+            "timed out after {} (deploy.job_timeout) and was stopped: {}",
+            crate::human(limit),
+            exit.description
+        ),
+        None => exit.description,
+    };
+    output.event(&format!("{name} {description}"));
     let tail = tail.lock().unwrap_or_else(PoisonError::into_inner);
     Ok(JobReport {
-        ok: exit.success,
-        exit: exit.description,
+        ok: exit.success && timed_out.is_none(),
+        exit: description,
         tail: tail.iter().cloned().collect(),
     })
 }

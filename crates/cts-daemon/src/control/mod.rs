@@ -65,9 +65,9 @@ impl Shared {
         self.instances.snapshot()
     }
 
-    /// `deploy.once` of the running configuration.
-    pub fn deploy_once(&self) -> Vec<Vec<String>> {
-        self.instances.deploy_once()
+    /// The `deploy:` section of the running configuration.
+    pub fn deploy(&self) -> cts_config::DeploySettings {
+        self.instances.deploy()
     }
 }
 

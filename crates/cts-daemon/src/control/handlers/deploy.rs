@@ -63,7 +63,7 @@ pub async fn handle(r: &DeployRequest, shared: &Shared, emit: Emit) -> Response 
     batches.extend(rest.chunks(r.batch as usize).map(<[InstanceEntry]>::to_vec));
     let plan = Plan {
         release: release.clone(),
-        once: shared.deploy_once(),
+        settings: shared.deploy(),
         batches,
         all,
         shim: shared.shim.clone(),
