@@ -236,9 +236,14 @@ instances:
 "#;
     let c = parse(text).unwrap();
     assert_eq!(
-        c.deploy_once,
+        c.deploy.once,
         [["python", "manage.py", "collectstatic", "--noinput"]]
     );
+    assert_eq!(c.deploy.job_timeout, None);
+    let timed = parse(&text.replace("deploy:\n", "deploy:\n  job_timeout: 30m\n")).unwrap();
+    assert_eq!(timed.deploy.job_timeout, Some(Duration::from_secs(1800)));
+    let e = errors(&text.replace("deploy:\n", "deploy:\n  job_timeout: 0s\n"));
+    assert_eq!(e[0].0, "deploy.job_timeout");
     let turkey = c.instance("turkey").unwrap();
     assert_eq!(turkey.release[0][4], "--database=turkey");
     assert!(
