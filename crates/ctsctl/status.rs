@@ -67,13 +67,14 @@ fn render_table(report: &StatusReport, colour: bool) -> String {
         "PREFIX",
         "READY",
         "PIDS",
+        "PSS",
         "UPTIME",
         "RESTARTS",
         "RELEASE",
         "LAST EXIT",
     ];
     // A line per instance (its web pool), then one per program under it.
-    let rows: Vec<([String; 10], cts_proto::InstanceState)> = report
+    let rows: Vec<([String; 11], cts_proto::InstanceState)> = report
         .instances
         .iter()
         .flat_map(|i| {
@@ -129,7 +130,7 @@ fn render_table(report: &StatusReport, colour: bool) -> String {
     out
 }
 
-fn row(i: &InstanceStatus) -> [String; 10] {
+fn row(i: &InstanceStatus) -> [String; 11] {
     let pids: Vec<String> = i.workers.iter().map(|w| w.pid.to_string()).collect();
     [
         i.key.to_string(),
@@ -153,6 +154,7 @@ fn row(i: &InstanceStatus) -> [String; 10] {
         } else {
             pids.join(",")
         },
+        pss(&i.workers),
         // The workers' age, the youngest's: a restarted pool shows how long ago it restarted.
         i.workers
             .iter()
@@ -165,6 +167,15 @@ fn row(i: &InstanceStatus) -> [String; 10] {
     ]
 }
 
+/// What the pool's processes cost together: the sum of their PSS (`12.5M`), `-` when unknown.
+fn pss(workers: &[cts_proto::WorkerStatus]) -> String {
+    let known: Vec<u64> = workers.iter().filter_map(|w| w.pss_kib).collect();
+    if known.is_empty() {
+        return "-".into();
+    }
+    format!("{:.1}M", known.iter().sum::<u64>() as f64 / 1024.0)
+}
+
 /// The release directory's own name (`2026-11-30`: the path is in `--json`), `-` without one.
 fn release(path: Option<&str>) -> String {
     path.map(std::path::Path::new)
@@ -173,7 +184,7 @@ fn release(path: Option<&str>) -> String {
 }
 
 /// The line of `p`, a program of `i`: named as `ctsctl` addresses it (`jordan:celery`).
-fn program_row(i: &InstanceStatus, p: &cts_proto::ProgramStatus) -> [String; 10] {
+fn program_row(i: &InstanceStatus, p: &cts_proto::ProgramStatus) -> [String; 11] {
     let ready = format!("{}/{}", p.ready_workers, p.desired_workers);
     [
         format!("{}:{}", i.key, p.name),
@@ -194,6 +205,7 @@ fn program_row(i: &InstanceStatus, p: &cts_proto::ProgramStatus) -> [String; 10]
             let pids: Vec<String> = p.workers.iter().map(|w| w.pid.to_string()).collect();
             pids.join(",")
         },
+        pss(&p.workers),
         p.workers
             .iter()
             .map(|w| w.uptime_secs)
@@ -237,6 +249,8 @@ mod tests {
                     slot: slot as u32,
                     state: WorkerState::Ready,
                     uptime_secs: 10,
+                    rss_kib: Some(40_960),
+                    pss_kib: Some(10_240),
                 })
                 .collect(),
             log_dropped_bytes: 0,
@@ -264,6 +278,8 @@ mod tests {
                     slot: 0,
                     state: WorkerState::Ready,
                     uptime_secs: 70,
+                    rss_kib: None,
+                    pss_kib: None,
                 })
                 .collect(),
             log_dropped_bytes: 0,
@@ -289,11 +305,11 @@ mod tests {
             ],
         };
         let expected = "\
-INSTANCE       STATE    PORT  PREFIX     READY  PIDS     UPTIME  RESTARTS  RELEASE     LAST EXIT
-jordan         running  8003  /JO        2/2    101,102  10s     3         2026-11-30  -
-jordan:celery  running  -     -          1/1    103      1m10s   0         2026-11-30  -
-jordan:beat    stopped  -     singleton  0/1    -        -       0         2026-11-30  -
-iraq           failing  8003  /JO        0/2    -        -       3         -           worker 0 pid 7 exited with status 3
+INSTANCE       STATE    PORT  PREFIX     READY  PIDS     PSS    UPTIME  RESTARTS  RELEASE     LAST EXIT
+jordan         running  8003  /JO        2/2    101,102  20.0M  10s     3         2026-11-30  -
+jordan:celery  running  -     -          1/1    103      -      1m10s   0         2026-11-30  -
+jordan:beat    stopped  -     singleton  0/1    -        -      -       0         2026-11-30  -
+iraq           failing  8003  /JO        0/2    -        -      -       3         -           worker 0 pid 7 exited with status 3
 ";
         assert_eq!(render_table(&report, false), expected);
         assert!(render_table(&report, true).contains("\x1b[31mfailing\x1b[0m"));

@@ -123,6 +123,14 @@ fn programs_run_beside_web_with_their_own_log_status_and_environment() {
     assert_eq!(beat["ready_workers"], 1);
     assert_eq!(beat["restarts"], 0);
     let iraq = d.instance("iraq");
+    // What each process costs, from /proc: web's and the programs' alike.
+    for w in [&inst["workers"][0], &beat["workers"][0]] {
+        let (rss, pss) = (w["rss_kib"].as_u64(), w["pss_kib"].as_u64());
+        assert!(
+            rss.is_some_and(|r| r > 0) && pss.is_some_and(|p| p > 0 && p <= rss.unwrap_or(0)),
+            "{w:#}"
+        );
+    }
     assert_eq!(
         iraq["programs"].as_array().map(Vec::len),
         Some(1),

@@ -104,6 +104,8 @@ fn workers(s: &sup::Status) -> Vec<proto::WorkerStatus> {
                 sup::WorkerState::Stopping => proto::WorkerState::Stopping,
             },
             uptime_secs: w.started.elapsed().as_secs(),
+            rss_kib: None,
+            pss_kib: None,
         })
         .collect()
 }
@@ -189,6 +191,36 @@ fn failed_pid(message: &str) -> Option<u32> {
         }
     }
     None
+}
+
+/// Fills in every worker's RSS and PSS from `/proc/<pid>/smaps_rollup` (off the runtime
+/// thread: the kernel walks each process's mappings).
+pub async fn with_memory(mut report: Vec<proto::InstanceStatus>) -> Vec<proto::InstanceStatus> {
+    tokio::task::spawn_blocking(move || {
+        for inst in &mut report {
+            let pools = std::iter::once(&mut inst.workers)
+                .chain(inst.programs.iter_mut().map(|p| &mut p.workers));
+            for w in pools.flatten() {
+                if let Some((rss, pss)) = memory(w.pid) {
+                    (w.rss_kib, w.pss_kib) = (Some(rss), Some(pss));
+                }
+            }
+        }
+        report
+    })
+    .await
+    .unwrap_or_default()
+}
+
+/// `Rss` and `Pss` of `pid`, KiB.
+fn memory(pid: u32) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    };
+    Some((field("Rss:")?, field("Pss:")?))
 }
 
 #[cfg(test)]

@@ -592,6 +592,14 @@ pub struct WorkerStatus {
     pub state: WorkerState,
     /// Seconds since it was started.
     pub uptime_secs: u64,
+    /// Its resident memory, KiB (`/proc/<pid>/smaps_rollup`): pages it shares with its
+    /// siblings (a preloaded application) count in each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_kib: Option<u64>,
+    /// Its proportional share of memory, KiB: shared pages divided among their users, so the
+    /// workers' sum is what the pool costs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pss_kib: Option<u64>,
 }
 
 /// State of an instance, as `status` reports it.

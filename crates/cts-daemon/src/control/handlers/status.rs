@@ -52,6 +52,7 @@ pub async fn handle(names: &[InstanceName], shared: &Shared) -> Response {
             None => report.push(inst),
         }
     }
+    let report = crate::status::with_memory(report).await;
     Response::Status(StatusReport {
         daemon_version: crate::VERSION.to_owned(),
         pid: std::process::id(),
