@@ -121,6 +121,14 @@ fn render_table(report: &StatusReport, colour: bool) -> String {
             inst.key, inst.strays
         ));
     }
+    for inst in &report.instances {
+        for p in inst.programs.iter().filter(|p| p.strays > 0) {
+            out.push_str(&format!(
+                "warning: {}:{}: {} process(es) left their worker's process group (killed when it exits)\n",
+                inst.key, p.name, p.strays
+            ));
+        }
+    }
     for inst in report.instances.iter().filter(|i| i.log_dropped_bytes > 0) {
         out.push_str(&format!(
             "warning: {}: {} bytes of output could not be written to its log (disk full or directory not writable)\n",
@@ -285,6 +293,7 @@ mod tests {
             log_dropped_bytes: 0,
             file_workers: None,
             release: Some("/var/www/cts/releases/2026-11-30".into()),
+            strays: 0,
         };
         jordan.programs = vec![
             program("celery", false, InstanceState::Running, Some(103)),

@@ -643,3 +643,36 @@ fn an_escaped_daemons_own_children_go_too() {
         [a, b].iter().filter(|p| pid_alive(**p)).collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn a_programs_setsid_descendant_is_the_programs_stray_and_goes_with_it() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let pidfile = tmp.path().join("escaped");
+    let script = format!(
+        "(setsid sleep 1000 </dev/null >/dev/null 2>&1 & echo $! > {}); exec {} --no-socket",
+        pidfile.display(),
+        worker_bin()
+    );
+    let jordan = Inst::new("jordan", "Jordan", "/JO", "JOD").with(&format!(
+        "programs: {{celery: {{command: {}}}}}",
+        yaml_list(&["sh", "-c", &script])
+    ));
+    let d = Daemon::start(vec![jordan], "");
+    let escaped = escaped_pid(&pidfile);
+    let _guard = KillOnDrop(escaped);
+    let celery = || {
+        d.instance("jordan")["programs"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == "celery").cloned())
+            .unwrap_or_default()
+    };
+    assert!(wait_until(WAIT, || celery()["strays"] == 1), "{}", celery());
+    assert_eq!(d.instance("jordan")["strays"], 0, "counted under web too");
+    let out = d.ctl(&["stop", "jordan:celery"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        wait_until(WAIT, || !pid_alive(escaped)),
+        "the setsid process {escaped} outlived its program's stop"
+    );
+    assert_eq!(celery()["strays"], 0);
+}

@@ -79,6 +79,7 @@ pub fn program_to_proto(
         log_dropped_bytes,
         file_workers: (file_workers != desired).then_some(file_workers),
         release: None,
+        strays: 0,
     }
 }
 

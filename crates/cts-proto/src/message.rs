@@ -579,6 +579,9 @@ pub struct ProgramStatus {
     /// The release directory its processes start in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release: Option<String>,
+    /// Processes its workers left outside their process group that are still alive.
+    #[serde(default)]
+    pub strays: u32,
 }
 
 /// One worker in an [`InstanceStatus`].

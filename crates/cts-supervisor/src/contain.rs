@@ -153,12 +153,18 @@ pub fn kill_all_orphans() {
     }
 }
 
-/// How many adopted orphans of `key`'s workers are alive.
+/// How many adopted orphans of `key`'s workers are alive (`jordan` is the web pool's only,
+/// `jordan:celery` a program's).
 pub fn strays(key: &str) -> u32 {
     let mine = format!("{}:{key}:", std::process::id());
+    // `<ctsd pid>:<key>:<worker id>`: a program's tags (`jordan:celery:3`) are not web's.
+    let of_key = |t: &str| {
+        t.strip_prefix(&mine)
+            .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+    };
     adopted()
         .into_iter()
-        .filter(|&pid| tag_of(pid).is_some_and(|t| t.starts_with(&mine)))
+        .filter(|&pid| tag_of(pid).is_some_and(|t| of_key(&t)))
         .count() as u32
 }
 

@@ -38,6 +38,8 @@ pub async fn handle(names: &[InstanceName], shared: &Shared) -> Response {
                 p.file_workers,
             );
             program.release = p.handle.release().map(|r| r.display().to_string());
+            let name = format!("{}:{}", entry.config.key, p.name);
+            program.strays = cts_supervisor::contain::strays(&name);
             inst.programs.push(program);
         }
         // `status jordan:web jordan:celery` shows jordan once, with what was named.
