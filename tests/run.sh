@@ -11,16 +11,18 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash tests/e2e/setup.sh
 mkdir -p target/e2e
-rm -f target/e2e/summary
+rm -f target/e2e/summary target/e2e/summary-celery
 log=target/test-output.log
 status=0
 cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
 echo
-if [ -f target/e2e/summary ]; then
-    cat target/e2e/summary
-else
-    echo "e2e: no summary (it failed or did not run: see its output above)"
-fi
+for summary in target/e2e/summary target/e2e/summary-celery; do
+    if [ -f "$summary" ]; then
+        cat "$summary"
+    else
+        echo "e2e: no summary in $summary (its test failed or did not run: see above)"
+    fi
+done
 # The preload module's tests (python/tests, issue #11's prototype), with the e2e virtualenv's
 # python: unittest's summary is counted with the crates'.
 pylog=target/test-python.log

@@ -156,6 +156,7 @@ impl Looper {
 
 #[test]
 fn celery_worker_and_one_beat_per_instance_through_restarts_reloads_and_deploys() {
+    let started = Instant::now();
     let env = setup();
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
@@ -364,8 +365,10 @@ fn celery_worker_and_one_beat_per_instance_through_restarts_reloads_and_deploys(
     for l in &loops {
         l.wait_for(5);
     }
+    let mut served = 0;
     for (l, (key, ..)) in loops.into_iter().zip(INSTANCES) {
         let (ok, failed) = l.finish();
+        served += ok;
         eprintln!(
             "e2e: deploy r2: {key}: {ok} requests, {} failed",
             failed.len()
@@ -501,4 +504,13 @@ fn celery_worker_and_one_beat_per_instance_through_restarts_reloads_and_deploys(
         );
     }
     drop(ctsd);
+    let summary = format!(
+        "e2e: passed in {:.1}s: a celery worker and one beat per instance on Redis, Memcached, \
+         secrets; a deploy of 3 instances in {deploy_secs:.1} s under load, {served} requests, \
+         0 failed",
+        started.elapsed().as_secs_f64()
+    );
+    eprintln!("{summary}");
+    // tests/run.sh prints it after the tests, where it is seen.
+    let _ = std::fs::write(repo().join("target/e2e/summary-celery"), summary + "\n");
 }
