@@ -416,3 +416,47 @@ fn a_job_past_deploy_job_timeout_is_stopped_and_fails_the_deploy() {
     // The lock is free again.
     assert!(d.ctl(&["restart", "iraq"]).status.success());
 }
+
+#[test]
+fn a_batch_moves_instances_together_and_a_stopped_one_starts_in_the_release() {
+    let site = Site::new();
+    let r2 = site.release("r2", Run::Serves, Migrate::Works);
+    let mut instances = two();
+    instances.push(Inst::new("turkey", "Turkey", "/TR", "TRY").with("command: [sh, run]"));
+    let d = Daemon::start(instances, &site.defaults());
+    for key in ["jordan", "iraq", "turkey"] {
+        wait_all_running(&d, key);
+    }
+    let out = d.ctl(&["stop", "turkey"]);
+    assert!(out.status.success(), "{out:?}");
+    let plan = d.ctl(&[
+        "deploy",
+        &r2.display().to_string(),
+        "--batch",
+        "2",
+        "--dry-run",
+    ]);
+    let plan = String::from_utf8_lossy(&plan.stdout).into_owned();
+    assert!(plan.contains("batch 1: jordan, iraq"), "{plan}");
+    assert!(plan.contains("batch 2: turkey"), "{plan}");
+    let out = d.ctl(&["deploy", &r2.display().to_string(), "--batch", "2"]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        d.stderr()
+    );
+    for key in ["jordan", "iraq"] {
+        for pid in wait_all_running(&d, key) {
+            assert_eq!(cwd_of(pid), r2, "{key}");
+        }
+    }
+    // turkey was stopped: it is pinned to r2 and starts there.
+    assert_eq!(release_of(&d, "turkey"), r2.display().to_string());
+    assert_eq!(d.instance("turkey")["state"], "stopped");
+    let out = d.ctl(&["start", "turkey"]);
+    assert!(out.status.success(), "{out:?}");
+    for pid in wait_all_running(&d, "turkey") {
+        assert_eq!(cwd_of(pid), r2, "turkey");
+    }
+}
