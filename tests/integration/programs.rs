@@ -493,3 +493,30 @@ fn programs_get_the_instances_secrets() {
         .expect("ctsctl run");
     assert_eq!(run.status.code(), Some(5), "{run:?}");
 }
+
+#[test]
+fn with_stderr_separate_a_programs_stderr_has_its_own_file() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let lock = tmp.path().join("beat.lock");
+    let jordan = Inst::new("jordan", "Jordan", "/JO", "JOD").with("logs: {stderr: separate}");
+    let d = Daemon::start(vec![jordan], &cts_programs(&lock));
+    wait_program(&d, "jordan", "celery");
+    // The demo worker says "stopped" on stderr when it stops, and ticks on stdout.
+    ctl_ok(&d, &["restart", "jordan:celery"]);
+    let dir = d.log_dir.join("jordan");
+    let err = dir.join("celery.stderr.log");
+    assert!(
+        wait_until(WAIT, || std::fs::read_to_string(&err)
+            .is_ok_and(|t| t.contains("stopped"))),
+        "{:?}",
+        std::fs::read_dir(&dir).map(|r| r.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+    );
+    let log = dir.join("celery.log");
+    assert!(wait_until(WAIT, || std::fs::read_to_string(&log)
+        .is_ok_and(|t| t.contains("tick "))));
+    let out = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!out.contains("stopped\n"), "stderr in celery.log: {out}");
+    let shown = ctl_ok(&d, &["logs", "jordan:celery", "--stderr", "-n", "50"]);
+    assert!(shown.contains("stopped"), "{shown}");
+    assert!(!d.log("jordan").contains("tick "));
+}

@@ -74,6 +74,8 @@ pub struct ProgramEntry {
     pub handle: InstanceHandle,
     /// Its log, `<program>.log`.
     pub log: cts_logs::LogHandle,
+    /// Its `<program>.stderr.log`, with `logs.stderr: separate`.
+    pub err_log: Option<cts_logs::LogHandle>,
     /// Where its processes' output goes.
     pub output: Arc<output::LogOutput>,
     /// `workers` as the configuration file says.
@@ -83,7 +85,9 @@ pub struct ProgramEntry {
 impl ProgramEntry {
     /// Bytes its log could not write.
     pub fn dropped_bytes(&self) -> u64 {
-        self.log.dropped_bytes() + self.output.sink_dropped()
+        self.log.dropped_bytes()
+            + self.err_log.as_ref().map_or(0, |l| l.dropped_bytes())
+            + self.output.sink_dropped()
     }
 }
 
@@ -176,6 +180,8 @@ struct RunningProgram {
     join: JoinHandle<()>,
     /// `<program>.log`.
     log: InstanceLog,
+    /// `<program>.stderr.log`, with `logs.stderr: separate`.
+    err_log: Option<InstanceLog>,
     output: Arc<output::LogOutput>,
     file_workers: u32,
 }
@@ -184,12 +190,18 @@ impl RunningProgram {
     /// Completes once its processes have exited and its log is flushed.
     async fn finish(self) {
         let RunningProgram {
-            join, log, output, ..
+            join,
+            log,
+            err_log,
+            output,
+            ..
         } = self;
         let _ = join.await;
-        // The log closes once every sender is gone, the one in `output` too.
+        // The logs close once every sender is gone, the ones in `output` too.
         drop(output);
-        log.close().await;
+        for l in std::iter::once(log).chain(err_log) {
+            l.close().await;
+        }
     }
 }
 
@@ -201,6 +213,7 @@ impl Running {
         for mut p in self.programs {
             let _ = (&mut p.join).await;
             logs.push(p.log);
+            logs.extend(p.err_log);
         }
         logs
     }
@@ -300,7 +313,7 @@ impl Instances {
             about: format!("starting the log writer of {}", inst.key),
             source,
         })?;
-        let err_log = open_err_log(&dir, inst)?;
+        let err_log = open_err_log(&dir, &err_file(None), inst, &inst.pool.logs)?;
         let output = Arc::new(output::LogOutput {
             log: log.sender(),
             err: std::sync::Mutex::new(err_log.as_ref().map(InstanceLog::sender)),
@@ -392,9 +405,10 @@ impl Instances {
             about: format!("starting the log writer of {}:{name}", inst.key),
             source,
         })?;
+        let err_log = open_err_log(&dir, &err_file(Some(name)), inst, &program.pool.logs)?;
         let output = Arc::new(output::LogOutput {
             log: log.sender(),
-            err: std::sync::Mutex::new(None),
+            err: std::sync::Mutex::new(err_log.as_ref().map(InstanceLog::sender)),
             sink: std::sync::Mutex::new(output::sink_for(
                 inst.key.as_str(),
                 name.as_str(),
@@ -427,6 +441,7 @@ impl Instances {
             token,
             join,
             log,
+            err_log,
             output,
             file_workers: program.pool.workers,
         })
@@ -616,35 +631,22 @@ impl Instances {
         let Some(r) = self.running.iter_mut().find(|r| r.config.key == inst.key) else {
             return;
         };
-        let options = log_options(&inst.pool.logs);
-        r.log.reconfigure(options.clone());
-        let separate = inst.pool.logs.stderr == cts_config::StderrLog::Separate;
-        match (separate, r.err_log.take()) {
-            (true, Some(l)) => {
-                l.reconfigure(options);
-                r.err_log = Some(l);
-            }
-            (true, None) => {
-                match open_err_log(&self.daemon.log_dir.join(inst.key.as_str()), inst) {
-                    Ok(l) => r.err_log = l,
-                    Err(e) => tracing::warn!(instance = %inst.key, "{e}"),
-                }
-            }
-            // Running workers keep writing through their readers' senders until they exit.
-            (false, Some(l)) => self.retiring.push(tokio::spawn(l.close())),
-            (false, None) => {}
-        }
-        if let Ok(mut err) = r.output.err.lock() {
-            *err = r.err_log.as_ref().map(InstanceLog::sender);
-        }
+        let dir = self.daemon.log_dir.join(inst.key.as_str());
+        r.log.reconfigure(log_options(&inst.pool.logs));
+        let retired = apply_err_log(&mut r.err_log, &r.output, &dir, None, inst, &inst.pool.logs);
+        self.retiring.extend(retired);
         if let Ok(mut sink) = r.output.sink.lock() {
             *sink = output::sink_for(inst.key.as_str(), "web", &inst.pool.logs);
         }
-        for p in &r.programs {
+        for p in &mut r.programs {
             let Some(new) = inst.program(p.name.as_str()) else {
                 continue;
             };
             p.log.reconfigure(log_options(&new.pool.logs));
+            let name = Some(&p.name);
+            let retired =
+                apply_err_log(&mut p.err_log, &p.output, &dir, name, inst, &new.pool.logs);
+            self.retiring.extend(retired);
             if let Ok(mut sink) = p.output.sink.lock() {
                 *sink = output::sink_for(inst.key.as_str(), p.name.as_str(), &new.pool.logs);
             }
@@ -676,6 +678,9 @@ impl Instances {
             }
             for p in &r.programs {
                 p.log.reopen();
+                if let Some(l) = &p.err_log {
+                    l.reopen();
+                }
             }
         }
     }
@@ -726,6 +731,7 @@ impl Instances {
                         singleton: p.singleton,
                         handle: p.handle.clone(),
                         log: p.log.handle(),
+                        err_log: p.err_log.as_ref().map(InstanceLog::handle),
                         output: p.output.clone(),
                         file_workers: p.file_workers,
                     })
@@ -766,22 +772,69 @@ fn prepare_log_dir(dir: &Path, inst: &InstanceConfig) {
     }
 }
 
-/// The instance's `stderr.log` writer when `logs.stderr` is `separate`.
-fn open_err_log(dir: &Path, inst: &InstanceConfig) -> Result<Option<InstanceLog>, LaunchError> {
-    if inst.pool.logs.stderr != cts_config::StderrLog::Separate {
+/// The file a pool's stderr goes to with `logs.stderr: separate`: web's `stderr.log`, a
+/// program's `<program>.stderr.log`.
+fn err_file(program: Option<&ProgramName>) -> String {
+    match program {
+        None => cts_logs::writer::STDERR_FILE.to_owned(),
+        Some(p) => format!("{p}.stderr.log"),
+    }
+}
+
+/// The stderr log writer (`file` in `dir`) of a pool of `inst` when its `logs.stderr` is
+/// `separate`.
+fn open_err_log(
+    dir: &Path,
+    file: &str,
+    inst: &InstanceConfig,
+    logs: &cts_config::LogSettings,
+) -> Result<Option<InstanceLog>, LaunchError> {
+    if logs.stderr != cts_config::StderrLog::Separate {
         return Ok(None);
     }
     InstanceLog::open_file(
         dir,
-        cts_logs::writer::STDERR_FILE,
-        &format!("err-{}", inst.key),
-        log_options(&inst.pool.logs),
+        file,
+        &format!("err-{}-{file}", inst.key),
+        log_options(logs),
     )
     .map(Some)
     .map_err(|source| LaunchError {
-        about: format!("starting the stderr log writer of {}", inst.key),
+        about: format!("starting the stderr log writer {file} of {}", inst.key),
         source,
     })
+}
+
+/// Applies a pool's new `logs:` to its stderr log: reconfigured, opened, or retired (the writer
+/// is returned, finishing what the running workers still write); workers started from now on
+/// get it (a change of `logs.stderr` rolls them).
+fn apply_err_log(
+    err_log: &mut Option<InstanceLog>,
+    output: &output::LogOutput,
+    dir: &Path,
+    program: Option<&ProgramName>,
+    inst: &InstanceConfig,
+    logs: &cts_config::LogSettings,
+) -> Option<JoinHandle<()>> {
+    let separate = logs.stderr == cts_config::StderrLog::Separate;
+    let mut retired = None;
+    match (separate, err_log.take()) {
+        (true, Some(l)) => {
+            l.reconfigure(log_options(logs));
+            *err_log = Some(l);
+        }
+        (true, None) => match open_err_log(dir, &err_file(program), inst, logs) {
+            Ok(l) => *err_log = l,
+            Err(e) => tracing::warn!(instance = %inst.key, "{e}"),
+        },
+        // Running workers keep writing through their readers' senders until they exit.
+        (false, Some(l)) => retired = Some(tokio::spawn(l.close())),
+        (false, None) => {}
+    }
+    if let Ok(mut err) = output.err.lock() {
+        *err = err_log.as_ref().map(InstanceLog::sender);
+    }
+    retired
 }
 
 /// The log writer's options from the instance's `logs:` settings.

@@ -28,14 +28,17 @@ pub async fn handle(r: &LogsRequest, shared: &Shared, emit: Emit) -> Response {
             let Some(p) = entry.program(name) else {
                 return ErrorReply::new(ErrorKind::UnknownInstance, "no such program").into();
             };
-            if stderr {
-                let msg = format!(
-                    "{}'s stderr is in {name}.log with its stdout (only web's can be apart)",
-                    sel.name
-                );
-                return ErrorReply::new(ErrorKind::Failed, msg).into();
+            match (stderr, &p.err_log) {
+                (false, _) => p.log.clone(),
+                (true, Some(l)) => l.clone(),
+                (true, None) => {
+                    let msg = format!(
+                        "{}'s stderr is in {name}.log with its stdout (logs.stderr: merged)",
+                        sel.name
+                    );
+                    return ErrorReply::new(ErrorKind::Failed, msg).into();
+                }
             }
-            p.log.clone()
         }
         (_, true) => match &entry.err_log {
             Some(l) => l.clone(),
