@@ -113,9 +113,6 @@ fn bash_completes_instance_names_from_the_running_daemon() {
         String::from_utf8_lossy(&out.stdout),
         "turkey\niraq\njordan\n"
     );
-    let bin_dir = std::path::Path::new(ctsctl_bin())
-        .parent()
-        .expect("binary directory");
     let script = format!(
         "source <(ctsctl completions bash)
          COMP_WORDS=(ctsctl --socket {socket} restart jo); COMP_CWORD=4
@@ -124,19 +121,7 @@ fn bash_completes_instance_names_from_the_running_daemon() {
          _ctsctl_instances; echo \"${{COMPREPLY[*]}}\"",
         socket = d.socket.display()
     );
-    let out = std::process::Command::new("bash")
-        .arg("-c")
-        .arg(script)
-        .env(
-            "PATH",
-            format!(
-                "{}:{}",
-                bin_dir.display(),
-                std::env::var("PATH").unwrap_or_default()
-            ),
-        )
-        .output()
-        .expect("bash");
+    let out = bash_with_ctsctl(&script);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text, "jordan\nturkey iraq jordan\n", "{out:?}");
 }

@@ -192,7 +192,6 @@ fn programs_run_beside_web_with_their_own_log_status_and_environment() {
     assert_eq!(ctl_ok(&d, &["list"]).lines().count(), 2);
 
     // bash, which splits `jordan:ce` at the colon, completes `celery`.
-    let bin_dir = Path::new(ctsctl_bin()).parent().expect("binary directory");
     let line = format!("ctsctl --socket {} restart jordan:ce", d.socket.display());
     let script = format!(
         "source <(ctsctl completions bash)
@@ -201,19 +200,7 @@ fn programs_run_beside_web_with_their_own_log_status_and_environment() {
          _ctsctl_instances; echo \"${{COMPREPLY[*]}}\"",
         d.socket.display()
     );
-    let out = std::process::Command::new("bash")
-        .arg("-c")
-        .arg(script)
-        .env(
-            "PATH",
-            format!(
-                "{}:{}",
-                bin_dir.display(),
-                std::env::var("PATH").unwrap_or_default()
-            ),
-        )
-        .output()
-        .expect("bash");
+    let out = bash_with_ctsctl(&script);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "celery\n", "{out:?}");
 }
 

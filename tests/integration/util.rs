@@ -619,3 +619,19 @@ pub fn by_key(status: &Value) -> BTreeMap<String, Value> {
         .map(|i| (i["key"].as_str().unwrap_or_default().to_owned(), i.clone()))
         .collect()
 }
+
+/// Runs `script` with bash, ctsctl first on the `PATH` (what a shell completion script calls).
+pub fn bash_with_ctsctl(script: &str) -> Output {
+    let bin_dir = Path::new(ctsctl_bin()).parent().expect("binary directory");
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .env("PATH", path)
+        .output()
+        .expect("bash")
+}
