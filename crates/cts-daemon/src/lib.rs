@@ -133,7 +133,10 @@ pub async fn run(
         config.daemon.socket_group.as_deref(),
     )?;
     let remove_socket = SocketFileGuard(opts.socket.clone());
-    let cgroups = contain_workers();
+    // Off the runtime thread: it may wait (up to 5 s) for a dead ctsd's leftovers to go.
+    let cgroups = tokio::task::spawn_blocking(contain_workers)
+        .await
+        .unwrap_or(None);
     let mut passed = opts.passed;
     // A socket systemd passed that does not fit is a configuration error and stops ctsd; a
     // port another process holds does not: the other instances are served, and that one's
