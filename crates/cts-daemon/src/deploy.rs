@@ -114,7 +114,7 @@ impl Plan {
                 for (i, job) in e.config.release.iter().enumerate() {
                     lines.push(format!("  {key}: release[{i}]: run `{}`", job.join(" ")));
                 }
-                let pools: Vec<String> = pools(e).into_iter().map(|(name, ..)| name).collect();
+                let pools: Vec<String> = e.pools().iter().map(label).collect();
                 lines.push(format!(
                     "  {key}: roll {} onto {release}",
                     pools.join(", then ")
@@ -129,37 +129,6 @@ impl Plan {
         }
         lines
     }
-}
-
-/// One of an instance's pools as a deploy moves it: its name, its actor, its log and where its
-/// output goes.
-type Pool = (
-    String,
-    InstanceHandle,
-    PathBuf,
-    Arc<crate::output::LogOutput>,
-);
-
-/// An instance's pools in the order they move: web, the other programs, the singletons.
-fn pools(e: &InstanceEntry) -> Vec<Pool> {
-    let key = e.config.key.as_str();
-    let mut v = vec![(
-        format!("{key}:web"),
-        e.handle.clone(),
-        e.log.path().to_path_buf(),
-        e.output.clone(),
-    )];
-    let (singletons, others): (Vec<_>, Vec<_>) = e.programs.iter().partition(|p| p.singleton);
-    for p in others.into_iter().chain(singletons) {
-        let log = p.log.path().to_path_buf();
-        v.push((
-            format!("{key}:{}", p.name),
-            p.handle.clone(),
-            log,
-            p.output.clone(),
-        ));
-    }
-    v
 }
 
 /// The symlinks among the instances' `cwd`s, each with the instances that use it.
@@ -334,7 +303,8 @@ async fn move_instance(e: &InstanceEntry, plan: &Plan, steps: &Steps) -> Outcome
         }
     }
     let mut moved: Vec<(String, InstanceHandle, Option<PathBuf>)> = Vec::new();
-    for (name, handle, log, output) in pools(e) {
+    for pool in e.pools() {
+        let (name, handle) = (label(&pool), pool.handle.clone());
         let before = handle.release();
         let rolled = Instant::now();
         let r = handle.release_to(Some(plan.release.clone()), true).await;
@@ -347,7 +317,9 @@ async fn move_instance(e: &InstanceEntry, plan: &Plan, steps: &Steps) -> Outcome
             Err(why) => {
                 steps.say(format!("{name}: {why}; rolling {key} back"));
                 // Read now: the roll back writes more lines after the failed worker's.
-                let tail = crate::status::log_tail(&why.to_string(), &log, &output.tails).await;
+                let tail =
+                    crate::status::log_tail(&why.to_string(), pool.log.path(), &pool.output.tails)
+                        .await;
                 // The failed pool first (a surge pool's old workers still serve, but it may
                 // have replaced some; a singleton's old process was stopped), then the ones
                 // already moved, in reverse.
@@ -381,6 +353,14 @@ async fn move_instance(e: &InstanceEntry, plan: &Plan, steps: &Steps) -> Outcome
             t.elapsed().as_secs_f64()
         ),
     )
+}
+
+/// How a deploy names a pool: `jordan:web`, `jordan:celery`.
+fn label(pool: &crate::registry::PoolRef) -> String {
+    match pool.program {
+        None => format!("{}:web", pool.name),
+        Some(_) => pool.name.clone(),
+    }
 }
 
 fn show(p: Option<&Path>) -> String {

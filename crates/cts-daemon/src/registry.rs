@@ -61,6 +61,45 @@ impl InstanceEntry {
     pub fn program(&self, name: &str) -> Option<&ProgramEntry> {
         self.programs.iter().find(|p| p.name.as_str() == name)
     }
+
+    /// Its pools in the order restarts and deploys take them: web, then the other programs,
+    /// then the singletons.
+    pub fn pools(&self) -> Vec<PoolRef> {
+        let key = self.config.key.as_str();
+        let web = PoolRef {
+            name: key.to_owned(),
+            program: None,
+            handle: self.handle.clone(),
+            log: self.log.clone(),
+            output: self.output.clone(),
+        };
+        let (singletons, others): (Vec<_>, Vec<_>) =
+            self.programs.iter().partition(|p| p.singleton);
+        std::iter::once(web)
+            .chain(others.into_iter().chain(singletons).map(|p| PoolRef {
+                name: format!("{key}:{}", p.name),
+                program: Some(p.name.clone()),
+                handle: p.handle.clone(),
+                log: p.log.clone(),
+                output: p.output.clone(),
+            }))
+            .collect()
+    }
+}
+
+/// One of an instance's pools (web or a program), as a request acts on it.
+#[derive(Debug, Clone)]
+pub struct PoolRef {
+    /// `jordan` for web, `jordan:celery` for a program.
+    pub name: String,
+    /// The program, `None` for web.
+    pub program: Option<ProgramName>,
+    /// Its actor.
+    pub handle: InstanceHandle,
+    /// Its log (`output.log`, `<program>.log`).
+    pub log: cts_logs::LogHandle,
+    /// Where its processes' output goes (and the ends of their stderr).
+    pub output: Arc<output::LogOutput>,
 }
 
 /// One of an instance's programs besides web, as the control handlers see it.

@@ -37,7 +37,7 @@ pub async fn handle(op: Op, req: &TargetRequest, shared: &Shared, emit: Emit) ->
             let results = match op {
                 Op::Start => start(&sel, &entry, &units).await,
                 Op::Stop => stop(&sel, &entry, &units).await,
-                Op::Restart => in_order(&entry, &units, Op::Restart).await,
+                Op::Restart => in_order(&units, Op::Restart).await,
             };
             (order, combine(&sel.name, results))
         });
@@ -112,7 +112,7 @@ async fn start(sel: &Selected, entry: &InstanceEntry, units: &[Unit]) -> UnitRes
             return skipped_after(units, 0, failed);
         }
     }
-    in_order(entry, units, Op::Start).await
+    in_order(units, Op::Start).await
 }
 
 /// Stops every unit at once.
@@ -138,7 +138,7 @@ async fn stop(sel: &Selected, entry: &InstanceEntry, units: &[Unit]) -> UnitResu
 
 /// Starts (`op` Start) or restarts the units one after the other, in restart order, up to the
 /// first that fails; a failed restart's message ends with the last lines of its log.
-async fn in_order(entry: &InstanceEntry, units: &[Unit], op: Op) -> UnitResults {
+async fn in_order(units: &[Unit], op: Op) -> UnitResults {
     let mut results = Vec::new();
     for (i, u) in units.iter().enumerate() {
         let done = match op {
@@ -148,12 +148,8 @@ async fn in_order(entry: &InstanceEntry, units: &[Unit], op: Op) -> UnitResults 
         let mut r = super::outcome(&u.name, done);
         if !r.ok {
             if op == Op::Restart {
-                let tails = match &u.program {
-                    Some(p) => &p.output.tails,
-                    None => &entry.output.tails,
-                };
                 r.message =
-                    crate::status::with_log_tail(r.message, &u.log_path(entry), tails).await;
+                    crate::status::with_log_tail(r.message, u.log.path(), &u.output.tails).await;
             }
             return results
                 .into_iter()

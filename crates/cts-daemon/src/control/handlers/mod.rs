@@ -93,52 +93,22 @@ pub(crate) struct Selected {
 }
 
 /// A pool a request acts on: an instance's web pool or one of its programs.
-#[derive(Debug, Clone)]
-pub(crate) struct Unit {
-    /// `jordan` (web) or `jordan:celery`.
-    pub name: String,
-    pub handle: cts_supervisor::InstanceHandle,
-    /// The program, `None` for web.
-    pub program: Option<crate::registry::ProgramEntry>,
-}
-
-impl Unit {
-    /// Where its output goes.
-    pub fn log_path(&self, entry: &InstanceEntry) -> std::path::PathBuf {
-        match &self.program {
-            None => entry.log.path().to_path_buf(),
-            Some(p) => p.log.path().to_path_buf(),
-        }
-    }
-}
+pub(crate) type Unit = crate::registry::PoolRef;
 
 impl Selected {
     /// The pools it covers, in the order a restart takes them: web, then the other programs,
     /// then the singletons.
     pub fn units(&self, entry: &InstanceEntry) -> Vec<Unit> {
-        let key = entry.config.key.as_str();
-        let web = Unit {
-            name: key.to_owned(),
-            handle: entry.handle.clone(),
-            program: None,
-        };
-        let program = |p: &crate::registry::ProgramEntry| Unit {
-            name: format!("{key}:{}", p.name),
-            handle: p.handle.clone(),
-            program: Some(p.clone()),
-        };
-        match &self.part {
-            Part::Web => vec![web],
-            Part::Program(name) => entry.program(name).map(program).into_iter().collect(),
-            Part::All => {
-                let (singletons, others): (Vec<_>, Vec<_>) =
-                    entry.programs.iter().partition(|p| p.singleton);
-                std::iter::once(web)
-                    .chain(others.into_iter().map(program))
-                    .chain(singletons.into_iter().map(program))
-                    .collect()
-            }
-        }
+        entry
+            .pools()
+            .into_iter()
+            .filter(|u| match (&self.part, &u.program) {
+                (Part::All, _) => true,
+                (Part::Web, None) => true,
+                (Part::Program(name), Some(p)) => p.as_str() == name,
+                _ => false,
+            })
+            .collect()
     }
 
     /// Whether it includes the web pool (and so the port).
