@@ -14,8 +14,6 @@ pub struct Extra {
     pub listening: bool,
     /// The file's `workers`.
     pub file_workers: u32,
-    /// Live orphans of its workers.
-    pub strays: u32,
 }
 
 /// The wire form of one instance's status; `None` (the actor has ended) reads as stopped.
@@ -38,7 +36,7 @@ pub fn to_proto(
         last_exit: None,
         workers: Vec::new(),
         log_dropped_bytes: extra.log_dropped_bytes,
-        strays: extra.strays,
+        strays: 0,
         listening: extra.listening,
         file_workers: (extra.file_workers != cfg.pool.workers).then_some(extra.file_workers),
         programs: Vec::new(),
@@ -194,11 +192,20 @@ fn failed_pid(message: &str) -> Option<u32> {
     None
 }
 
-/// Fills in every worker's RSS and PSS from `/proc/<pid>/smaps_rollup` (off the runtime
-/// thread: the kernel walks each process's mappings).
-pub async fn with_memory(mut report: Vec<proto::InstanceStatus>) -> Vec<proto::InstanceStatus> {
+/// Fills in what `/proc` tells, off the runtime thread (the kernel walks each process's
+/// mappings; the strays take one scan of every process): every worker's RSS and PSS, and each
+/// pool's strays.
+pub async fn with_proc_figures(
+    mut report: Vec<proto::InstanceStatus>,
+) -> Vec<proto::InstanceStatus> {
     tokio::task::spawn_blocking(move || {
+        let strays = cts_supervisor::contain::strays();
+        let count = |key: &str| strays.get(key).copied().unwrap_or(0);
         for inst in &mut report {
+            inst.strays = count(&inst.key.0);
+            for p in &mut inst.programs {
+                p.strays = count(&format!("{}:{}", inst.key, p.name));
+            }
             let pools = std::iter::once(&mut inst.workers)
                 .chain(inst.programs.iter_mut().map(|p| &mut p.workers));
             for w in pools.flatten() {

@@ -153,19 +153,20 @@ pub fn kill_all_orphans() {
     }
 }
 
-/// How many adopted orphans of `key`'s workers are alive (`jordan` is the web pool's only,
-/// `jordan:celery` a program's).
-pub fn strays(key: &str) -> u32 {
-    let mine = format!("{}:{key}:", std::process::id());
-    // `<ctsd pid>:<key>:<worker id>`: a program's tags (`jordan:celery:3`) are not web's.
-    let of_key = |t: &str| {
-        t.strip_prefix(&mine)
-            .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
-    };
-    adopted()
-        .into_iter()
-        .filter(|&pid| tag_of(pid).is_some_and(|t| of_key(&t)))
-        .count() as u32
+/// How many adopted orphans of each pool's workers are alive, by the pool's key (`jordan` for
+/// the web pool, `jordan:celery` for a program); one scan of `/proc` for all of them.
+pub fn strays() -> std::collections::HashMap<String, u32> {
+    let mine = format!("{}:", std::process::id());
+    let mut counts = std::collections::HashMap::new();
+    for pid in adopted() {
+        // `<ctsd pid>:<key>:<worker id>`: the key is what lies between.
+        let Some(tag) = tag_of(pid) else { continue };
+        let Some((key, _id)) = tag.strip_prefix(&mine).and_then(|t| t.rsplit_once(':')) else {
+            continue;
+        };
+        *counts.entry(key.to_owned()).or_default() += 1;
+    }
+    counts
 }
 
 /// Kills processes tagged by a ctsd that is no longer running (it was SIGKILLed and they

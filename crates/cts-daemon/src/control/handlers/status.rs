@@ -17,7 +17,6 @@ pub async fn handle(names: &[InstanceName], shared: &Shared) -> Response {
             log_dropped_bytes: entry.dropped_bytes(),
             listening: entry.port.listening(),
             file_workers: entry.file_workers,
-            strays: cts_supervisor::contain::strays(entry.config.key.as_str()),
         };
         let mut inst = crate::status::to_proto(&entry.config, status.as_ref(), extra);
         inst.release = entry.handle.release().map(|r| r.display().to_string());
@@ -38,8 +37,6 @@ pub async fn handle(names: &[InstanceName], shared: &Shared) -> Response {
                 p.file_workers,
             );
             program.release = p.handle.release().map(|r| r.display().to_string());
-            let name = format!("{}:{}", entry.config.key, p.name);
-            program.strays = cts_supervisor::contain::strays(&name);
             inst.programs.push(program);
         }
         // `status jordan:web jordan:celery` shows jordan once, with what was named.
@@ -54,7 +51,7 @@ pub async fn handle(names: &[InstanceName], shared: &Shared) -> Response {
             None => report.push(inst),
         }
     }
-    let report = crate::status::with_memory(report).await;
+    let report = crate::status::with_proc_figures(report).await;
     Response::Status(StatusReport {
         daemon_version: crate::VERSION.to_owned(),
         pid: std::process::id(),
