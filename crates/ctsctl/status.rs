@@ -139,7 +139,15 @@ fn render_table(report: &StatusReport, colour: bool) -> String {
 }
 
 fn row(i: &InstanceStatus) -> [String; 11] {
-    let pids: Vec<String> = i.workers.iter().map(|w| w.pid.to_string()).collect();
+    let [ready, pids, pss, age, restarts, release, last] = pool_cells(&Pool {
+        ready: i.ready_workers,
+        desired: i.desired_workers,
+        file_workers: i.file_workers,
+        workers: &i.workers,
+        restarts: i.restarts,
+        release: i.release.as_deref(),
+        last_exit: i.last_exit.as_deref(),
+    });
     [
         i.key.to_string(),
         i.state.as_str().to_owned(),
@@ -153,25 +161,76 @@ fn row(i: &InstanceStatus) -> [String; 11] {
         } else {
             i.prefix.clone()
         },
-        match i.file_workers {
-            Some(file) => format!("{}/{} (file: {file})", i.ready_workers, i.desired_workers),
-            None => format!("{}/{}", i.ready_workers, i.desired_workers),
+        ready,
+        pids,
+        pss,
+        age,
+        restarts,
+        release,
+        last,
+    ]
+}
+
+/// The line of `p`, a program of `i`: named as `ctsctl` addresses it (`jordan:celery`).
+fn program_row(i: &InstanceStatus, p: &cts_proto::ProgramStatus) -> [String; 11] {
+    let [ready, pids, pss, age, restarts, release, last] = pool_cells(&Pool {
+        ready: p.ready_workers,
+        desired: p.desired_workers,
+        file_workers: p.file_workers,
+        workers: &p.workers,
+        restarts: p.restarts,
+        release: p.release.as_deref(),
+        last_exit: p.last_exit.as_deref(),
+    });
+    [
+        format!("{}:{}", i.key, p.name),
+        p.state.as_str().to_owned(),
+        "-".into(),
+        if p.singleton { "singleton" } else { "-" }.into(),
+        ready,
+        pids,
+        pss,
+        age,
+        restarts,
+        release,
+        last,
+    ]
+}
+
+/// What the table shows of any pool, web or program.
+struct Pool<'a> {
+    ready: u32,
+    desired: u32,
+    file_workers: Option<u32>,
+    workers: &'a [cts_proto::WorkerStatus],
+    restarts: u64,
+    release: Option<&'a str>,
+    last_exit: Option<&'a str>,
+}
+
+/// READY, PIDS, PSS, UPTIME, RESTARTS, RELEASE and LAST EXIT of a pool.
+fn pool_cells(p: &Pool<'_>) -> [String; 7] {
+    let pids: Vec<String> = p.workers.iter().map(|w| w.pid.to_string()).collect();
+    [
+        match p.file_workers {
+            Some(file) => format!("{}/{} (file: {file})", p.ready, p.desired),
+            None => format!("{}/{}", p.ready, p.desired),
         },
         if pids.is_empty() {
             "-".into()
         } else {
             pids.join(",")
         },
-        pss(&i.workers),
+        pss(p.workers),
         // The workers' age, the youngest's: a restarted pool shows how long ago it restarted.
-        i.workers
+        p.workers
             .iter()
             .map(|w| w.uptime_secs)
             .min()
             .map_or_else(|| "-".into(), uptime),
-        i.restarts.to_string(),
-        release(i.release.as_deref()),
-        i.last_exit.clone().unwrap_or_else(|| "-".into()),
+        p.restarts.to_string(),
+        release(p.release),
+        p.last_exit.unwrap_or("-").to_owned(),
     ]
 }
 
@@ -189,40 +248,6 @@ fn release(path: Option<&str>) -> String {
     path.map(std::path::Path::new)
         .and_then(|p| p.file_name())
         .map_or_else(|| "-".into(), |n| n.to_string_lossy().into_owned())
-}
-
-/// The line of `p`, a program of `i`: named as `ctsctl` addresses it (`jordan:celery`).
-fn program_row(i: &InstanceStatus, p: &cts_proto::ProgramStatus) -> [String; 11] {
-    let ready = format!("{}/{}", p.ready_workers, p.desired_workers);
-    [
-        format!("{}:{}", i.key, p.name),
-        p.state.as_str().to_owned(),
-        "-".into(),
-        if p.singleton {
-            "singleton".into()
-        } else {
-            "-".into()
-        },
-        match p.file_workers {
-            Some(file) => format!("{ready} (file: {file})"),
-            None => ready,
-        },
-        if p.workers.is_empty() {
-            "-".into()
-        } else {
-            let pids: Vec<String> = p.workers.iter().map(|w| w.pid.to_string()).collect();
-            pids.join(",")
-        },
-        pss(&p.workers),
-        p.workers
-            .iter()
-            .map(|w| w.uptime_secs)
-            .min()
-            .map_or_else(|| "-".into(), uptime),
-        p.restarts.to_string(),
-        release(p.release.as_deref()),
-        p.last_exit.clone().unwrap_or_else(|| "-".into()),
-    ]
 }
 
 fn uptime(s: u64) -> String {
