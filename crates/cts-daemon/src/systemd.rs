@@ -53,27 +53,18 @@ pub(crate) async fn report_status(published: Arc<Published>, stop: CancellationT
         let mut watchers = tokio::task::JoinSet::new();
         let mut summaries = Vec::new();
         let mut programs = Vec::new();
-        for e in &entries {
-            let key = e.config.key.as_str();
-            let pools = std::iter::once((key.to_owned(), &e.handle, true)).chain(
-                e.programs
-                    .iter()
-                    .map(|p| (format!("{key}:{}", p.name), &p.handle, false)),
-            );
-            for (name, handle, web) in pools {
-                let mut rx = handle.summary();
-                if web {
-                    summaries.push((name, rx.clone()));
-                } else {
-                    programs.push((name, rx.clone()));
-                }
-                let poke = poke.clone();
-                watchers.spawn(async move {
-                    while rx.changed().await.is_ok() {
-                        poke.notify_one();
-                    }
-                });
+        for pool in entries.iter().flat_map(|e| e.pools()) {
+            let mut rx = pool.handle.summary();
+            match pool.program {
+                None => summaries.push((pool.name, rx.clone())),
+                Some(_) => programs.push((pool.name, rx.clone())),
             }
+            let poke = poke.clone();
+            watchers.spawn(async move {
+                while rx.changed().await.is_ok() {
+                    poke.notify_one();
+                }
+            });
         }
         loop {
             let mut line = status_line(summaries.iter().map(|(k, rx)| (k.as_str(), *rx.borrow())));
