@@ -106,3 +106,36 @@ fn signal_args(args: &[String], all: bool) -> Result<(Target, WorkerSignal), Str
         (false, true) => Err("name the instances (or --all) before the signal".into()),
     }
 }
+
+/// `ctsctl upgrade [--binary PATH]`: the answer comes from the ctsd that took over.
+pub async fn upgrade(
+    client: &mut Client,
+    binary: Option<&std::path::Path>,
+) -> Result<u8, ClientError> {
+    let binary = match binary.map(std::path::absolute).transpose() {
+        Ok(b) => b.map(|b| b.display().to_string()),
+        Err(e) => return Err(ClientError::Unexpected(format!("--binary: {e}"))),
+    };
+    match client
+        .call(&Request::Upgrade(cts_proto::UpgradeRequest { binary }))
+        .await?
+    {
+        cts_proto::Response::Upgraded(r) => {
+            println!(
+                "ctsd upgraded {} → {} ({}, pid {} kept): {} worker{} and {} pipe{} taken over, none \
+                 restarted; control socket paused {} ms",
+                r.from_version,
+                r.to_version,
+                r.binary,
+                r.pid,
+                r.workers,
+                if r.workers == 1 { "" } else { "s" },
+                r.pipes,
+                if r.pipes == 1 { "" } else { "s" },
+                r.pause_ms
+            );
+            Ok(0)
+        }
+        other => Err(ClientError::Unexpected(format!("{other:?}"))),
+    }
+}

@@ -119,6 +119,18 @@ pub enum Command {
         #[arg(long)]
         stderr: bool,
     },
+    /// Replace the running ctsd by a new binary in place, without restarting a worker: the new
+    /// ctsd keeps ctsd's pid and takes over every worker (with its readiness, restart counters
+    /// and uptime), their output pipes (an unfinished line included), the listening sockets
+    /// and the control socket. The new binary must first accept the configuration file, which
+    /// must be what runs (`ctsctl reload` it otherwise). If it cannot be run, ctsd keeps
+    /// running and says why. What a package upgrade runs.
+    Upgrade {
+        /// The new binary (default: the path ctsd was started from, which a package upgrade
+        /// replaced).
+        #[arg(long, value_name = "PATH")]
+        binary: Option<std::path::PathBuf>,
+    },
     /// Reopen every instance's log files (after an external logrotate moved them).
     ReopenLogs,
     /// Stop every worker gracefully and exit ctsd.

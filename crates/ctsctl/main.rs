@@ -114,6 +114,9 @@ fn main() -> ExitCode {
         Command::Signal { args, all } => connected(&cli, |mut c| async move {
             act::signal(&mut c, args, *all).await
         }),
+        Command::Upgrade { binary } => connected(&cli, |mut c| async move {
+            act::upgrade(&mut c, binary.as_deref()).await
+        }),
         Command::ReopenLogs => connected(&cli, |mut c| async move {
             act::call(&mut c, Request::ReopenLogs, "reopen-logs").await
         }),

@@ -42,4 +42,31 @@ pub struct Args {
     #[arg(long, value_name = "LEVEL", default_value = "info",
           value_parser = ["error", "warn", "info", "debug", "trace"])]
     pub log_level: String,
+    /// Take over from the ctsd this process was before `ctsctl upgrade` exec'd it: the
+    /// handover (JSON in this inherited fd) names the sockets, workers and pipes.
+    #[arg(long, value_name = "FD", hide = true)]
+    pub handover: Option<RawFd>,
+    /// Load this configuration file and print the handover format this binary reads (what
+    /// `ctsctl upgrade` asks of a new binary before it execs it).
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub handover_check: Option<PathBuf>,
+}
+
+impl Args {
+    /// The arguments a re-exec of ctsd passes on (`ctsctl upgrade`): the configuration and
+    /// the overrides, not the one-time `--ready-fd`.
+    pub fn for_exec(&self) -> Vec<String> {
+        let mut args = vec!["--config".to_owned(), self.config.display().to_string()];
+        if let Some(s) = &self.socket {
+            args.extend(["--socket".to_owned(), s.display().to_string()]);
+        }
+        if let Some(d) = &self.log_dir {
+            args.extend(["--log-dir".to_owned(), d.display().to_string()]);
+        }
+        if let Some(e) = &self.env {
+            args.extend(["--env".to_owned(), e.clone()]);
+        }
+        args.extend(["--log-level".to_owned(), self.log_level.clone()]);
+        args
+    }
 }

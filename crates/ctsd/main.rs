@@ -6,7 +6,7 @@ mod cli;
 use clap::Parser;
 use cli::Args;
 use cts_config::LoadOptions;
-use cts_daemon::{signals::SignalSource, ReloadSource, RunOptions};
+use cts_daemon::{signals::SignalSource, Ended, ReloadSource, RunOptions};
 use std::ffi::OsString;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::process::ExitCode;
@@ -22,6 +22,30 @@ fn main() -> ExitCode {
     let load = LoadOptions {
         environment: args.env.as_deref().and_then(|e| e.parse().ok()),
         skip_accounts: false,
+    };
+    if let Some(file) = &args.handover_check {
+        return match cts_config::load(file, &load) {
+            Ok(_) => {
+                println!(
+                    "ctsd-handover {} {}",
+                    cts_daemon::upgrade::FORMAT,
+                    cts_daemon::VERSION
+                );
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    // Taken before anything else opens an fd: the previous ctsd's sockets, workers and pipes.
+    let mut handover = match args.handover.map(cts_daemon::upgrade::read).transpose() {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("ctsd: cannot take over: {e}");
+            return ExitCode::FAILURE;
+        }
     };
     let mut config = match cts_config::load(&args.config, &load) {
         Ok(c) => c,
@@ -117,26 +141,55 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let opts = RunOptions {
-        socket,
-        shim,
-        ready_fd,
-        signals: SignalSource::Os,
-        reload_from: Some(ReloadSource {
-            path: args.config.clone(),
-            options: load,
-            log_dir: args.log_dir,
-        }),
-        passed,
-    };
-    // The current-thread runtime runs every actor on this, the main thread: workers are forked
-    // from a thread that lives as long as ctsd, which their parent-death signal requires.
-    match runtime.block_on(cts_daemon::run(config, opts, std::future::pending())) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            // Once: the log goes to stderr (and to `ctsd.log_file` when set).
-            tracing::error!("{e}");
-            ExitCode::FAILURE
+    let mut passed = Some(passed);
+    let mut ready_fd = ready_fd;
+    loop {
+        let opts = RunOptions {
+            socket: socket.clone(),
+            shim: shim.clone(),
+            ready_fd: ready_fd.take(),
+            signals: SignalSource::Os,
+            reload_from: Some(ReloadSource {
+                path: args.config.clone(),
+                options: load.clone(),
+                log_dir: args.log_dir.clone(),
+            }),
+            passed: passed.take().unwrap_or_default(),
+            handover: handover.take(),
+        };
+        // The current-thread runtime runs every actor on this, the main thread: workers are
+        // forked from a thread that lives as long as ctsd, which their parent-death signal
+        // requires.
+        let ended = runtime.block_on(cts_daemon::run(config, opts, std::future::pending()));
+        match ended {
+            Ok(Ended::Stopped) => return ExitCode::SUCCESS,
+            Ok(Ended::Upgrade {
+                handover: h,
+                binary,
+            }) => {
+                // Returns only if the exec failed: then this process takes its own handover
+                // back, with the file as it is (the same as what ran: checked before).
+                let (mut h, why) = cts_daemon::upgrade::exec(&binary, &args.for_exec(), *h);
+                h.failed = Some(why);
+                handover = Some(h);
+                config = match cts_config::load(&args.config, &load) {
+                    Ok(mut c) => {
+                        if let Some(dir) = &args.log_dir {
+                            c.daemon.log_dir = dir.clone();
+                        }
+                        c
+                    }
+                    Err(errors) => {
+                        tracing::error!("cannot read the configuration again:\n{errors}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+            }
+            Err(e) => {
+                // Once: the log goes to stderr (and to `ctsd.log_file` when set).
+                tracing::error!("{e}");
+                return ExitCode::FAILURE;
+            }
         }
     }
 }

@@ -54,7 +54,26 @@ impl DeployLock {
         if let Some(busy) = current.as_ref() {
             return Err(format!("{busy}; one deploy at a time"));
         }
-        *current = Some(format!("a deploy to {} is in progress", release.display()));
+        *current = Some(format!(
+            "a deploy to {} is in progress: wait for it to finish (`ctsctl status` shows each \
+             instance's release)",
+            release.display()
+        ));
+        Ok(DeployGuard(self.clone()))
+    }
+
+    /// Takes the lock for something else that must not overlap a deploy or a change of the
+    /// pools (`what`: "an upgrade of ctsd is in progress").
+    ///
+    /// # Errors
+    ///
+    /// The refusal, when a deploy (or another such thing) runs.
+    pub fn begin_other(self: &Arc<Self>, what: &str) -> Result<DeployGuard, String> {
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(busy) = current.as_ref() {
+            return Err(busy.clone());
+        }
+        *current = Some(format!("{what}: try again in a moment"));
         Ok(DeployGuard(self.clone()))
     }
 
@@ -63,12 +82,7 @@ impl DeployLock {
         self.current
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .map(|b| {
-                format!(
-                    "{b}: wait for it to finish (`ctsctl status` shows each instance's release)"
-                )
-            })
+            .clone()
     }
 }
 

@@ -46,6 +46,7 @@ pub mod reload;
 pub mod signals;
 pub mod status;
 pub mod systemd;
+pub mod upgrade;
 
 pub use reload::ReloadSource;
 
@@ -83,6 +84,24 @@ pub struct RunOptions {
     pub reload_from: Option<ReloadSource>,
     /// Listening sockets passed by systemd (`LISTEN_FDS`), used instead of binding.
     pub passed: listeners::PassedSockets,
+    /// What the ctsd this one replaces handed over (`ctsctl upgrade`): its control socket,
+    /// listeners, workers and pipes, taken instead of binding and spawning.
+    pub handover: Option<upgrade::Handover>,
+}
+
+/// How [`run`] ended.
+#[derive(Debug)]
+pub enum Ended {
+    /// Every worker was stopped.
+    Stopped,
+    /// `ctsctl upgrade`: every pool was handed over; the caller `exec`s `binary` with it (see
+    /// [`upgrade::exec`]), or, when that fails, runs [`run`] again with it.
+    Upgrade {
+        /// What to hand over.
+        handover: Box<upgrade::Handover>,
+        /// The binary to run.
+        binary: PathBuf,
+    },
 }
 
 /// Errors that stop ctsd (a worker crash never is one).
@@ -123,31 +142,107 @@ impl From<registry::LaunchError> for DaemonError {
 /// workers are events, not errors.
 pub async fn run(
     config: Config,
-    opts: RunOptions,
+    mut opts: RunOptions,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), DaemonError> {
-    let started = Instant::now();
-    let control = control::bind(
-        &opts.socket,
-        config.daemon.socket_mode,
-        config.daemon.socket_group.as_deref(),
-    )?;
-    let remove_socket = SocketFileGuard(opts.socket.clone());
+) -> Result<Ended, DaemonError> {
+    let handover = opts.handover.take();
+    let started = handover
+        .as_ref()
+        .and_then(|h| Instant::now().checked_sub(Duration::from_millis(h.uptime_ms)))
+        .unwrap_or_else(Instant::now);
+    let control = match &handover {
+        Some(h) => h.control.try_clone().and_then(|fd| {
+            let l = std::os::unix::net::UnixListener::from(fd);
+            l.set_nonblocking(true)?;
+            tokio::net::UnixListener::from_std(l)
+        }),
+        None => Ok(control::bind(
+            &opts.socket,
+            config.daemon.socket_mode,
+            config.daemon.socket_group.as_deref(),
+        )?),
+    }
+    .map_err(|source| DaemonError::Io {
+        about: "taking over the control socket".into(),
+        source,
+    })?;
+    // What a handover passes on: the control socket as a duplicate (the server owns its own).
+    let control_fd = control_dup(&control).map_err(|source| DaemonError::Io {
+        about: "duplicating the control socket".into(),
+        source,
+    })?;
+    let remove_socket = SocketFileGuard(Some(opts.socket.clone()));
     // Off the runtime thread: it may wait (up to 5 s) for a dead ctsd's leftovers to go.
     let cgroups = tokio::task::spawn_blocking(contain_workers)
         .await
         .unwrap_or(None);
     let mut passed = opts.passed;
+    let mut taken = registry::Taken::default();
+    let mut handed_listeners = std::collections::HashMap::new();
+    let mut reply = None;
+    if let Some(h) = handover {
+        let (workers, pipes) = (h.workers(), h.pipes());
+        for (key, fd, own) in h.listeners {
+            handed_listeners.insert(key, (fd, own));
+        }
+        for (name, pool, pipes) in h.pools {
+            taken.pools.insert(name, (pool, pipes));
+        }
+        let response = match &h.failed {
+            Some(why) => {
+                tracing::error!("upgrade failed, this ctsd keeps running: {why}");
+                cts_proto::ErrorReply::new(
+                    cts_proto::ErrorKind::Failed,
+                    format!("{why}; ctsd {VERSION} kept running, no worker was restarted"),
+                )
+                .into()
+            }
+            None => {
+                tracing::info!(
+                    "ctsd {VERSION} took over from ctsd {}: {workers} worker(s) and {pipes} pipe(s) kept",
+                    h.from_version
+                );
+                cts_proto::Response::Upgraded(cts_proto::UpgradeReport {
+                    from_version: h.from_version.clone(),
+                    to_version: VERSION.to_owned(),
+                    binary: opts.shim.display().to_string(),
+                    pid: std::process::id(),
+                    workers,
+                    pipes,
+                    pause_ms: 0,
+                })
+            }
+        };
+        reply = h.reply.map(|fd| (fd, response, h.paused_at_ms));
+    }
     // A socket systemd passed that does not fit is a configuration error and stops ctsd; a
     // port another process holds does not: the other instances are served, and that one's
     // actor keeps trying to bind it with its backoff (and says why in `status`).
     let mut listeners = Vec::new();
     let mut misfits = Vec::new();
-    for (inst, got) in config
+    let to_bind = Config {
+        instances: config
+            .instances
+            .iter()
+            .filter(|i| !handed_listeners.contains_key(i.key.as_str()))
+            .cloned()
+            .collect(),
+        ..config.clone()
+    };
+    let mut bound = to_bind
         .instances
         .iter()
-        .zip(listeners::bind_each(&config, &mut passed))
-    {
+        .map(|i| i.key.to_string())
+        .zip(listeners::bind_each(&to_bind, &mut passed))
+        .collect::<std::collections::HashMap<_, _>>();
+    for inst in &config.instances {
+        let got = match handed_listeners.remove(inst.key.as_str()) {
+            Some((fd, own)) => {
+                listeners.push((Some(fd), own));
+                continue;
+            }
+            None => bound.remove(inst.key.as_str()).expect("bound above"),
+        };
         match got {
             Ok(l) => {
                 // Only what ctsd bound itself: systemd keeps what it passed.
@@ -181,6 +276,7 @@ pub async fn run(
         events: events_tx,
         deploying: deploying.clone(),
         shim: opts.shim.clone(),
+        config_file: opts.reload_from.as_ref().map(|r| r.path.clone()),
     });
     let summary = config.summary();
     let mut instances = Instances::new(
@@ -192,12 +288,23 @@ pub async fn run(
     );
     let reaper = tokio::spawn(reap_orphans());
     for (inst, listener) in config.instances.iter().zip(listeners) {
-        instances.launch(inst, listener.0, listener.1)?;
+        instances.launch(inst, listener.0, listener.1, &mut taken)?;
     }
+    if !taken.pools.is_empty() {
+        let left: Vec<&String> = taken.pools.keys().collect();
+        tracing::warn!("pools handed over that the configuration does not have: {left:?}");
+    }
+
     // The control server outlives the actors' shutdown, so that `ctsctl status` shows the
     // instances stopping; it is cancelled once they are all gone.
     let server_stop = CancellationToken::new();
     let server = tokio::spawn(control::serve(control, shared.clone(), server_stop.clone()));
+    if let Some((fd, mut response, paused_at)) = reply {
+        if let cts_proto::Response::Upgraded(r) = &mut response {
+            r.pause_ms = upgrade::monotonic_ms().saturating_sub(paused_at);
+        }
+        tokio::spawn(async move { upgrade::answer(fd, &response).await });
+    }
     let configured = config
         .daemon
         .socket
@@ -247,6 +354,7 @@ pub async fn run(
     });
 
     tokio::pin!(shutdown);
+    let mut upgrading = None;
     loop {
         let ev = tokio::select! {
             // The embedding program (tests) asks to stop.
@@ -262,6 +370,20 @@ pub async fn run(
         };
         match ev {
             DaemonEvent::Shutdown => break,
+            DaemonEvent::Upgrade {
+                binary,
+                client,
+                refused,
+            } => match freeze_all(&instances, &deploying, opts.reload_from.as_ref()).await {
+                Ok((guard, frozen)) => {
+                    upgrading = Some((binary, client, guard, frozen));
+                    break;
+                }
+                Err(why) => {
+                    tracing::warn!("upgrade refused: {why}");
+                    let _ = refused.send(why);
+                }
+            },
             DaemonEvent::ReopenLogs => {
                 instances.reopen_logs();
                 tracing::info!("log files reopened");
@@ -305,6 +427,50 @@ pub async fn run(
         }
     }
 
+    if let Some((binary, client, _guard, frozen)) = upgrading {
+        status_stop.cancel();
+        ready.abort();
+        let pools = instances.pools_to_hand_over();
+        let mut handed = Vec::with_capacity(pools.len());
+        for (p, f) in pools.into_iter().zip(frozen) {
+            match f.hand_over().await {
+                Ok(h) => handed.push((p.name, h, p.output)),
+                // At rest and frozen, a pool always hands over; should one not, it stays
+                // behind, stopped with this ctsd's exit.
+                Err(e) => tracing::error!("{}: not handed over: {e}", p.name),
+            }
+        }
+        let mut pools = Vec::with_capacity(handed.len());
+        for (name, h, output) in handed {
+            let pipes = output.hand_over().await;
+            pools.push((name, h, pipes));
+        }
+        let listeners = instances.listeners();
+        let paused_at_ms = upgrade::monotonic_ms();
+        server_stop.cancel();
+        let _ = server.await;
+        for l in instances.handed_over().await {
+            l.close().await;
+        }
+        reaper.abort();
+        // The socket file stays: the new ctsd answers on it.
+        std::mem::forget(remove_socket);
+        tracing::info!("handing over to {}", binary.display());
+        let handover = upgrade::Handover {
+            from_version: VERSION.to_owned(),
+            uptime_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            control: control_fd,
+            reply: Some(client),
+            paused_at_ms,
+            listeners,
+            pools,
+            failed: None,
+        };
+        return Ok(Ended::Upgrade {
+            handover: Box::new(handover),
+            binary,
+        });
+    }
     tracing::info!("shutting down: stopping every worker");
     notify::sd_notify("STOPPING=1\nSTATUS=stopping every worker");
     status_stop.cancel();
@@ -350,7 +516,67 @@ pub async fn run(
     }
     drop(remove_socket);
     tracing::info!("stopped");
-    Ok(())
+    Ok(Ended::Stopped)
+}
+
+/// Takes the lock deploys take and freezes every pool for a handover, or says why not (and
+/// nothing changed): a deploy runs, the file differs from what runs, a reload's leftovers are
+/// stopping, or a pool is busy with a request.
+async fn freeze_all(
+    instances: &Instances,
+    deploying: &Arc<deploy::DeployLock>,
+    source: Option<&ReloadSource>,
+) -> Result<(deploy::DeployGuard, Vec<cts_supervisor::Frozen>), String> {
+    let guard = deploying.begin_other("an upgrade of ctsd is in progress")?;
+    if let Some(busy) = instances.busy() {
+        return Err(format!("{busy}; try again in a moment"));
+    }
+    if let Some(source) = source {
+        let source = source.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            cts_config::load(&source.path, &source.options).map(|mut c| {
+                if let Some(d) = source.log_dir {
+                    c.daemon.log_dir = d;
+                }
+                c
+            })
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("the configuration file is not valid:\n{e}"))?;
+        let plan = cts_config::diff(&instances.config(), &loaded);
+        let changed: Vec<String> = plan
+            .changes
+            .iter()
+            .filter(|c| c.action != cts_config::Action::None)
+            .map(|c| format!("{}: {}", c.name(), c.action.as_str()))
+            .chain(plan.not_applied.iter().cloned())
+            .collect();
+        if !changed.is_empty() {
+            return Err(format!(
+                "the configuration file differs from what runs ({}); apply it first with \
+                 `ctsctl reload`, or undo the change",
+                changed.join(", ")
+            ));
+        }
+    }
+    let mut frozen = Vec::new();
+    for p in instances.pools_to_hand_over() {
+        match p.handle.freeze().await {
+            Ok(f) => frozen.push(f),
+            Err(why) => {
+                // Dropping the others resumes them.
+                return Err(format!("{why}; try again when it is done"));
+            }
+        }
+    }
+    Ok((guard, frozen))
+}
+
+/// A duplicate of the control socket's fd, for a handover.
+fn control_dup(l: &tokio::net::UnixListener) -> std::io::Result<OwnedFd> {
+    use std::os::fd::AsFd;
+    l.as_fd().try_clone_to_owned()
 }
 
 /// Sets up containment (see `cts_supervisor::contain`): ctsd becomes the subreaper of its
@@ -394,10 +620,12 @@ async fn reap_orphans() {
 }
 
 /// Removes the control socket file when ctsd stops, also on a start-up error after binding.
-struct SocketFileGuard(PathBuf);
+struct SocketFileGuard(Option<PathBuf>);
 
 impl Drop for SocketFileGuard {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        if let Some(p) = &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }

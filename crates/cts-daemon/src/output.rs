@@ -1,12 +1,16 @@
 //! Connects the supervisor's workers to the instance log: the supervisor and the log crate
 //! never know about each other.
 
+use cts_logs::reader::Pumped;
 use cts_logs::sink::{Origin, Sink};
 use cts_logs::writer::LogSender;
 use cts_supervisor::Output;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
+use tokio::net::unix::pipe;
 use tokio::process::{ChildStderr, ChildStdout};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// Capacity asked for each worker pipe.
 const PIPE_SIZE: nix::libc::c_int = 1 << 20;
@@ -51,10 +55,10 @@ impl Tails {
     }
 }
 
-/// A pipe whose last [`TAIL_BYTES`] read are also kept in `tail`.
+/// A pipe whose last [`TAIL_BYTES`] read are also kept in `tail`, when it has one.
 struct TeeRead<R> {
     inner: R,
-    tail: Tail,
+    tail: Option<Tail>,
 }
 
 impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for TeeRead<R> {
@@ -66,8 +70,8 @@ impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for TeeRead<R> {
         let before = buf.filled().len();
         let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
         let new = &buf.filled()[before..];
-        if !new.is_empty() {
-            let mut tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+        if let (false, Some(tail)) = (new.is_empty(), &self.tail) {
+            let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
             tail.extend_from_slice(new);
             let excess = tail.len().saturating_sub(TAIL_BYTES);
             tail.drain(..excess);
@@ -89,6 +93,41 @@ pub struct LogOutput {
     pub sink: std::sync::Mutex<Option<Arc<Sink>>>,
     /// The end of recent workers' stderr.
     pub tails: Tails,
+    /// The tasks reading the workers' pipes.
+    pub pumps: Pumps,
+}
+
+/// The tasks reading workers' pipes, which a handover stops.
+#[derive(Debug, Default)]
+pub struct Pumps {
+    /// Cancelled to stop every pump and have it give its pipe back.
+    stop: CancellationToken,
+    running: std::sync::Mutex<Vec<JoinHandle<Option<HandedPipe>>>>,
+}
+
+/// Which of a worker's pipes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stream {
+    /// Its stdout.
+    Stdout,
+    /// Its stderr.
+    Stderr,
+}
+
+/// A worker's pipe, handed from one ctsd to the next with the incomplete line it was reading.
+#[derive(Debug)]
+pub struct HandedPipe {
+    /// The worker's slot.
+    pub slot: u32,
+    /// The worker's pid.
+    pub pid: u32,
+    /// Which pipe.
+    pub stream: Stream,
+    /// Its read end.
+    pub fd: OwnedFd,
+    /// Read but not written: the start of a line the worker has not finished.
+    pub pending: Vec<u8>,
 }
 
 impl LogOutput {
@@ -126,6 +165,99 @@ pub fn sink_for(
     }
 }
 
+impl LogOutput {
+    /// Stops reading every worker's pipe and returns the pipes still open, each with the
+    /// incomplete line it holds; every whole line read has been sent to the log.
+    pub async fn hand_over(&self) -> Vec<HandedPipe> {
+        self.pumps.stop.cancel();
+        let running =
+            std::mem::take(&mut *self.pumps.running.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut pipes = Vec::new();
+        for pump in running {
+            if let Ok(Some(p)) = pump.await {
+                pipes.push(p);
+            }
+        }
+        pipes
+    }
+
+    /// Reads `pipe` of worker `pid` (in `slot`) into the log from now on, starting with the
+    /// incomplete line `pending`.
+    pub fn resume(&self, pipe: HandedPipe) {
+        self.pump(pipe.slot, pipe.pid, pipe.stream, pipe.fd, pipe.pending);
+    }
+
+    /// Starts the task that reads one pipe.
+    fn pump(&self, slot: u32, pid: u32, stream: Stream, fd: OwnedFd, pending: Vec<u8>) {
+        let receiver = match pipe::Receiver::from_owned_fd(fd) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("cannot read the {stream:?} pipe of pid {pid}: {e}");
+                return;
+            }
+        };
+        let reader = TeeRead {
+            inner: receiver,
+            tail: (stream == Stream::Stderr).then(|| self.tails.start(pid)),
+        };
+        let name = match stream {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        };
+        let stop = self.pumps.stop.clone().cancelled_owned();
+        let sink = self.sink.lock().ok().and_then(|s| s.clone());
+        let task = if let Some(sink) = sink {
+            let origin = Origin {
+                slot,
+                pid,
+                stream: name,
+            };
+            tokio::spawn(async move {
+                let done = cts_logs::sink::pump_until(reader, sink, origin, pending, stop).await;
+                handed(done, slot, pid, stream)
+            })
+        } else {
+            let log = match stream {
+                Stream::Stdout => self.log.clone(),
+                Stream::Stderr => self
+                    .err
+                    .lock()
+                    .ok()
+                    .and_then(|e| e.clone())
+                    .unwrap_or_else(|| self.log.clone()),
+            };
+            let tag = format!("{slot}/{pid} {}", &name[3..]);
+            tokio::spawn(async move {
+                let done = cts_logs::reader::pump_until(reader, log, tag, pending, stop).await;
+                handed(done, slot, pid, stream)
+            })
+        };
+        let mut running = self.pumps.running.lock().unwrap_or_else(|e| e.into_inner());
+        running.retain(|t| !t.is_finished());
+        running.push(task);
+    }
+}
+
+/// The pipe a stopped pump gives back.
+fn handed(
+    done: Pumped<TeeRead<pipe::Receiver>>,
+    slot: u32,
+    pid: u32,
+    stream: Stream,
+) -> Option<HandedPipe> {
+    let Pumped::Stopped { pipe, pending } = done else {
+        return None;
+    };
+    let fd = pipe.inner.into_blocking_fd().ok()?;
+    Some(HandedPipe {
+        slot,
+        pid,
+        stream,
+        fd,
+        pending,
+    })
+}
+
 impl Output for LogOutput {
     fn attach(
         &self,
@@ -148,43 +280,11 @@ impl Output for LogOutput {
         {
             let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
         }
-        let stderr = stderr.map(|e| TeeRead {
-            inner: e,
-            tail: self.tails.start(pid),
-        });
-        let sink = self.sink.lock().ok().and_then(|s| s.clone());
-        if let Some(sink) = sink {
-            if let Some(out) = stdout {
-                let origin = Origin {
-                    slot,
-                    pid,
-                    stream: "stdout",
-                };
-                tokio::spawn(cts_logs::sink::pump(out, sink.clone(), origin));
-            }
-            if let Some(err) = stderr {
-                let origin = Origin {
-                    slot,
-                    pid,
-                    stream: "stderr",
-                };
-                tokio::spawn(cts_logs::sink::pump(err, sink, origin));
-            }
-            return;
+        if let Some(fd) = stdout.and_then(|o| o.into_owned_fd().ok()) {
+            self.pump(slot, pid, Stream::Stdout, fd, Vec::new());
         }
-        if let Some(out) = stdout {
-            let tag = format!("{slot}/{pid} out");
-            tokio::spawn(cts_logs::reader::pump_tagged(out, self.log.clone(), tag));
-        }
-        if let Some(err) = stderr {
-            let tag = format!("{slot}/{pid} err");
-            let log = self
-                .err
-                .lock()
-                .ok()
-                .and_then(|e| e.clone())
-                .unwrap_or_else(|| self.log.clone());
-            tokio::spawn(cts_logs::reader::pump_tagged(err, log, tag));
+        if let Some(fd) = stderr.and_then(|e| e.into_owned_fd().ok()) {
+            self.pump(slot, pid, Stream::Stderr, fd, Vec::new());
         }
     }
 

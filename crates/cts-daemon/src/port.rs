@@ -83,6 +83,13 @@ impl Port {
         Ok(fd)
     }
 
+    /// The listening socket and whether ctsd bound it itself; `None` while it does not listen.
+    pub fn current(&self) -> Option<(Arc<OwnedFd>, bool)> {
+        let s = self.lock();
+        let fd = s.fd.as_ref().filter(|_| s.listening)?;
+        Some((fd.clone(), s.own))
+    }
+
     /// Whether the port accepts connections.
     pub fn listening(&self) -> bool {
         self.lock().listening

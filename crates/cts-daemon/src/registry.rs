@@ -258,6 +258,36 @@ impl Running {
     }
 }
 
+/// What the ctsd this one replaced handed over (`ctsctl upgrade`), taken pool by pool as the
+/// instances are launched.
+#[derive(Debug, Default)]
+pub(crate) struct Taken {
+    /// By pool name (`jordan`, `jordan:celery`): the actor's part and the workers' pipes.
+    pub pools:
+        std::collections::HashMap<String, (cts_supervisor::Handover, Vec<output::HandedPipe>)>,
+}
+
+impl Taken {
+    /// The part of pool `name`, its pipes already reading into `output`.
+    fn take(&mut self, name: &str, output: &output::LogOutput) -> Option<cts_supervisor::Handover> {
+        let (handover, pipes) = self.pools.remove(name)?;
+        for p in pipes {
+            output.resume(p);
+        }
+        Some(handover)
+    }
+}
+
+/// One pool as the registry hands it over: its name and output.
+pub(crate) struct HandingOver {
+    /// `jordan`, `jordan:celery`.
+    pub name: String,
+    /// Its actor.
+    pub handle: InstanceHandle,
+    /// Its pipes.
+    pub output: Arc<output::LogOutput>,
+}
+
 /// Becomes true once a retired program's processes are gone.
 pub(crate) type Gone = watch::Receiver<bool>;
 
@@ -340,6 +370,7 @@ impl Instances {
         inst: &InstanceConfig,
         listener: Option<OwnedFd>,
         own: bool,
+        taken: &mut Taken,
     ) -> Result<InstanceHandle, LaunchError> {
         let dir = self.daemon.log_dir.join(inst.key.as_str());
         prepare_log_dir(&dir, inst);
@@ -362,7 +393,9 @@ impl Instances {
                 &inst.pool.logs,
             )),
             tails: output::Tails::default(),
+            pumps: output::Pumps::default(),
         });
+        let adopt = taken.take(inst.key.as_str(), &output);
         let token = self.root.child_token();
         let listener = listener.map(Arc::new);
         let addr = std::net::SocketAddr::new(self.daemon.bind, inst.port);
@@ -388,6 +421,7 @@ impl Instances {
                 output: output.clone(),
                 release: None,
                 start_now: true,
+                adopt,
             },
             token.clone(),
             self.kill.clone(),
@@ -395,7 +429,15 @@ impl Instances {
         let mut programs = Vec::with_capacity(inst.programs.len());
         let mut config = inst.clone();
         for p in &inst.programs {
-            match self.start_program(inst, p, &token, handle.release(), true) {
+            let name = format!("{}:{}", inst.key, p.name);
+            match self.start_program(
+                inst,
+                p,
+                &token,
+                handle.release(),
+                true,
+                Some((&name, taken)),
+            ) {
                 Ok(running) => programs.push(running),
                 Err(e) => {
                     // The web pool runs; the program is reported, and left out of the running
@@ -431,6 +473,7 @@ impl Instances {
         parent: &CancellationToken,
         release: Option<PathBuf>,
         start_now: bool,
+        taken: Option<(&str, &mut Taken)>,
     ) -> Result<RunningProgram, LaunchError> {
         let dir = self.daemon.log_dir.join(inst.key.as_str());
         let name = &program.name;
@@ -454,7 +497,9 @@ impl Instances {
                 &program.pool.logs,
             )),
             tails: output::Tails::default(),
+            pumps: output::Pumps::default(),
         });
+        let adopt = taken.and_then(|(name, t)| t.take(name, &output));
         let token = parent.child_token();
         let no_socket: cts_supervisor::Listen =
             Arc::new(|| Err("a program other than web has no socket".to_owned()));
@@ -469,6 +514,7 @@ impl Instances {
                 output: output.clone(),
                 release,
                 start_now,
+                adopt,
             },
             token.clone(),
             self.kill.clone(),
@@ -515,6 +561,7 @@ impl Instances {
             &self.running[i].token,
             release,
             predecessor.is_none(),
+            None,
         );
         let r = match started {
             Ok(running) => {
@@ -740,6 +787,61 @@ impl Instances {
             logs
         };
         (self.kill.clone(), all_stopped)
+    }
+
+    /// Why the instances cannot be handed to another ctsd now, if they cannot: something a
+    /// reload retired is still stopping.
+    pub(crate) fn busy(&self) -> Option<String> {
+        if self.retiring.iter().any(|r| !r.is_finished()) {
+            return Some("a stderr.log a reload retired is still being written".into());
+        }
+        self.retiring_programs
+            .iter()
+            .find(|(_, gone)| !*gone.borrow())
+            .map(|(name, _)| format!("{name}, removed by a reload, is still stopping"))
+    }
+
+    /// Every pool, in launch order, for a handover.
+    pub(crate) fn pools_to_hand_over(&self) -> Vec<HandingOver> {
+        self.running
+            .iter()
+            .flat_map(|r| {
+                let key = r.config.key.as_str();
+                std::iter::once(HandingOver {
+                    name: key.to_owned(),
+                    handle: r.handle.clone(),
+                    output: r.output.clone(),
+                })
+                .chain(r.programs.iter().map(move |p| HandingOver {
+                    name: format!("{key}:{}", p.name),
+                    handle: p.handle.clone(),
+                    output: p.output.clone(),
+                }))
+            })
+            .collect()
+    }
+
+    /// Each instance's listening socket (a duplicate), for a handover: `(key, fd, own)`.
+    pub(crate) fn listeners(&self) -> Vec<(String, OwnedFd, bool)> {
+        self.running
+            .iter()
+            .filter_map(|r| {
+                let (fd, own) = r.port.current()?;
+                Some((r.config.key.to_string(), fd.try_clone().ok()?, own))
+            })
+            .collect()
+    }
+
+    /// Once every actor has handed its pool over (and so ended): the logs, to flush and close.
+    pub(crate) async fn handed_over(&mut self) -> Vec<InstanceLog> {
+        let running = std::mem::take(&mut self.running);
+        // The published entries hold the logs' senders too.
+        self.publish();
+        let mut logs = Vec::new();
+        for r in running {
+            logs.extend(r.finish().await);
+        }
+        logs
     }
 
     /// The `stderr.log` writers reloads retired, still finishing.

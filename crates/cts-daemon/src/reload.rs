@@ -184,7 +184,7 @@ fn apply(
                 if got.fresh {
                     notify::fd_store(&key, &got.fd);
                 }
-                match instances.launch(inst, Some(got.fd), got.fresh) {
+                match instances.launch(inst, Some(got.fd), got.fresh, &mut Default::default()) {
                     Ok(handle) => {
                         pending.spawn(async move {
                             let r = handle.start().await;

@@ -21,6 +21,16 @@ pub enum DaemonEvent {
         /// Where the answer goes.
         reply: tokio::sync::oneshot::Sender<ReloadAnswer>,
     },
+    /// `ctsctl upgrade`: hand everything over to `binary` (which passed the preflight) and
+    /// exec it.
+    Upgrade {
+        /// The new binary.
+        binary: std::path::PathBuf,
+        /// The connection of the client that asked: the ctsd that takes over answers on it.
+        client: std::os::fd::OwnedFd,
+        /// Why not, when ctsd refuses before anything changed.
+        refused: tokio::sync::oneshot::Sender<String>,
+    },
     /// `ctsctl scale` succeeded: the instance's actor now runs `workers` workers; the
     /// registry's configuration of it is to say so.
     Scaled {

@@ -35,7 +35,38 @@ pub async fn pump<R: AsyncRead + Unpin>(pipe: R, log: LogSender) -> u64 {
 /// writer thread while it copies the lines into its buffer, so that the runtime thread only
 /// looks for line ends. Every piece of a cut long line is a line of the file and gets its own
 /// prefix.
-pub async fn pump_tagged<R: AsyncRead + Unpin>(mut pipe: R, log: LogSender, tag: String) -> u64 {
+pub async fn pump_tagged<R: AsyncRead + Unpin>(pipe: R, log: LogSender, tag: String) -> u64 {
+    match pump_until(pipe, log, tag, Vec::new(), std::future::pending()).await {
+        Pumped::Closed(n) => n,
+        Pumped::Stopped { .. } => unreachable!("never stopped"),
+    }
+}
+
+/// How a [`pump_until`] ended.
+#[derive(Debug)]
+pub enum Pumped<R> {
+    /// The pipe closed after this many bytes; everything read was sent.
+    Closed(u64),
+    /// Stopped with the pipe still open (ctsd hands it to the ctsd replacing it): every whole
+    /// line read was sent; `pending` holds the start of a line not finished yet.
+    Stopped {
+        /// The pipe.
+        pipe: R,
+        /// Bytes read but not sent: at most one incomplete line.
+        pending: Vec<u8>,
+    },
+}
+
+/// [`pump_tagged`] that begins with `pending` (the incomplete line a previous pump of the same
+/// pipe left) and stops when `stop` completes, giving back the pipe and what it has not sent.
+/// Nothing read is lost either way: a read is never cut in the middle.
+pub async fn pump_until<R: AsyncRead + Unpin>(
+    mut pipe: R,
+    log: LogSender,
+    tag: String,
+    pending: Vec<u8>,
+    stop: impl std::future::Future<Output = ()>,
+) -> Pumped<R> {
     let send = |chunk: Vec<u8>| {
         // Read per chunk: a reload may change the format while the worker runs.
         let prefix = match log.line_format() {
@@ -44,14 +75,22 @@ pub async fn pump_tagged<R: AsyncRead + Unpin>(mut pipe: R, log: LogSender, tag:
         };
         log.send_lines(chunk, prefix)
     };
+    tokio::pin!(stop);
     let mut total = 0u64;
     // `buf[..]` holds bytes read but not yet sent: at most one incomplete line.
-    let mut buf: Vec<u8> = Vec::with_capacity(READ_SIZE);
+    let mut buf: Vec<u8> = pending;
+    buf.reserve(READ_SIZE);
     loop {
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(READ_SIZE);
         }
-        let n = match pipe.read_buf(&mut buf).await {
+        // Reading a pipe is cancel-safe: a read that loses the race took no bytes.
+        let read = tokio::select! {
+            biased;
+            () = &mut stop => return Pumped::Stopped { pipe, pending: buf },
+            r = pipe.read_buf(&mut buf) => r,
+        };
+        let n = match read {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -66,7 +105,7 @@ pub async fn pump_tagged<R: AsyncRead + Unpin>(mut pipe: R, log: LogSender, tag:
         buf.push(b'\n');
         send(buf).await;
     }
-    total
+    Pumped::Closed(total)
 }
 
 /// Splits the complete lines off the front of `buf`, cutting lines longer than [`MAX_LINE`] into

@@ -14,6 +14,7 @@
 //! for speed. A socket that is not there (no journal, no syslog daemon) drops lines, and they
 //! are counted ([`Sink::dropped_bytes`]).
 
+use crate::reader::Pumped;
 use crate::reader::MAX_LINE;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -175,15 +176,37 @@ impl Sink {
 /// Reads `pipe` to its end and sends every line (cut into pieces of [`MAX_LINE`] when longer,
 /// the last one even without a newline) to `sink`; returns the bytes read.
 pub async fn pump<R: AsyncRead + Unpin>(
-    mut pipe: R,
+    pipe: R,
     sink: std::sync::Arc<Sink>,
     origin: Origin,
 ) -> u64 {
-    let mut buf: Vec<u8> = Vec::with_capacity(64 << 10);
+    match pump_until(pipe, sink, origin, Vec::new(), std::future::pending()).await {
+        Pumped::Closed(n) => n,
+        Pumped::Stopped { .. } => unreachable!("never stopped"),
+    }
+}
+
+/// [`pump`] that begins with `pending` and stops when `stop` completes, like
+/// [`crate::reader::pump_until`].
+pub async fn pump_until<R: AsyncRead + Unpin>(
+    mut pipe: R,
+    sink: std::sync::Arc<Sink>,
+    origin: Origin,
+    pending: Vec<u8>,
+    stop: impl std::future::Future<Output = ()>,
+) -> Pumped<R> {
+    tokio::pin!(stop);
+    let mut buf: Vec<u8> = pending;
     let mut total = 0u64;
     let mut chunk = vec![0u8; 64 << 10];
     loop {
-        let n = match pipe.read(&mut chunk).await {
+        // Reading a pipe is cancel-safe: a read that loses the race took no bytes.
+        let read = tokio::select! {
+            biased;
+            () = &mut stop => return Pumped::Stopped { pipe, pending: buf },
+            r = pipe.read(&mut chunk) => r,
+        };
+        let n = match read {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
@@ -209,5 +232,5 @@ pub async fn pump<R: AsyncRead + Unpin>(
     if !buf.is_empty() {
         sink.send(&buf, Some(origin)).await;
     }
-    total
+    Pumped::Closed(total)
 }

@@ -64,6 +64,37 @@ pub enum Request {
     Logs(LogsRequest),
     /// Move instances onto a prepared release directory: jobs, rolls, the `cwd` symlink.
     Deploy(DeployRequest),
+    /// Replace the running ctsd by a new binary in place (same pid), keeping every worker,
+    /// pipe, listening socket and the control socket.
+    Upgrade(UpgradeRequest),
+}
+
+/// [`Request::Upgrade`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpgradeRequest {
+    /// The binary to run, an absolute path; the one ctsd was started from when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binary: Option<String>,
+}
+
+/// [`Response::Upgraded`]: what the ctsd that took over says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpgradeReport {
+    /// The version that ran before.
+    pub from_version: String,
+    /// The version that runs now.
+    pub to_version: String,
+    /// The binary that runs now.
+    pub binary: String,
+    /// ctsd's pid, the same before and after.
+    pub pid: u32,
+    /// Workers taken over (none was restarted).
+    pub workers: u32,
+    /// Pipes taken over, with the incomplete lines they held.
+    pub pipes: u32,
+    /// Milliseconds from the old ctsd's last accepted control connection to the new one's
+    /// first (connections meanwhile wait in the socket's queue).
+    pub pause_ms: u64,
 }
 
 /// [`Request::Deploy`].
@@ -365,6 +396,8 @@ pub enum Response {
     LogData(LogData),
     /// A line of a deploy's progress; more frames follow, then its [`Response::Outcomes`].
     Step(Step),
+    /// Answer to [`Request::Upgrade`], from the ctsd that took over.
+    Upgraded(UpgradeReport),
     /// The request failed as a whole.
     Error(ErrorReply),
 }

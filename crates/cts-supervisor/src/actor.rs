@@ -5,10 +5,10 @@
 use crate::backoff::Jitter;
 use crate::contain::{self, Cgroups, WorkerCgroup};
 use crate::core::{Effect, Event, Level, Pool, Request, Settings, Sig, Ticket, WorkerId};
-use crate::handle::{Control, InstanceHandle, Outcome, Summary};
+use crate::handle::{Control, Handover, InstanceHandle, Outcome, Summary};
 use crate::instance::{spawn_spec, unit, unit_name, Instance, Listen, Output};
 use crate::spawn::{self, SpawnSpec};
-use crate::watcher::{self, WorkerEvent};
+use crate::watcher::{self, Handed, PidFd, Watched, WorkerEvent};
 use cts_config::{InstanceConfig, PoolSpec, ProgramName};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -31,7 +31,8 @@ pub fn launch(
     kill: CancellationToken,
 ) -> (InstanceHandle, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(32);
-    let (settled_tx, settled) = watch::channel(false);
+    let was_settled = instance.adopt.as_ref().is_some_and(|a| a.snapshot.settled);
+    let (settled_tx, settled) = watch::channel(was_settled);
     let (progress_tx, progress) = watch::channel((0, 0));
     let key = unit_name(&instance.config, instance.program.as_ref());
     // The daemon launches a program's actor from the configuration that has it.
@@ -39,13 +40,20 @@ pub fn launch(
         let web = &instance.config.pool;
         (web.clone(), Settings::program(web, true))
     });
-    let pool = Pool::new(&key, settings, Jitter::new(), Instant::now());
+    let mut adopt = instance.adopt;
+    let pool = match &adopt {
+        Some(a) => Pool::adopt(&key, settings, &a.snapshot, Jitter::new(), Instant::now()),
+        None => Pool::new(&key, settings, Jitter::new(), Instant::now()),
+    };
     let (summary_tx, summary) = watch::channel(pool.summary());
     let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let pinned = instance
-        .release
-        .clone()
-        .or_else(|| pin(spec.cwd.as_deref()));
+    let pinned = match &adopt {
+        Some(a) => a.release.clone(),
+        None => instance
+            .release
+            .clone()
+            .or_else(|| pin(spec.cwd.as_deref())),
+    };
     let (release_tx, release) = watch::channel(pinned.clone());
     let actor = Actor {
         spec: spawn_spec(
@@ -73,8 +81,16 @@ pub fn launch(
         settled: settled_tx,
         progress: progress_tx,
         summary: summary_tx,
+        watchers: HashMap::new(),
+        handover: CancellationToken::new(),
     };
-    let join = tokio::spawn(actor.run(rx, events_rx, shutdown, kill, instance.start_now));
+    let mut actor = actor;
+    if let Some(a) = adopt.take() {
+        actor.adopt(a.notify.into_iter().collect());
+    }
+    // An adopted pool starts too: that fills only the slots it has no worker for.
+    let start_now = instance.start_now;
+    let join = tokio::spawn(actor.run(rx, events_rx, shutdown, kill, start_now));
     let handle = InstanceHandle {
         tx,
         settled,
@@ -125,7 +141,17 @@ struct Actor {
     progress: watch::Sender<(u32, u32)>,
     /// State and ready count for the daemon's `STATUS=` line.
     summary: watch::Sender<Summary>,
+    /// Each live worker's watcher; it gives back the notify socket on a handover.
+    watchers: HashMap<WorkerId, JoinHandle<Option<Handed>>>,
+    /// Cancelled to stop every watcher for a handover.
+    handover: CancellationToken,
 }
+
+/// A pool frozen for a handover: what to do next, and where the pool goes.
+type Frozen = (
+    oneshot::Receiver<bool>,
+    oneshot::Sender<Result<Handover, String>>,
+);
 
 /// What woke the actor up.
 enum Wake {
@@ -134,6 +160,8 @@ enum Wake {
     Timer,
     Shutdown,
     Kill,
+    /// Frozen for a handover: hand over (`true`) or resume.
+    Go(bool),
 }
 
 impl Actor {
@@ -156,13 +184,19 @@ impl Actor {
         let (mut controls_open, mut shutting_down, mut killed) = (true, false, false);
         // The worker that just exited, whose leftovers go once its exit is handled.
         let mut gone = None;
+        // Frozen for a handover: what to do next, and where the pool goes.
+        let mut frozen: Option<Frozen> = None;
         while !self.pool.finished() {
             let deadline = self.pool.deadline();
             let wake = tokio::select! {
                 // A worker became ready or exited: the common wake-up.
                 Some(ev) = events.recv() => Wake::Worker(ev),
-                // An operator's request (or every handle dropped).
-                c = controls.recv(), if controls_open => Wake::Control(c),
+                // An operator's request (or every handle dropped); none while frozen.
+                c = controls.recv(), if controls_open && frozen.is_none() => Wake::Control(c),
+                // Frozen: hand over, or resume.
+                go = async { (&mut frozen.as_mut().expect("guarded").0).await }, if frozen.is_some() => {
+                    Wake::Go(go.unwrap_or(false))
+                }
                 // The earliest deadline: readiness, SIGKILL escalation, backoff, reset.
                 () = sleep_until(deadline), if deadline.is_some() => Wake::Timer,
                 // ctsd is shutting down: stop gracefully.
@@ -174,7 +208,39 @@ impl Actor {
                 Wake::Worker(WorkerEvent::Ready(id)) => Event::Ready(id),
                 Wake::Worker(WorkerEvent::Exited(id, exit)) => {
                     gone = Some(id);
+                    self.watchers.remove(&id);
                     Event::Exited(id, exit)
+                }
+                Wake::Control(Some(Control::Freeze { ready, go, handed })) => {
+                    match self.pool.snapshot(Instant::now()) {
+                        Err(e) => {
+                            let _ = ready.send(Err(e));
+                        }
+                        Ok(_) => {
+                            let _ = ready.send(Ok(()));
+                            frozen = Some((go, handed));
+                        }
+                    }
+                    continue;
+                }
+                Wake::Go(go) => {
+                    let Some((_, handed)) = frozen.take() else {
+                        continue;
+                    };
+                    if !go {
+                        continue;
+                    }
+                    match self.hand_over(&mut events).await {
+                        Ok(h) => {
+                            self.note("handed over to the new ctsd");
+                            let _ = handed.send(Ok(h));
+                            return;
+                        }
+                        Err(e) => {
+                            let _ = handed.send(Err(e));
+                            continue;
+                        }
+                    }
                 }
                 Wake::Control(Some(c)) => match self.request(c) {
                     Some(e) => e,
@@ -220,6 +286,10 @@ impl Actor {
         let (request, tx) = match control {
             Control::Status(tx) => {
                 let _ = tx.send(self.pool.status());
+                return None;
+            }
+            Control::Freeze { ready, .. } => {
+                let _ = ready.send(Err("a handover is handled by the actor's loop".into()));
                 return None;
             }
             Control::Listen(listener, tx) => {
@@ -372,8 +442,116 @@ impl Actor {
         self.output
             .attach(slot, pid, child.stdout.take(), child.stderr.take());
         let notify = notify.map(|(sock, _)| sock);
-        tokio::spawn(watcher::watch(id, child, notify, self.events_tx.clone()));
+        let watch = watcher::watch(
+            id,
+            Watched::Child(child),
+            notify,
+            self.events_tx.clone(),
+            self.handover.clone(),
+        );
+        self.watchers.insert(id, tokio::spawn(watch));
         Ok(pid)
+    }
+
+    /// Watches the pool's workers, which this actor did not spawn: they were handed over by
+    /// the ctsd this one replaced (or by this actor's own failed handover). A worker that
+    /// cannot be watched any more (it is not this process's child) is reported as exited.
+    fn adopt(&mut self, mut notify: HashMap<WorkerId, OwnedFd>) {
+        self.handover = CancellationToken::new();
+        for w in self.pool.status().workers {
+            let Some(id) = self.pool.worker_id(w.pid) else {
+                continue;
+            };
+            contain::watching(w.pid);
+            if let Some(c) = &self.cgroups {
+                if let Some(cg) = c.of(w.pid) {
+                    self.worker_cgroups.insert(id, cg);
+                }
+            }
+            let sock = notify.remove(&id).and_then(|fd| {
+                let std = std::os::unix::net::UnixDatagram::from(fd);
+                std.set_nonblocking(true).ok()?;
+                tokio::net::UnixDatagram::from_std(std).ok()
+            });
+            match PidFd::open(w.pid) {
+                Ok(pidfd) => {
+                    let watch = watcher::watch(
+                        id,
+                        Watched::Adopted(pidfd),
+                        sock,
+                        self.events_tx.clone(),
+                        self.handover.clone(),
+                    );
+                    self.watchers.insert(id, tokio::spawn(watch));
+                }
+                Err(e) => {
+                    contain::reaped(w.pid);
+                    let exit = crate::core::Exit {
+                        success: false,
+                        description: format!("could not be watched after the handover: {e}"),
+                        killed: false,
+                    };
+                    let _ = self.events_tx.send(WorkerEvent::Exited(id, exit));
+                }
+            }
+        }
+    }
+
+    /// Stops watching every worker and returns the pool as data for the next ctsd; on a
+    /// refusal (the pool is busy), nothing has changed.
+    async fn hand_over(
+        &mut self,
+        events: &mut mpsc::UnboundedReceiver<WorkerEvent>,
+    ) -> Result<Handover, String> {
+        self.pool.snapshot(Instant::now())?;
+        self.handover.cancel();
+        let mut notify = HashMap::new();
+        // What the watchers reported before they stopped is decided on first (an exit may
+        // spawn a replacement, whose watcher stops at once too), so that the snapshot holds
+        // only workers that were alive when their watcher stopped.
+        loop {
+            for (_, join) in self.watchers.drain() {
+                if let Ok(Some(h)) = join.await {
+                    if let Some(fd) = h.notify {
+                        notify.insert(h.id, fd);
+                    }
+                }
+            }
+            let mut any = false;
+            while let Ok(ev) = events.try_recv() {
+                any = true;
+                let now = Instant::now();
+                let event = match ev {
+                    WorkerEvent::Ready(id) => Event::Ready(id),
+                    WorkerEvent::Exited(id, exit) => {
+                        notify.remove(&id);
+                        if let (Some(c), Some(cg)) =
+                            (&self.cgroups, self.worker_cgroups.remove(&id))
+                        {
+                            c.retire(cg);
+                        }
+                        Event::Exited(id, exit)
+                    }
+                };
+                let effects = self.pool.handle(event, now);
+                self.apply(effects, now);
+            }
+            if !any && self.watchers.is_empty() {
+                break;
+            }
+        }
+        match self.pool.snapshot(Instant::now()) {
+            Ok(snapshot) => Ok(Handover {
+                snapshot,
+                release: self.release.clone(),
+                notify: notify.into_iter().collect(),
+            }),
+            Err(e) => {
+                // Busy after all (an exit began something): watch on.
+                self.adopt(notify);
+                Err(e)
+            }
+        }
     }
 
     /// Rebuilds the spawn spec from the configuration and the release.

@@ -59,6 +59,24 @@ impl CrashWindow {
     pub fn clear(&mut self) {
         self.times.clear();
     }
+
+    /// How long ago each crash was, oldest first (for a handover to a new ctsd).
+    pub fn ages(&self, now: Instant) -> Vec<Duration> {
+        self.times
+            .iter()
+            .map(|t| now.saturating_duration_since(*t))
+            .collect()
+    }
+
+    /// The window with crashes `ages` ago, oldest first ([`CrashWindow::ages`]).
+    pub fn from_ages(ages: &[Duration], now: Instant) -> Self {
+        CrashWindow {
+            times: ages
+                .iter()
+                .map(|a| now.checked_sub(*a).unwrap_or(now))
+                .collect(),
+        }
+    }
 }
 
 /// A small xorshift generator for jitter; jitter needs no cryptographic quality and this keeps

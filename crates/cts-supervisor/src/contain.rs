@@ -45,13 +45,13 @@ pub fn become_subreaper() -> io::Result<()> {
 }
 
 /// Records `pid` as a worker (its watcher reaps it).
-pub(crate) fn watching(pid: u32) {
+pub fn watching(pid: u32) {
     let mut w = WORKERS.lock().unwrap_or_else(PoisonError::into_inner);
     w.get_or_insert_with(HashSet::new).insert(pid);
 }
 
 /// `pid` was reaped by its watcher.
-pub(crate) fn reaped(pid: u32) {
+pub fn reaped(pid: u32) {
     let mut w = WORKERS.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(w) = w.as_mut() {
         w.remove(&pid);
@@ -276,8 +276,50 @@ impl Cgroups {
             Err(_) => return None,
         }
         let c = Cgroups::at(root);
+        c.take_over_existing();
         c.prepare();
         Some(c)
+    }
+
+    /// After `ctsctl upgrade` this ctsd has the pid, and so the `ctsd-<pid>` cgroup, of the one
+    /// it replaced: new cgroups are numbered after the existing ones, and those that hold no
+    /// adopted worker (spares, exited workers') are removed once empty.
+    fn take_over_existing(&self) {
+        let Ok(dirs) = std::fs::read_dir(&self.root) else {
+            return;
+        };
+        let mut highest = None;
+        let mut retired = self.retired.lock().unwrap_or_else(PoisonError::into_inner);
+        for d in dirs.flatten() {
+            let Some(n) = d
+                .file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix('w'))
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            highest = highest.max(Some(n));
+            retired.push(d.path());
+        }
+        if let Some(n) = highest {
+            self.next.store(n + 1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// The cgroup of worker `pid`, when it is one of these (a worker taken over from the ctsd
+    /// this one replaced).
+    pub fn of(&self, pid: u32) -> Option<WorkerCgroup> {
+        let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+        let rel = own.lines().find_map(|l| l.strip_prefix("0::"))?;
+        let name = Path::new(rel).file_name()?;
+        let dir = self.root.join(name);
+        (rel.ends_with(&format!(
+            "{}/{}",
+            self.root.file_name()?.to_str()?,
+            name.to_str()?
+        )) && dir.is_dir())
+        .then_some(WorkerCgroup { dir })
     }
 
     fn at(root: PathBuf) -> Cgroups {

@@ -54,6 +54,58 @@ pub enum Control {
         /// The answer.
         done: oneshot::Sender<Outcome>,
     },
+    /// The first step of handing the pool over to the ctsd that replaces this one (`ctsctl
+    /// upgrade`). Refused (`ready` gets why, nothing changes) while the pool is in the middle
+    /// of a request. Otherwise the actor answers `ready`, then takes no other control until
+    /// `go` says what to do (worker events are still handled: a crash is still replaced):
+    /// `true` hands the pool over (the actor stops watching its workers without stopping or
+    /// reaping them, answers `handed` with what the next actor needs, and ends); `false`, or
+    /// `go` dropped, resumes as before.
+    Freeze {
+        /// Whether the pool is frozen (at rest), or why not.
+        ready: oneshot::Sender<Result<(), String>>,
+        /// Hand over (`true`) or resume (`false`).
+        go: oneshot::Receiver<bool>,
+        /// The pool, handed over.
+        handed: oneshot::Sender<Result<Handover, String>>,
+    },
+}
+
+/// A pool frozen for a handover; see [`Control::Freeze`]. Dropping it resumes the pool.
+#[derive(Debug)]
+pub struct Frozen {
+    go: oneshot::Sender<bool>,
+    handed: oneshot::Receiver<Result<Handover, String>>,
+}
+
+impl Frozen {
+    /// Hands the pool over; its actor ends.
+    ///
+    /// # Errors
+    ///
+    /// Why the pool could not be handed over after all (it then runs on).
+    pub async fn hand_over(self) -> Result<Handover, String> {
+        let _ = self.go.send(true);
+        self.handed
+            .await
+            .unwrap_or_else(|_| Err("its actor has ended".into()))
+    }
+
+    /// Resumes the pool as before.
+    pub fn thaw(self) {
+        let _ = self.go.send(false);
+    }
+}
+
+/// A pool handed over: see [`Control::Handover`].
+#[derive(Debug)]
+pub struct Handover {
+    /// Its workers and counters.
+    pub snapshot: crate::core::Snapshot,
+    /// The release directory its processes start in.
+    pub release: Option<std::path::PathBuf>,
+    /// Each worker's notify socket, by worker id.
+    pub notify: Vec<(crate::core::WorkerId, std::os::fd::OwnedFd)>,
 }
 
 /// Handle to one instance actor. Cheap to clone.
@@ -135,6 +187,24 @@ impl InstanceHandle {
         self.ask(|done| Control::Release { dir, roll, done })
             .await
             .unwrap_or_else(gone)
+    }
+
+    /// Freezes the pool for a handover; see [`Control::Freeze`].
+    ///
+    /// # Errors
+    ///
+    /// Why the pool cannot be handed over now.
+    pub async fn freeze(&self) -> Result<Frozen, String> {
+        let (go_tx, go) = oneshot::channel();
+        let (handed, handed_rx) = oneshot::channel();
+        let frozen = self
+            .ask(|ready| Control::Freeze { ready, go, handed })
+            .await
+            .unwrap_or_else(|| Err("its actor has ended".into()));
+        frozen.map(|()| Frozen {
+            go: go_tx,
+            handed: handed_rx,
+        })
     }
 
     /// The release directory its processes start in.

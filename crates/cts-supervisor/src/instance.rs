@@ -44,6 +44,8 @@ pub struct Instance {
     /// Start the workers at once; otherwise on the first `start` request (a program whose
     /// predecessor of the same name is still stopping).
     pub start_now: bool,
+    /// The workers it takes over from the ctsd this one replaced, instead of starting its own.
+    pub adopt: Option<crate::handle::Handover>,
 }
 
 /// How an actor gets a listening socket it does not have: bind the instance's port, or say

@@ -48,7 +48,8 @@ mod watcher;
 pub use actor::launch;
 pub use core::{human, Done, Refusal};
 pub use handle::{
-    Control, InstanceHandle, InstanceState, Outcome, Status, Summary, WorkerInfo, WorkerState,
+    Control, Frozen, Handover, InstanceHandle, InstanceState, Outcome, Status, Summary, WorkerInfo,
+    WorkerState,
 };
 pub use instance::{Instance, Listen, Output};
 pub use spawn::{

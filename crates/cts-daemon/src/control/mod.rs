@@ -55,8 +55,10 @@ pub struct Shared {
     pub events: mpsc::Sender<DaemonEvent>,
     /// The deploy in progress, if any.
     pub deploying: Arc<crate::deploy::DeployLock>,
-    /// The ctsd binary, exec shim of deploy jobs.
+    /// The ctsd binary, exec shim of deploy jobs (and what `upgrade` runs by default).
     pub shim: std::path::PathBuf,
+    /// The configuration file, which the binary of an `upgrade` is asked to accept.
+    pub config_file: Option<std::path::PathBuf>,
 }
 
 impl Shared {
@@ -358,6 +360,20 @@ async fn connection(
                 "permission denied: changing state needs root or a user or group in ctsd.admins",
             )
             .into(),
+            Ok(Request::Upgrade(r)) => {
+                use std::os::fd::AsFd;
+                let Ok(client) = stream.as_fd().try_clone_to_owned() else {
+                    return;
+                };
+                match handlers::upgrade::handle(&r, shared, client).await {
+                    Some(refused) => refused,
+                    None => {
+                        // Handing over: the new ctsd answers on the duplicate.
+                        cancel.cancelled().await;
+                        return;
+                    }
+                }
+            }
             Ok(req) => {
                 // Progress frames a handler emits go out while it runs; its answer comes last.
                 let (emit, mut emitted) = tokio::sync::mpsc::channel(handlers::EMIT_QUEUE);

@@ -34,7 +34,10 @@ mod tests;
 
 pub use job::Job;
 pub use outcome::{Done, Outcome, Refusal};
-pub use pool::{Kind, Pool, Settings};
+pub use pool::{
+    Kind, Pool, Settings, Snapshot, SnapshotMode, SnapshotPhase, SnapshotSlot, SnapshotWorker,
+    StopCause,
+};
 pub use status::{InstanceState, Status, Summary, WorkerInfo, WorkerState};
 
 use std::time::Duration;

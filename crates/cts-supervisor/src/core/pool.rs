@@ -10,6 +10,9 @@ use crate::backoff::{restart_delay, CrashWindow, Jitter};
 use cts_config::{ReadySpec, RestartPolicy};
 use std::time::{Duration, Instant};
 
+mod handover;
+pub use handover::{Snapshot, SnapshotMode, SnapshotPhase, SnapshotSlot, SnapshotWorker};
+
 /// What kind of pool: whether it holds the socket, and how a roll replaces a worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Kind {
@@ -79,8 +82,9 @@ enum Mode {
 }
 
 /// Why a worker is being stopped: the exit that follows is expected, except after `NotReady`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum StopCause {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopCause {
     /// The pool is stopping (operator or shutdown).
     Down,
     /// A roll replaces it.

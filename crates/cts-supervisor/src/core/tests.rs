@@ -1605,3 +1605,103 @@ fn a_ready_worker_that_fails_on_its_own_backs_off() {
         ],
     );
 }
+
+/// Drives `pool` with `event` at `t` ms after `t0`, answering spawns with `1000 + id`.
+fn feed(pool: &mut Pool, t0: Instant, t: u64, event: Event) -> Vec<Effect> {
+    let now = t0 + MS(t);
+    let mut out = Vec::new();
+    let mut queue = std::collections::VecDeque::from(pool.handle(event, now));
+    while let Some(e) = queue.pop_front() {
+        if let Effect::Spawn { worker, .. } = e {
+            queue.extend(pool.handle(Event::Spawned(worker, pid(worker)), now));
+        }
+        out.push(e);
+    }
+    out
+}
+
+#[test]
+fn a_snapshot_adopted_decides_as_the_pool_it_was_taken_from() {
+    let t0 = Instant::now();
+    let mut pool = Pool::new("jordan", web(2), Jitter::fixed(0.5), t0);
+    for e in pool.start(t0) {
+        if let Effect::Spawn { worker, .. } = e {
+            pool.handle(Event::Spawned(worker, pid(worker)), t0);
+        }
+    }
+    feed(&mut pool, t0, 10, Event::Ready(0));
+    feed(&mut pool, t0, 20, Event::Ready(1));
+    // Worker 1 crashes twice: slot 1 backs off, worker 3 not yet spawned.
+    feed(&mut pool, t0, 30, Event::Exited(1, Exit::code(1)));
+    feed(&mut pool, t0, 40, Event::Exited(2, Exit::code(1)));
+    let now = t0 + MS(50);
+    let snap = pool.snapshot(now).expect("at rest");
+    // Through JSON, as it travels to the new ctsd.
+    let text = serde_json::to_string(&snap).unwrap();
+    let back: Snapshot = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, snap);
+    let mut adopted = Pool::adopt("jordan", web(2), &back, Jitter::fixed(0.5), now);
+    let (a, b) = (pool.status(), adopted.status());
+    assert_eq!(
+        (a.state, a.restarts, a.ready),
+        (b.state, b.restarts, b.ready)
+    );
+    assert_eq!(a.last_exit, b.last_exit);
+    assert_eq!(
+        a.workers
+            .iter()
+            .map(|w| (w.slot, w.pid))
+            .collect::<Vec<_>>(),
+        b.workers
+            .iter()
+            .map(|w| (w.slot, w.pid))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(pool.deadline(), adopted.deadline());
+    // The backoff ends at the same time in both, and both spawn the same next worker.
+    let due = pool.deadline().expect("backoff");
+    let later = due.saturating_duration_since(t0).as_millis() as u64;
+    assert_eq!(
+        feed(&mut pool, t0, later, Event::Tick),
+        feed(&mut adopted, t0, later, Event::Tick)
+    );
+    // A crash of an adopted worker is a crash like any other.
+    let crash = feed(
+        &mut adopted,
+        t0,
+        later + 10,
+        Event::Exited(0, Exit::code(1)),
+    );
+    assert!(crash.contains(&kill(0)), "{crash:?}");
+    assert_eq!(adopted.status().restarts, 3);
+}
+
+#[test]
+fn a_pool_in_the_middle_of_a_request_is_not_handed_over() {
+    let t0 = Instant::now();
+    let mut pool = Pool::new("jordan", web(1), Jitter::fixed(0.5), t0);
+    for e in pool.start(t0) {
+        if let Effect::Spawn { worker, .. } = e {
+            pool.handle(Event::Spawned(worker, pid(worker)), t0);
+        }
+    }
+    feed(&mut pool, t0, 10, Event::Ready(0));
+    feed(
+        &mut pool,
+        t0,
+        20,
+        Event::Request(Ticket(1), Request::Restart),
+    );
+    let why = pool.snapshot(t0 + MS(30)).unwrap_err();
+    assert!(why.contains("restart"), "{why}");
+    feed(&mut pool, t0, 40, Event::Ready(1));
+    feed(
+        &mut pool,
+        t0,
+        50,
+        Event::Exited(0, Exit::signaled("SIGTERM")),
+    );
+    let snap = pool.snapshot(t0 + MS(60)).expect("the roll is done");
+    assert_eq!(snap.workers.len(), 1);
+    assert_eq!(snap.generation, 1);
+}

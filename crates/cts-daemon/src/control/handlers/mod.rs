@@ -7,6 +7,7 @@ mod logs;
 mod scale;
 mod signal;
 mod status;
+pub(crate) mod upgrade;
 
 use super::Shared;
 use crate::registry::InstanceEntry;
