@@ -18,4 +18,5 @@ mod serving;
 mod shutdown;
 mod systemd;
 mod tools;
+mod upgrade;
 mod util;
