@@ -106,7 +106,7 @@ fn main() -> ExitCode {
         println!("{}: ok: {}", args.config.display(), config.summary());
         return ExitCode::SUCCESS;
     }
-    let _log_guard = match init_tracing(
+    let mut log_guard = match init_tracing(
         args.log_level.parse().unwrap_or(tracing::Level::INFO),
         config.daemon.log_file.as_deref(),
     ) {
@@ -167,6 +167,9 @@ fn main() -> ExitCode {
                 handover: h,
                 binary,
             }) => {
+                // `ctsd.log_file`'s last lines are written before the exec. (Should the exec
+                // fail, this process logs to stderr only from here on.)
+                drop(log_guard.take());
                 // Returns only if the exec failed: then this process takes its own handover
                 // back, with the file as it is (the same as what ran: checked before).
                 let (mut h, why) = cts_daemon::upgrade::exec(&binary, &args.for_exec(), *h);

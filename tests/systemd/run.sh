@@ -496,6 +496,42 @@ check_restart_fdstore() {
     figures+=" slowest $(kv max_ms "$out") ms; 3 ports from the fd store"
 }
 
+# A package upgrade of a running ctsd: dpkg runs the postinst with `configure <old version>`,
+# which runs `ctsctl upgrade`; the same ctsd process (pid) goes on with the same workers.
+check_upgrade() {
+    local pid before c out said
+    pid=$(main_pid)
+    before=$(pids_of cts-demo-worker)
+    clients --seconds 6 --threads 2 "${seed_targets[@]}" >"$run/upgrade.clients" 2>"$run/upgrade.err" &
+    client_pid=$!
+    sleep 1.5
+    c=$(cursor)
+    inct sh -c 'cd /root/ctsd-test && dpkg -i ./ctsd_*.deb' >"$run/dpkg-upgrade.log" 2>&1 ||
+        fail "dpkg -i (an upgrade) failed: $(tail -n 5 "$run/dpkg-upgrade.log")"
+    wait "$client_pid" || fail "the clients failed: $(cat "$run/upgrade.err")"
+    client_pid=
+    out=$(cat "$run/upgrade.clients")
+    said=$(grep 'ctsd upgraded' "$run/dpkg-upgrade.log" || true)
+    say "postinst: ${said:-$(tail -n 3 "$run/dpkg-upgrade.log")}"
+    say "clients: $out"
+    indent <"$run/upgrade.err"
+    [ -n "$said" ] || fail "the postinst did not upgrade ctsd in place"
+    [ "$(main_pid)" = "$pid" ] || fail "ctsd's pid changed ($pid -> $(main_pid)): restarted, not upgraded"
+    [ "$(prop ctsd ActiveState)" = active ] || fail "ctsd is $(prop ctsd ActiveState)"
+    [ "$(pids_of cts-demo-worker)" = "$before" ] || fail "workers changed: $before -> $(pids_of cts-demo-worker)"
+    journal_since "$c" -u ctsd -o cat | grep -q "took over from ctsd" ||
+        fail "no 'took over from ctsd' in the journal"
+    [ "$(kv refused "$out")" = 0 ] || fail "$(kv refused "$out") connections refused"
+    [ "$(kv failed "$out")" = 0 ] || fail "$(kv failed "$out") requests failed"
+    [ "$(kv ok "$out")" -gt 0 ] || fail "no request answered"
+    # The new binary pings the watchdog (WatchdogSec=5s here) from the same pid.
+    sleep "$watchdog_sec"
+    [ "$(main_pid)" = "$pid" ] || fail "ctsd's pid changed after the upgrade (the watchdog?)"
+    figures="same pid (also $watchdog_sec s later: the watchdog is fed), same $(wc -w <<<"$before") workers; $(kv requests "$out") requests,"
+    figures+=" $(kv refused "$out") refused, $(kv failed "$out") failed;"
+    figures+=" control paused $(sed -n 's/.*paused \([0-9]*\) ms.*/\1/p' <<<"$said") ms"
+}
+
 watchdog_s=
 check_watchdog() {
     local pid old_workers t0 t1 i new out c
@@ -784,6 +820,7 @@ run_check "cgroup delegation"    check_delegation
 run_check "reload"               check_reload
 run_check "reload (invalid)"     check_reload_invalid
 run_check "restart (fd store)"   check_restart_fdstore
+run_check "upgrade (in place)"   check_upgrade
 run_check "watchdog"             check_watchdog
 run_check "salt"                 check_salt
 run_check "socket unit (port 80)" check_socket_unit

@@ -287,8 +287,14 @@ pub async fn run(
         cgroups.clone(),
     );
     let reaper = tokio::spawn(reap_orphans());
+    let took_over = !taken.pools.is_empty();
     for (inst, listener) in config.instances.iter().zip(listeners) {
         instances.launch(inst, listener.0, listener.1, &mut taken)?;
+    }
+    if took_over {
+        // Orphans that exited while ctsd was being replaced sent their SIGCHLD to the old one;
+        // the adopted workers are registered by now, and left to their watchers.
+        cts_supervisor::contain::reap_orphans();
     }
     if !taken.pools.is_empty() {
         let left: Vec<&String> = taken.pools.keys().collect();
