@@ -228,6 +228,7 @@ fn pool_fields(
         ready,
         stop_timeout,
         rolling_batch,
+        preload,
         restart,
         logs,
     } = pool;
@@ -244,7 +245,7 @@ fn pool_fields(
         compress: _,
         format: _,
     } = logs;
-    let checks: [(&'static str, Action, bool); 16] = [
+    let checks: [(&'static str, Action, bool); 17] = [
         ("workers", Scale, *workers != np.workers),
         ("command", Restart, *command != np.command),
         ("cwd", Restart, *cwd != np.cwd),
@@ -290,6 +291,7 @@ fn pool_fields(
             *sink != np.logs.sink || *socket != np.logs.socket,
         ),
         ("rolling", Update, *rolling_batch != np.rolling_batch),
+        ("preload", Restart, *preload != np.preload),
     ];
     checks
         .into_iter()

@@ -174,6 +174,10 @@ pub struct PoolSpec {
     /// new worker is ready before the old one it replaces stops, so a restart runs up to
     /// `workers + batch` processes and never has fewer than `workers - batch` ready ones.
     pub rolling_batch: u32,
+    /// `preload` (default false): `command` is a preload loader (`python -m cts_preload
+    /// APP`) that imports the application once and forks the workers on ctsd's request,
+    /// instead of a command each worker runs. The web pool only.
+    pub preload: bool,
     /// Crash restart policy.
     pub restart: RestartPolicy,
     /// Log settings.

@@ -66,6 +66,9 @@ const POOL_SETTINGS: &[(&str, ReadSetting)] = &[
         pool.umask = read_umask(v, path, diag)
     }),
     ("limits", read_limits),
+    ("preload", |v, path, diag, pool| {
+        pool.preload = read_bool(v, path, diag)
+    }),
 ];
 
 /// The keys of [`POOL_SETTINGS`], in its order.
@@ -154,6 +157,8 @@ pub(crate) struct RawPool {
     pub(crate) umask: Option<u32>,
     /// `limits`, merged by resource.
     pub(crate) limits: Limits,
+    /// `preload`.
+    pub(crate) preload: Option<bool>,
 }
 
 /// Reads the pool settings of `map` in file order (the caller checks for unknown keys,
@@ -556,6 +561,7 @@ impl RawPool {
                 .or_else(|| defaults.sink_socket.clone()),
             umask: self.umask.or(defaults.umask),
             limits: self.limits.over(&defaults.limits),
+            preload: self.preload.or(defaults.preload),
         }
     }
 
@@ -605,12 +611,14 @@ impl RawPool {
             umask: self.umask,
             limits: self.limits,
             ready: ReadySpec {
-                notify: self.notify.unwrap_or(ready.notify),
+                // A preloaded worker says READY=1 once it accepts.
+                notify: self.preload == Some(true) || self.notify.unwrap_or(ready.notify),
                 after: self.after.unwrap_or(ready.after),
                 timeout: self.timeout.unwrap_or(ready.timeout),
             },
             stop_timeout: self.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT),
             rolling_batch: self.rolling_batch.unwrap_or(1),
+            preload: self.preload.unwrap_or(false),
             restart: self.restart_policy(),
             logs: LogSettings {
                 rotate: self.rotate.unwrap_or(logs.rotate),

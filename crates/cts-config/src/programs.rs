@@ -244,6 +244,8 @@ pub(crate) fn build(
         command: None,
         command_written: false,
         workers: Some(1),
+        // Preloading is how web starts its workers, not something a program inherits.
+        preload: None,
         ..instance.clone()
     };
     let pool = own.pool.over(&inherited).build(vars, base_env, dir)?;

@@ -226,7 +226,11 @@ impl LogOutput {
                     .and_then(|e| e.clone())
                     .unwrap_or_else(|| self.log.clone()),
             };
-            let tag = format!("{slot}/{pid} {}", &name[3..]);
+            // A preload loader's own output (slot u32::MAX) is tagged `loader/<pid>`.
+            let tag = match slot {
+                u32::MAX => format!("loader/{pid} {}", &name[3..]),
+                _ => format!("{slot}/{pid} {}", &name[3..]),
+            };
             tokio::spawn(async move {
                 let done = cts_logs::reader::pump_until(reader, log, tag, pending, stop).await;
                 handed(done, slot, pid, stream)
@@ -286,6 +290,17 @@ impl Output for LogOutput {
         if let Some(fd) = stderr.and_then(|e| e.into_owned_fd().ok()) {
             self.pump(slot, pid, Stream::Stderr, fd, Vec::new());
         }
+    }
+
+    fn attach_pipes(&self, slot: u32, pid: u32, stdout: OwnedFd, stderr: OwnedFd) {
+        for fd in [&stdout, &stderr] {
+            let _ = nix::fcntl::fcntl(
+                fd.as_raw_fd(),
+                nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE),
+            );
+        }
+        self.pump(slot, pid, Stream::Stdout, stdout, Vec::new());
+        self.pump(slot, pid, Stream::Stderr, stderr, Vec::new());
     }
 
     fn event(&self, text: &str) {

@@ -21,6 +21,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+mod loaders;
+
 /// Starts the actor of one instance on the current runtime and starts its workers.
 ///
 /// The actor stops its workers gracefully when `shutdown` is cancelled and returns once all have
@@ -83,6 +85,7 @@ pub fn launch(
         summary: summary_tx,
         watchers: HashMap::new(),
         handover: CancellationToken::new(),
+        loaders: None,
     };
     let mut actor = actor;
     if let Some(a) = adopt.take() {
@@ -145,6 +148,8 @@ struct Actor {
     watchers: HashMap<WorkerId, JoinHandle<Option<Handed>>>,
     /// Cancelled to stop every watcher for a handover.
     handover: CancellationToken,
+    /// Preload mode (`preload: true`, web only): the loaders its workers are forked from.
+    loaders: Option<loaders::Loaders>,
 }
 
 /// A pool frozen for a handover: what to do next, and where the pool goes.
@@ -205,6 +210,15 @@ impl Actor {
                 () = kill.cancelled(), if !killed => Wake::Kill,
             };
             let event = match wake {
+                Wake::Worker(WorkerEvent::Loader(ev)) => {
+                    for event in self.on_loader(ev) {
+                        let now = Instant::now();
+                        let effects = self.pool.handle(event, now);
+                        self.apply(effects, now);
+                    }
+                    self.close_idle_loader();
+                    continue;
+                }
                 Wake::Worker(WorkerEvent::Ready(id)) => Event::Ready(id),
                 Wake::Worker(WorkerEvent::Exited(id, exit)) => {
                     gone = Some(id);
@@ -212,7 +226,12 @@ impl Actor {
                     Event::Exited(id, exit)
                 }
                 Wake::Control(Some(Control::Freeze { ready, go, handed })) => {
-                    match self.pool.snapshot(Instant::now()) {
+                    let busy = self.loaders.as_ref().and_then(|l| l.busy());
+                    let at_rest = match busy {
+                        Some(b) => Err(format!("{}: {b}", self.key)),
+                        None => self.pool.snapshot(Instant::now()).map(drop),
+                    };
+                    match at_rest {
                         Err(e) => {
                             let _ = ready.send(Err(e));
                         }
@@ -243,6 +262,11 @@ impl Actor {
                     }
                 }
                 Wake::Control(Some(c)) => match self.request(c) {
+                    // New code is loaded before a roll of a preload pool.
+                    Some(Event::Request(ticket, r)) if self.preloads() && loaders::rolls(&r) => {
+                        self.roll_preloaded(ticket, r);
+                        continue;
+                    }
                     Some(e) => e,
                     None => continue,
                 },
@@ -264,6 +288,7 @@ impl Actor {
             let now = Instant::now();
             let effects = self.pool.handle(event, now);
             self.apply(effects, now);
+            self.close_idle_loader();
             if let Some(id) = gone.take() {
                 // What the worker started goes with it, also what left its process group;
                 // after its replacement was spawned, which is what clients wait for.
@@ -278,7 +303,13 @@ impl Actor {
                 }
             }
         }
+        self.close_loaders(killed);
         self.note("all workers stopped");
+    }
+
+    /// Whether its workers are forked by a preload loader.
+    fn preloads(&self) -> bool {
+        self.pool_spec.preload && self.program.is_none()
     }
 
     /// Turns a control into the pool's event; answers what needs no decision (a status).
@@ -357,7 +388,9 @@ impl Actor {
                     socket,
                 } => {
                     let answer = match self.spawn(worker, slot, socket) {
-                        Ok(pid) => Event::Spawned(worker, pid),
+                        Ok(Some(pid)) => Event::Spawned(worker, pid),
+                        // A preload loader answers later.
+                        Ok(None) => continue,
                         Err(e) => Event::SpawnFailed(worker, e),
                     };
                     queue.extend(self.pool.handle(answer, now));
@@ -399,9 +432,15 @@ impl Actor {
         });
     }
 
-    /// Starts worker `id`'s process; returns its pid.
-    fn spawn(&mut self, id: WorkerId, slot: u32, socket: bool) -> Result<u32, String> {
-        let spec = self.spec.as_ref().map_err(Clone::clone)?;
+    /// Starts worker `id`'s process; returns its pid, or `None` when a preload loader forks
+    /// it and answers later.
+    fn spawn(&mut self, id: WorkerId, slot: u32, socket: bool) -> Result<Option<u32>, String> {
+        if self.preloads() {
+            return self.spawn_preloaded(id, slot);
+        }
+        if let Err(e) = &self.spec {
+            return Err(e.clone());
+        }
         // What the exec shim would fail on, said here so that `status` gives the reason (the
         // shim's own message only reaches the log).
         cts_config::find_program(&in_release(&self.pool_spec, &self.release))
@@ -414,17 +453,8 @@ impl Actor {
         } else {
             None
         };
-        let listener = match (socket, &self.listener) {
-            (false, _) => None,
-            (true, Some(l)) => Some(l.as_raw_fd()),
-            (true, None) => {
-                let l = (self.listen)()?;
-                self.note("listening on its port now");
-                let fd = l.as_raw_fd();
-                self.listener = Some(l);
-                Some(fd)
-            }
-        };
+        let listener = self.listener_fd(socket)?;
+        let spec = self.spec.as_ref().map_err(Clone::clone)?;
         let cgroup = self.cgroups.as_ref().and_then(|c| c.worker().ok());
         let tag = contain::tag(&self.key, id);
         let containment = spawn::Containment { tag: &tag };
@@ -450,7 +480,23 @@ impl Actor {
             self.handover.clone(),
         );
         self.watchers.insert(id, tokio::spawn(watch));
-        Ok(pid)
+        Ok(Some(pid))
+    }
+
+    /// The listening socket's fd when `socket` (bound now if the port could not be had
+    /// before), for fd 3 of a new process.
+    fn listener_fd(&mut self, socket: bool) -> Result<Option<std::os::fd::RawFd>, String> {
+        Ok(match (socket, &self.listener) {
+            (false, _) => None,
+            (true, Some(l)) => Some(l.as_raw_fd()),
+            (true, None) => {
+                let l = (self.listen)()?;
+                self.note("listening on its port now");
+                let fd = l.as_raw_fd();
+                self.listener = Some(l);
+                Some(fd)
+            }
+        })
     }
 
     /// Watches the pool's workers, which this actor did not spawn: they were handed over by
@@ -522,6 +568,13 @@ impl Actor {
                 any = true;
                 let now = Instant::now();
                 let event = match ev {
+                    WorkerEvent::Loader(ev) => {
+                        for event in self.on_loader(ev) {
+                            let effects = self.pool.handle(event, now);
+                            self.apply(effects, now);
+                        }
+                        continue;
+                    }
                     WorkerEvent::Ready(id) => Event::Ready(id),
                     WorkerEvent::Exited(id, exit) => {
                         notify.remove(&id);
@@ -541,10 +594,14 @@ impl Actor {
             }
         }
         match self.pool.snapshot(Instant::now()) {
-            Ok(snapshot) => Ok(Handover {
-                snapshot,
-                release: self.release.clone(),
-                notify: notify.into_iter().collect(),
+            Ok(snapshot) => Ok({
+                // A loader is not handed over: the next ctsd starts one when it needs one.
+                self.close_loaders(false);
+                Handover {
+                    snapshot,
+                    release: self.release.clone(),
+                    notify: notify.into_iter().collect(),
+                }
             }),
             Err(e) => {
                 // Busy after all (an exit began something): watch on.

@@ -15,6 +15,9 @@ use tokio::process::{ChildStderr, ChildStdout};
 pub trait Output: Send + Sync + 'static {
     /// A worker was started: read its pipes until they close.
     fn attach(&self, slot: u32, pid: u32, stdout: Option<ChildStdout>, stderr: Option<ChildStderr>);
+    /// As [`Output::attach`], for a worker whose pipes ctsd made itself (a preload loader
+    /// forked it): their read ends.
+    fn attach_pipes(&self, slot: u32, pid: u32, stdout: OwnedFd, stderr: OwnedFd);
     /// Something happened to the instance that the operator should find in its log.
     fn event(&self, text: &str);
 }

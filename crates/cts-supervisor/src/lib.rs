@@ -42,6 +42,7 @@ pub mod core;
 pub mod handle;
 pub mod instance;
 pub mod job;
+mod preload;
 pub mod spawn;
 mod watcher;
 

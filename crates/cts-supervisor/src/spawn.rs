@@ -20,6 +20,13 @@ pub const EXEC_WORKER_ARG: &str = "__exec-worker";
 /// The fd number the listening socket has in a worker (systemd's `SD_LISTEN_FDS_START`).
 pub const LISTEN_FD: RawFd = 3;
 
+/// The fd number of a preload loader's channel to ctsd (see [`crate::preload`]), which
+/// [`PRELOAD_FD_VAR`] names.
+pub const PRELOAD_FD: RawFd = 4;
+
+/// The variable that tells a preload loader where its channel is.
+pub const PRELOAD_FD_VAR: &str = "CTS_PRELOAD_FD";
+
 /// Variables ctsd may have received from its own parent (systemd) that must not leak into a
 /// worker, where they would describe ctsd's sockets and watchdog, not the worker's.
 pub const INHERITED_VARS_TO_DROP: &[&str] = &[
@@ -269,6 +276,22 @@ pub fn spawn(
     notify_socket: Option<&str>,
     contain: &Containment<'_>,
 ) -> io::Result<Child> {
+    spawn_with_channel(spec, listener, notify_socket, contain, None)
+}
+
+/// [`spawn`], with `channel` (a preload loader's end of its channel to ctsd) as fd
+/// [`PRELOAD_FD`], named by [`PRELOAD_FD_VAR`].
+///
+/// # Errors
+///
+/// As [`spawn`].
+pub fn spawn_with_channel(
+    spec: &SpawnSpec,
+    listener: Option<RawFd>,
+    notify_socket: Option<&str>,
+    contain: &Containment<'_>,
+    channel: Option<RawFd>,
+) -> io::Result<Child> {
     let mut cmd = Command::new(&spec.shim);
     cmd.arg(EXEC_WORKER_ARG).arg("--").args(&spec.argv);
     let configured = spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str()));
@@ -284,6 +307,9 @@ pub fn spawn(
         cmd.env("NOTIFY_SOCKET", n);
     }
     cmd.env(crate::contain::WORKER_TAG, contain.tag);
+    if channel.is_some() {
+        cmd.env(PRELOAD_FD_VAR, PRELOAD_FD.to_string());
+    }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -291,6 +317,7 @@ pub fn spawn(
         .kill_on_drop(false);
     let setup = ChildSetup {
         listener,
+        channel,
         parent: std::process::id() as nix::libc::pid_t,
         privileges: spec.privileges.clone(),
     };
@@ -319,6 +346,7 @@ pub struct Containment<'a> {
 /// Everything the child does between fork and exec, prepared before the fork.
 struct ChildSetup {
     listener: Option<RawFd>,
+    channel: Option<RawFd>,
     parent: nix::libc::pid_t,
     privileges: Privileges,
 }
@@ -333,7 +361,26 @@ impl ChildSetup {
         // SAFETY: our caller runs us in the child between fork and exec.
         unsafe {
             self.privileges.apply()?;
-            child_setup(self.listener, self.parent)
+            // The channel goes above the targets first, so that placing the socket on fd 3
+            // cannot clobber it.
+            let channel = match self.channel {
+                Some(fd) => {
+                    let high = nix::libc::fcntl(fd, nix::libc::F_DUPFD_CLOEXEC, 10);
+                    if high == -1 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Some(high)
+                }
+                None => None,
+            };
+            child_setup(self.listener, self.parent)?;
+            if let Some(high) = channel {
+                // dup2 gives the new fd no FD_CLOEXEC: it survives exec.
+                if nix::libc::dup2(high, PRELOAD_FD) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
         }
     }
 }

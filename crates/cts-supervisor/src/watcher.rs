@@ -117,6 +117,8 @@ pub(crate) enum WorkerEvent {
     Ready(WorkerId),
     /// The worker exited and was reaped.
     Exited(WorkerId, Exit),
+    /// A preload loader said something, or exited.
+    Loader(crate::preload::LoaderEvent),
 }
 
 /// Watches `child` until it exits, or until `handover` is cancelled (then it gives back the

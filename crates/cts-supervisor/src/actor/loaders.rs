@@ -1,0 +1,418 @@
+//! The actor's side of preload mode (see [`crate::preload`]): it starts the pool's loader,
+//! asks it for workers, takes the workers it forked as its own, and rolls onto new code by
+//! starting a new loader first.
+//!
+//! Spawns are answered late here: [`crate::core::Effect::Spawn`] is sent to the loader, and the
+//! pool learns the pid (or the failure) when the loader answers. Meanwhile the worker is
+//! `Spawning` in the pool, which every decision already handles (a stop before the pid is
+//! known is sent once it is).
+
+use super::{Actor, Event, Request, Ticket, WorkerId};
+use crate::contain;
+use crate::core::{Exit, Refusal};
+use crate::preload::{self, Channel, LoaderEvent, Said};
+use crate::spawn::{self, Containment};
+use crate::watcher::{self, PidFd, Watched};
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+/// The loaders of a preload pool.
+#[derive(Default)]
+pub(super) struct Loaders {
+    /// Numbers the loaders.
+    generation: u64,
+    /// The loader spawns go to (ready or still loading).
+    current: Option<Loader>,
+    /// A loader loading new code for a roll, and the request that goes on once it is ready.
+    next: Option<(Loader, Ticket, Request)>,
+    /// Spawns waiting for `current` to be ready.
+    queued: Vec<Pending>,
+    /// Spawns sent, waiting for their answer.
+    sent: HashMap<WorkerId, Pending>,
+}
+
+/// One loader process.
+struct Loader {
+    generation: u64,
+    pid: u32,
+    channel: Channel,
+    ready: bool,
+}
+
+impl Loader {
+    /// Tells the loader to exit (end of file on its channel); its watcher reaps it.
+    fn close(&self) {
+        self.channel.close();
+    }
+}
+
+/// A worker asked of a loader: what ctsd made for it before the fork.
+struct Pending {
+    id: WorkerId,
+    slot: u32,
+    notify: Option<(tokio::net::UnixDatagram, String)>,
+    /// Read ends, ctsd's.
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    /// Write ends, the worker's (sent with the request, then closed here).
+    out_w: Option<OwnedFd>,
+    err_w: Option<OwnedFd>,
+}
+
+impl Loaders {
+    /// Whether something is in flight that a handover cannot carry.
+    pub(super) fn busy(&self) -> Option<&'static str> {
+        if self.next.is_some() {
+            Some("new code is being loaded")
+        } else if !self.queued.is_empty() || !self.sent.is_empty() {
+            Some("a worker is being forked")
+        } else {
+            None
+        }
+    }
+}
+
+/// Whether `request` replaces every worker (and so needs the code loaded anew).
+pub(super) fn rolls(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::Restart | Request::Reconfigure { roll: true, .. }
+    )
+}
+
+impl Actor {
+    /// Asks the loader for worker `id`; the answer comes later (`Ok(None)`), or the spawn
+    /// fails now.
+    pub(super) fn spawn_preloaded(
+        &mut self,
+        id: WorkerId,
+        slot: u32,
+    ) -> Result<Option<u32>, String> {
+        let pipe = || {
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(|e| format!("cannot create a pipe: {e}"))
+        };
+        let (stdout, out_w) = pipe()?;
+        let (stderr, err_w) = pipe()?;
+        let name = format!("{}/{id}", self.notify_prefix);
+        let notify = spawn::notify_socket(&name)
+            .map_err(|e| format!("cannot create the notify socket: {e}"))?;
+        let pending = Pending {
+            id,
+            slot,
+            notify: Some(notify),
+            stdout,
+            stderr,
+            out_w: Some(out_w),
+            err_w: Some(err_w),
+        };
+        let loaders = self.loaders.get_or_insert_with(Loaders::default);
+        if loaders.current.is_none() && loaders.next.is_none() {
+            let loader = self.start_loader()?;
+            self.loaders.get_or_insert_with(Loaders::default).current = Some(loader);
+        }
+        let loaders = self.loaders.get_or_insert_with(Loaders::default);
+        match &loaders.current {
+            Some(l) if l.ready => {
+                let channel = l.channel.clone();
+                self.send(&channel, pending)?;
+            }
+            _ => loaders.queued.push(pending),
+        }
+        Ok(None)
+    }
+
+    /// Sends the request for `p` on `channel`; `sent` holds it until the answer.
+    fn send(&mut self, channel: &Channel, mut p: Pending) -> Result<(), String> {
+        let tag = contain::tag(&self.key, p.id);
+        let mut env = vec![(contain::WORKER_TAG.to_owned(), tag)];
+        if let Some((_, name)) = &p.notify {
+            env.push(("NOTIFY_SOCKET".to_owned(), name.clone()));
+        }
+        let fds = match (&p.out_w, &p.err_w) {
+            (Some(o), Some(e)) => [o.as_raw_fd(), e.as_raw_fd()],
+            _ => return Err("the worker's pipes are gone".into()),
+        };
+        channel
+            .spawn(p.id, &env, &fds)
+            .map_err(|e| format!("cannot ask the loader for a worker: {e}"))?;
+        // The loader has its copies now.
+        p.out_w = None;
+        p.err_w = None;
+        self.loaders
+            .get_or_insert_with(Loaders::default)
+            .sent
+            .insert(p.id, p);
+        Ok(())
+    }
+
+    /// Starts a loader with the pool's command, socket and environment.
+    fn start_loader(&mut self) -> Result<Loader, String> {
+        let spec = self.spec.as_ref().map_err(Clone::clone)?.clone();
+        cts_config::find_program(&super::in_release(&self.pool_spec, &self.release))
+            .map_err(|e| e.message)?;
+        let listener = self.listener_fd(true)?;
+        let (ours, theirs) =
+            preload::channel().map_err(|e| format!("cannot create the loader's channel: {e}"))?;
+        let loaders = self.loaders.get_or_insert_with(Loaders::default);
+        loaders.generation += 1;
+        let generation = loaders.generation;
+        let tag = format!("{}:{}:@loader{generation}", std::process::id(), self.key);
+        let mut child = spawn::spawn_with_channel(
+            &spec,
+            listener,
+            None,
+            &Containment { tag: &tag },
+            Some(theirs.as_raw_fd()),
+        )
+        .map_err(|e| format!("{}: {e}", spawn::program_name(&spec.argv)))?;
+        drop(theirs);
+        let Some(pid) = child.id() else {
+            return Err("the loader exited before it could be watched".into());
+        };
+        contain::watching(pid);
+        // Its own output, tagged `loader/<pid>`.
+        self.output
+            .attach(u32::MAX, pid, child.stdout.take(), child.stderr.take());
+        let channel = Channel::new(ours).map_err(|e| format!("cannot watch the channel: {e}"))?;
+        tokio::spawn(preload::watch(
+            generation,
+            child,
+            channel.clone(),
+            self.events_tx.clone(),
+        ));
+        self.note(&format!(
+            "loader pid {pid} started (loading the application)"
+        ));
+        Ok(Loader {
+            generation,
+            pid,
+            channel,
+            ready: false,
+        })
+    }
+
+    /// A roll of a preload pool: new code is loaded by a new loader first; the roll goes on
+    /// once it is ready, and is refused if it cannot load (the old workers serve on).
+    pub(super) fn roll_preloaded(&mut self, ticket: Ticket, request: Request) {
+        if let Some(busy) = self.loaders.as_ref().and_then(|l| l.next.as_ref()) {
+            let why = format!("loader pid {} is still loading the new code", busy.0.pid);
+            self.refuse(ticket, Refusal::RolledBack(why));
+            return;
+        }
+        match self.start_loader() {
+            Ok(loader) => {
+                self.loaders.get_or_insert_with(Loaders::default).next =
+                    Some((loader, ticket, request));
+            }
+            Err(e) => {
+                let why = format!("the new code could not be loaded: {e}");
+                self.refuse(ticket, Refusal::RolledBack(why));
+            }
+        }
+    }
+
+    fn refuse(&mut self, ticket: Ticket, why: Refusal) {
+        if let Some(tx) = self.waiting.remove(&ticket) {
+            let _ = tx.send(Err(why));
+        }
+    }
+
+    /// What a loader said or did, as the pool's events (possibly none).
+    pub(super) fn on_loader(&mut self, ev: LoaderEvent) -> Vec<Event> {
+        let Some(loaders) = self.loaders.as_mut() else {
+            return Vec::new();
+        };
+        let is_current =
+            |l: &Loaders, g: u64| l.current.as_ref().is_some_and(|c| c.generation == g);
+        let is_next = |l: &Loaders, g: u64| l.next.as_ref().is_some_and(|n| n.0.generation == g);
+        match ev {
+            LoaderEvent::Said(g, Said::Ready) if is_current(loaders, g) => {
+                let channel = loaders.current.as_mut().map(|c| {
+                    c.ready = true;
+                    (c.channel.clone(), c.pid)
+                });
+                let queued = std::mem::take(&mut loaders.queued);
+                if let Some((_, pid)) = &channel {
+                    self.note(&format!("loader pid {pid} ready"));
+                }
+                let mut events = Vec::new();
+                if let Some((channel, _)) = channel {
+                    for p in queued {
+                        let id = p.id;
+                        if let Err(e) = self.send(&channel, p) {
+                            events.push(Event::SpawnFailed(id, e));
+                        }
+                    }
+                }
+                events
+            }
+            LoaderEvent::Said(g, Said::Ready) if is_next(loaders, g) => {
+                let Some((mut loader, ticket, request)) = loaders.next.take() else {
+                    return Vec::new();
+                };
+                loader.ready = true;
+                // The old loader goes: its workers are ctsd's and stay until the roll
+                // replaces them.
+                if let Some(old) = loaders.current.replace(loader) {
+                    old.close();
+                }
+                let queued = std::mem::take(&mut loaders.queued);
+                let channel = loaders.current.as_ref().map(|c| (c.channel.clone(), c.pid));
+                let mut events = Vec::new();
+                if let Some((channel, pid)) = channel {
+                    self.note(&format!("loader pid {pid} ready with the new code"));
+                    for p in queued {
+                        let id = p.id;
+                        if let Err(e) = self.send(&channel, p) {
+                            events.push(Event::SpawnFailed(id, e));
+                        }
+                    }
+                }
+                events.push(Event::Request(ticket, request));
+                events
+            }
+            LoaderEvent::Said(g, Said::Failed(traceback)) => {
+                let text = traceback.trim_end().to_owned();
+                let last = text.lines().last().unwrap_or("").to_owned();
+                tracing::warn!(instance = %self.key, "loader cannot load the application:\n{text}");
+                self.output
+                    .event(&format!("loader cannot load the application:\n{text}"));
+                if is_next(loaders, g) {
+                    if let Some((l, ticket, _)) = loaders.next.take() {
+                        l.close();
+                        let why = format!(
+                            "the new code cannot be loaded, the old workers keep serving:\n{text}"
+                        );
+                        self.refuse(ticket, Refusal::RolledBack(why));
+                    }
+                    return Vec::new();
+                }
+                if is_current(loaders, g) {
+                    return self.lose_current(&format!("the application cannot be loaded: {last}"));
+                }
+                Vec::new()
+            }
+            LoaderEvent::Said(_, Said::Pid(id, pid)) => {
+                let Some(p) = loaders.sent.remove(&id) else {
+                    return Vec::new();
+                };
+                self.adopt_forked(p, pid)
+            }
+            LoaderEvent::Said(_, Said::Error(id, why)) => match loaders.sent.remove(&id) {
+                Some(_) => vec![Event::SpawnFailed(
+                    id,
+                    format!("the loader could not fork: {why}"),
+                )],
+                None => Vec::new(),
+            },
+            LoaderEvent::Said(_, Said::Closed) | LoaderEvent::Said(_, Said::Ready) => Vec::new(),
+            LoaderEvent::Exited(g, exit) => {
+                if is_next(loaders, g) {
+                    if let Some((l, ticket, _)) = loaders.next.take() {
+                        let why = format!(
+                            "the new code could not be loaded: loader pid {} {}; the old workers keep serving",
+                            l.pid, exit.description
+                        );
+                        self.refuse(ticket, Refusal::RolledBack(why));
+                    }
+                    return Vec::new();
+                }
+                if is_current(loaders, g) {
+                    let pid = loaders.current.as_ref().map_or(0, |c| c.pid);
+                    self.note(&format!("loader pid {pid} {}", exit.description));
+                    return self.lose_current(&format!("the loader {}", exit.description));
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    /// The current loader is gone: every spawn waiting for it fails (and is retried with the
+    /// pool's backoff, which starts a new loader).
+    fn lose_current(&mut self, why: &str) -> Vec<Event> {
+        let Some(loaders) = self.loaders.as_mut() else {
+            return Vec::new();
+        };
+        if let Some(l) = loaders.current.take() {
+            l.close();
+        }
+        let mut failed: Vec<WorkerId> = loaders.queued.drain(..).map(|p| p.id).collect();
+        failed.extend(loaders.sent.drain().map(|(id, _)| id));
+        failed
+            .into_iter()
+            .map(|id| Event::SpawnFailed(id, why.to_owned()))
+            .collect()
+    }
+
+    /// Worker `p`, forked by the loader as `pid` (now ctsd's child), supervised from now on.
+    fn adopt_forked(&mut self, p: Pending, pid: u32) -> Vec<Event> {
+        contain::watching(pid);
+        if let Some(cgroups) = &self.cgroups {
+            if let Ok(cg) = cgroups.worker() {
+                cgroups.enter(pid, &cg);
+                self.worker_cgroups.insert(p.id, cg);
+            }
+        }
+        self.output.attach_pipes(p.slot, pid, p.stdout, p.stderr);
+        let mut events = vec![Event::Spawned(p.id, pid)];
+        match PidFd::open(pid) {
+            Ok(pidfd) => {
+                let watch = watcher::watch(
+                    p.id,
+                    Watched::Adopted(pidfd),
+                    p.notify.map(|(sock, _)| sock),
+                    self.events_tx.clone(),
+                    self.handover.clone(),
+                );
+                self.watchers.insert(p.id, tokio::spawn(watch));
+            }
+            Err(e) => {
+                // It exited (and was reaped as an orphan) before its answer was read.
+                contain::reaped(pid);
+                events.push(Event::Exited(
+                    p.id,
+                    Exit {
+                        success: false,
+                        description: format!("exited before it could be watched ({e})"),
+                        killed: false,
+                    },
+                ));
+            }
+        }
+        events
+    }
+
+    /// A stopped pool needs no loader: it goes (and the next start loads the code afresh).
+    pub(super) fn close_idle_loader(&mut self) {
+        let stopped = self.pool.state() == crate::core::InstanceState::Stopped;
+        if let Some(l) = self.loaders.as_mut().filter(|_| stopped) {
+            if l.queued.is_empty() && l.sent.is_empty() && l.next.is_none() {
+                if let Some(c) = l.current.take() {
+                    c.close();
+                }
+            }
+        }
+    }
+
+    /// Every loader goes (ctsd stops, or hands over): their workers are not theirs.
+    pub(super) fn close_loaders(&mut self, kill: bool) {
+        let Some(l) = self.loaders.as_mut() else {
+            return;
+        };
+        let loaders = l
+            .current
+            .take()
+            .into_iter()
+            .chain(l.next.take().map(|n| n.0));
+        for loader in loaders {
+            loader.close();
+            if kill {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(loader.pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
