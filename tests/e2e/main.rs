@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod celery;
+mod preload;
 
 /// "It happened": generous, for shared noisy machines.
 const WAIT: Duration = Duration::from_secs(60);

@@ -80,7 +80,12 @@ impl StatusLoop {
                 if out.status.success() {
                     ok += 1;
                 } else {
-                    failed.push(String::from_utf8_lossy(&out.stderr).into_owned());
+                    failed.push(format!(
+                        "{}: {}{}",
+                        out.status,
+                        String::from_utf8_lossy(&out.stdout),
+                        String::from_utf8_lossy(&out.stderr)
+                    ));
                 }
             }
             (ok, failed, slowest)

@@ -65,6 +65,9 @@ use tokio_util::sync::CancellationToken;
 /// The daemon's version, reported to clients.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// How long a handover waits for control requests in hand to be answered.
+const CONNECTION_DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// How long, at the very end, ctsd waits for log pipes to drain (something a worker started
 /// may keep a pipe open after the worker is gone).
 const LOG_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -180,6 +183,7 @@ pub async fn run(
     let mut taken = registry::Taken::default();
     let mut handed_listeners = std::collections::HashMap::new();
     let mut reply = None;
+    let mut inherited_connections = Vec::new();
     if let Some(h) = handover {
         let (workers, pipes) = (h.workers(), h.pipes());
         for (key, fd, own) in h.listeners {
@@ -214,6 +218,7 @@ pub async fn run(
             }
         };
         reply = h.reply.map(|fd| (fd, response, h.paused_at_ms));
+        inherited_connections = h.connections;
     }
     // A socket systemd passed that does not fit is a configuration error and stops ctsd; a
     // port another process holds does not: the other instances are served, and that one's
@@ -304,7 +309,14 @@ pub async fn run(
     // The control server outlives the actors' shutdown, so that `ctsctl status` shows the
     // instances stopping; it is cancelled once they are all gone.
     let server_stop = CancellationToken::new();
-    let server = tokio::spawn(control::serve(control, shared.clone(), server_stop.clone()));
+    let server_handover = CancellationToken::new();
+    let mut server = tokio::spawn(control::serve_handing_over(
+        control,
+        shared.clone(),
+        server_stop.clone(),
+        server_handover.clone(),
+        inherited_connections,
+    ));
     if let Some((fd, mut response, paused_at)) = reply {
         if let cts_proto::Response::Upgraded(r) = &mut response {
             r.pause_ms = upgrade::monotonic_ms().saturating_sub(paused_at);
@@ -436,6 +448,18 @@ pub async fn run(
     if let Some((binary, client, _guard, frozen)) = upgrading {
         status_stop.cancel();
         ready.abort();
+        // First the control connections: those between two requests are handed over; a
+        // request in hand is answered first (the frozen pools answer `status`), within a
+        // bound (a `logs -f` would never end: it is cut).
+        let paused_at_ms = upgrade::monotonic_ms();
+        server_handover.cancel();
+        let connections = match tokio::time::timeout(CONNECTION_DRAIN_TIMEOUT, &mut server).await {
+            Ok(r) => r.unwrap_or_default(),
+            Err(_) => {
+                server_stop.cancel();
+                (&mut server).await.unwrap_or_default()
+            }
+        };
         let pools = instances.pools_to_hand_over();
         let mut handed = Vec::with_capacity(pools.len());
         for (p, f) in pools.into_iter().zip(frozen) {
@@ -452,9 +476,6 @@ pub async fn run(
             pools.push((name, h, pipes));
         }
         let listeners = instances.listeners();
-        let paused_at_ms = upgrade::monotonic_ms();
-        server_stop.cancel();
-        let _ = server.await;
         for l in instances.handed_over().await {
             l.close().await;
         }
@@ -470,6 +491,7 @@ pub async fn run(
             paused_at_ms,
             listeners,
             pools,
+            connections,
             failed: None,
         };
         return Ok(Ended::Upgrade {

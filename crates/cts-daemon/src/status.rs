@@ -125,7 +125,8 @@ pub fn outcome(instance: &str, r: sup::Outcome) -> proto::Outcome {
                 Refusal::StartedMeanwhile
                 | Refusal::Singleton(_)
                 | Refusal::JobFailed(_)
-                | Refusal::Gone(_) => Failure::Other,
+                | Refusal::Gone(_)
+                | Refusal::Busy(_) => Failure::Other,
             };
             proto::Outcome::failed(instance, failure, why.to_string())
         }

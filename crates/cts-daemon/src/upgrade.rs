@@ -58,6 +58,8 @@ pub struct Handover {
     pub listeners: Vec<(String, OwnedFd, bool)>,
     /// Every pool, by name (`jordan`, `jordan:celery`).
     pub pools: Vec<(String, cts_supervisor::Handover, Vec<HandedPipe>)>,
+    /// Control connections between two requests, each served from its next request on.
+    pub connections: Vec<OwnedFd>,
     /// Set when the exec failed and this ctsd took its own handover back: why.
     pub failed: Option<String>,
 }
@@ -87,6 +89,8 @@ struct Wire {
     paused_at_ms: u64,
     listeners: Vec<WireListener>,
     pools: Vec<WirePool>,
+    #[serde(default)]
+    connections: Vec<RawFd>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -162,6 +166,7 @@ fn fds_of(h: &Handover) -> Vec<RawFd> {
     let mut fds = vec![h.control.as_raw_fd()];
     fds.extend(h.reply.as_ref().map(AsRawFd::as_raw_fd));
     fds.extend(h.listeners.iter().map(|(_, fd, _)| fd.as_raw_fd()));
+    fds.extend(h.connections.iter().map(AsRawFd::as_raw_fd));
     for (_, pool, pipes) in &h.pools {
         fds.extend(pool.notify.iter().map(|(_, fd)| fd.as_raw_fd()));
         fds.extend(pipes.iter().map(|p| p.fd.as_raw_fd()));
@@ -221,6 +226,7 @@ fn write(h: &Handover) -> std::io::Result<OwnedFd> {
                     .collect(),
             })
             .collect(),
+        connections: h.connections.iter().map(AsRawFd::as_raw_fd).collect(),
     };
     let fd = nix::sys::memfd::memfd_create(
         c"ctsd-handover",
@@ -296,6 +302,11 @@ pub fn read(fd: RawFd) -> Result<Handover, String> {
             .map(|l| Ok((l.key, open(l.fd)?, l.own)))
             .collect::<Result<Vec<_>, String>>()?,
         pools,
+        connections: wire
+            .connections
+            .into_iter()
+            .map(open)
+            .collect::<Result<Vec<_>, String>>()?,
         failed: None,
     })
 }

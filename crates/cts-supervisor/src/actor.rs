@@ -196,8 +196,9 @@ impl Actor {
             let wake = tokio::select! {
                 // A worker became ready or exited: the common wake-up.
                 Some(ev) = events.recv() => Wake::Worker(ev),
-                // An operator's request (or every handle dropped); none while frozen.
-                c = controls.recv(), if controls_open && frozen.is_none() => Wake::Control(c),
+                // An operator's request (or every handle dropped); while frozen, only those
+                // that change nothing are taken.
+                c = controls.recv(), if controls_open => Wake::Control(c),
                 // Frozen: hand over, or resume.
                 go = async { (&mut frozen.as_mut().expect("guarded").0).await }, if frozen.is_some() => {
                     Wake::Go(go.unwrap_or(false))
@@ -260,6 +261,10 @@ impl Actor {
                             continue;
                         }
                     }
+                }
+                Wake::Control(Some(c)) if frozen.is_some() && !harmless(&c) => {
+                    refuse_frozen(c);
+                    continue;
                 }
                 Wake::Control(Some(c)) => match self.request(c) {
                     // New code is loaded before a roll of a preload pool.
@@ -633,6 +638,34 @@ impl Actor {
     fn note(&self, text: &str) {
         tracing::info!(instance = %self.key, "{text}");
         self.output.event(text);
+    }
+}
+
+/// Whether `c` may be taken while the pool is frozen for a handover: it changes nothing the
+/// handover carries.
+fn harmless(c: &Control) -> bool {
+    matches!(c, Control::Status(_) | Control::Signal(..))
+}
+
+/// Refuses `c`: the pool is frozen for a handover.
+fn refuse_frozen(c: Control) {
+    let why = || crate::core::Refusal::Busy("ctsd is being upgraded: try again in a moment".into());
+    match c {
+        Control::Start(tx)
+        | Control::Stop(tx)
+        | Control::Restart(tx)
+        | Control::Scale(_, tx)
+        | Control::Signal(_, tx) => {
+            let _ = tx.send(Err(why()));
+        }
+        Control::Reconfigure { done, .. } | Control::Release { done, .. } => {
+            let _ = done.send(Err(why()));
+        }
+        Control::Freeze { ready, .. } => {
+            let _ = ready.send(Err("already frozen for a handover".into()));
+        }
+        // Answered by the next ctsd's actor once it has the socket; dropping it says "gone".
+        Control::Listen(..) | Control::Status(_) => {}
     }
 }
 

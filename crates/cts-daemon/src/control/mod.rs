@@ -148,21 +148,44 @@ pub fn bind(path: &Path, mode: u32, group: Option<&str>) -> Result<UnixListener,
 
 /// Accepts connections until `cancel` fires, then waits for the connections in progress.
 pub async fn serve(listener: UnixListener, shared: Arc<Shared>, cancel: CancellationToken) {
+    serve_handing_over(
+        listener,
+        shared,
+        cancel,
+        CancellationToken::new(),
+        Vec::new(),
+    )
+    .await;
+}
+
+/// [`serve`], for a ctsd that is handed over or takes over (`ctsctl upgrade`): cancelling
+/// `handover` stops accepting, and each connection ends once it is between two requests (a
+/// request in hand is answered first) and is returned, still open, for the next ctsd;
+/// `inherited` are the connections the previous ctsd returned so, served from their next
+/// request on.
+pub async fn serve_handing_over(
+    listener: UnixListener,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+    handover: CancellationToken,
+    inherited: Vec<std::os::fd::OwnedFd>,
+) -> Vec<std::os::fd::OwnedFd> {
     let admission = admission::Admission::default();
     let tracker = TaskTracker::new();
+    let handed = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let greeted = inherited.into_iter().filter_map(|fd| {
+        let std = std::os::unix::net::UnixStream::from(fd);
+        std.set_nonblocking(true).ok()?;
+        UnixStream::from_std(std).ok()
+    });
+    let mut greeted: std::collections::VecDeque<UnixStream> = greeted.collect();
     loop {
-        let accepted = tokio::select! {
-            // Stop accepting on shutdown.
-            () = cancel.cancelled() => break,
-            // A client connects.
-            r = listener.accept() => r,
-        };
-        let stream = match accepted {
-            Ok((s, _)) => s,
-            Err(e) => {
-                tracing::warn!("control socket accept failed: {e}");
-                continue;
-            }
+        let (stream, was_greeted) = match greeted.pop_front() {
+            Some(s) => (s, true),
+            None => match next_connection(&listener, &cancel, &handover).await {
+                Some(s) => (s, false),
+                None => break,
+            },
         };
         let (uid, role) = match stream.peer_cred() {
             Ok(c) => (c.uid(), shared.access.role(c.uid(), c.gid(), c.pid())),
@@ -175,8 +198,24 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>, cancel: Cancella
             Ok(ticket) => {
                 let (shared, cancel, admission) =
                     (shared.clone(), cancel.clone(), admission.clone());
+                let (handover, handed) = (handover.clone(), handed.clone());
                 tracker.spawn(async move {
-                    connection(stream, role, &shared, &cancel, &admission).await;
+                    let kept = connection(
+                        stream,
+                        role,
+                        &shared,
+                        &cancel,
+                        &handover,
+                        &admission,
+                        was_greeted,
+                    )
+                    .await;
+                    if let Some(stream) = kept.and_then(|s| s.into_std().ok()) {
+                        handed
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .push(std::os::fd::OwnedFd::from(stream));
+                    }
                     drop(ticket);
                 });
             }
@@ -194,6 +233,34 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>, cancel: Cancella
     }
     tracker.close();
     tracker.wait().await;
+    let kept = std::mem::take(
+        &mut *handed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    kept
+}
+
+/// The next connection `listener` accepts; `None` once `cancel` or `handover` is cancelled.
+async fn next_connection(
+    listener: &UnixListener,
+    cancel: &CancellationToken,
+    handover: &CancellationToken,
+) -> Option<UnixStream> {
+    loop {
+        let accepted = tokio::select! {
+            // Stop accepting on shutdown, or for a handover (connections then wait in the
+            // socket's queue for the next ctsd).
+            () = cancel.cancelled() => return None,
+            () = handover.cancelled() => return None,
+            // A client connects.
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((s, _)) => return Some(s),
+            Err(e) => tracing::warn!("control socket accept failed: {e}"),
+        }
+    }
 }
 
 /// Tells a refused client why and lets it read that: the reply is written first, then the
@@ -281,16 +348,30 @@ async fn connection(
     role: access::Role,
     shared: &Shared,
     cancel: &CancellationToken,
+    handover: &CancellationToken,
     admission: &admission::Admission,
-) {
+    greeted: bool,
+) -> Option<UnixStream> {
+    if !greeted && !hello(&mut stream, role, admission).await {
+        return None;
+    }
+    serve_requests(stream, role, shared, cancel, handover, admission).await
+}
+
+/// The handshake; whether the connection goes on.
+async fn hello(
+    stream: &mut UnixStream,
+    role: access::Role,
+    admission: &admission::Admission,
+) -> bool {
     let hello_max = admission::frame_limit(role, false);
-    let first = match receive(&mut stream, HANDSHAKE_TIMEOUT, hello_max, admission).await {
+    let first = match receive(stream, HANDSHAKE_TIMEOUT, hello_max, admission).await {
         Inbound::Frame(bytes) => bytes,
         Inbound::Reject(e) => {
-            let _ = send(&mut stream, &e.into()).await;
-            return;
+            let _ = send(stream, &e.into()).await;
+            return false;
         }
-        Inbound::Gone => return,
+        Inbound::Gone => return false,
     };
     // Refused peers still get the handshake read first, so their client sees the reason
     // instead of a broken pipe.
@@ -299,8 +380,8 @@ async fn connection(
             ErrorKind::PermissionDenied,
             "permission denied: this user is neither an admin nor in ctsd's socket_group",
         );
-        let _ = send(&mut stream, &e.into()).await;
-        return;
+        let _ = send(stream, &e.into()).await;
+        return false;
     }
     match decode_request(&first) {
         Ok(Request::Hello(h)) if PROTO_VERSION.compatible_with(h.proto) => {
@@ -308,11 +389,8 @@ async fn connection(
                 proto: PROTO_VERSION,
                 daemon_version: crate::VERSION.to_owned(),
             };
-            if send(&mut stream, &Response::Welcome(welcome))
-                .await
-                .is_err()
-            {
-                return;
+            if send(stream, &Response::Welcome(welcome)).await.is_err() {
+                return false;
             }
         }
         Ok(Request::Hello(h)) => {
@@ -322,36 +400,65 @@ async fn connection(
                 crate::VERSION
             );
             let _ = send(
-                &mut stream,
+                stream,
                 &ErrorReply::new(ErrorKind::ProtocolMismatch, msg).into(),
             )
             .await;
-            return;
+            return false;
         }
         Ok(_) | Err(_) => {
             let e = ErrorReply::new(
                 ErrorKind::HandshakeRequired,
                 "the first message must be `hello`",
             );
-            let _ = send(&mut stream, &e.into()).await;
-            return;
+            let _ = send(stream, &e.into()).await;
+            return false;
         }
     }
+    true
+}
+
+/// Requests until the client hangs up, idles out, ctsd shuts down, or (between two
+/// requests) ctsd is handed over: then the connection is returned, still open.
+async fn serve_requests(
+    mut stream: UnixStream,
+    role: access::Role,
+    shared: &Shared,
+    cancel: &CancellationToken,
+    handover: &CancellationToken,
+    admission: &admission::Admission,
+) -> Option<UnixStream> {
     let max = admission::frame_limit(role, true);
     loop {
+        // Between two requests: a handover takes the connection as it is (nothing of the next
+        // request read yet), so that the next ctsd answers it.
+        let waited = tokio::time::timeout(IDLE_TIMEOUT, async {
+            tokio::select! {
+                biased;
+                r = stream.readable() => r.is_ok(),
+                () = cancel.cancelled() => false,
+                () = handover.cancelled() => true,
+            }
+        })
+        .await;
+        match waited {
+            Ok(true) if handover.is_cancelled() && !readable_now(&stream) => return Some(stream),
+            Ok(true) => {}
+            Ok(false) | Err(_) => return None,
+        }
         let frame = tokio::select! {
             // ctsd is shutting down: drop the connection.
-            () = cancel.cancelled() => return,
+            () = cancel.cancelled() => return None,
             // The next request (or silence until the idle timeout).
             f = receive(&mut stream, IDLE_TIMEOUT, max, admission) => f,
         };
         let bytes = match frame {
-            Inbound::Gone => return,
+            Inbound::Gone => return None,
             Inbound::Frame(b) => b,
             Inbound::Reject(e) => {
                 // After a bad length or a truncated frame the stream cannot be resynchronised.
                 let _ = send(&mut stream, &e.into()).await;
-                return;
+                return None;
             }
         };
         let response = match decode_request(&bytes) {
@@ -363,14 +470,18 @@ async fn connection(
             Ok(Request::Upgrade(r)) => {
                 use std::os::fd::AsFd;
                 let Ok(client) = stream.as_fd().try_clone_to_owned() else {
-                    return;
+                    return None;
                 };
                 match handlers::upgrade::handle(&r, shared, client).await {
                     Some(refused) => refused,
                     None => {
-                        // Handing over: the new ctsd answers on the duplicate.
-                        cancel.cancelled().await;
-                        return;
+                        // Handing over: the new ctsd answers on the duplicate (this
+                        // connection is not handed over as one).
+                        tokio::select! {
+                            () = cancel.cancelled() => {}
+                            () = handover.cancelled() => {}
+                        }
+                        return None;
                     }
                 }
             }
@@ -383,10 +494,10 @@ async fn connection(
                     tokio::select! {
                         biased;
                         // ctsd is stopping: end even a `logs -f` that would never finish.
-                        () = cancel.cancelled() => return,
+                        () = cancel.cancelled() => return None,
                         Some(p) = emitted.recv() => {
                             if send(&mut stream, &p).await.is_err() {
-                                return;
+                                return None;
                             }
                         }
                         // The client hung up (a `logs -f` interrupted) or broke the protocol by
@@ -398,14 +509,14 @@ async fn connection(
                             let mut byte = [0u8; 1];
                             match stream.try_read(&mut byte) {
                                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                                _ => return,
+                                _ => return None,
                             }
                         }
                         r = &mut work => {
                             // Frames queued in the same poll that finished the handler.
                             while let Ok(p) = emitted.try_recv() {
                                 if send(&mut stream, &p).await.is_err() {
-                                    return;
+                                    return None;
                                 }
                             }
                             break r;
@@ -416,9 +527,22 @@ async fn connection(
             Err(e) => e.into(),
         };
         if send(&mut stream, &response).await.is_err() {
-            return;
+            return None;
         }
     }
+}
+
+/// Whether bytes (or the end of the stream) wait to be read on `stream`.
+fn readable_now(stream: &UnixStream) -> bool {
+    let mut byte = [0u8; 1];
+    !matches!(
+        nix::sys::socket::recv(
+            std::os::fd::AsRawFd::as_raw_fd(stream),
+            &mut byte,
+            nix::sys::socket::MsgFlags::MSG_PEEK | nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+        ),
+        Err(nix::errno::Errno::EAGAIN)
+    )
 }
 
 fn frame_error(e: &FrameError) -> ErrorReply {

@@ -71,6 +71,9 @@ pub enum Refusal {
     /// The new configuration has no such program (the daemon retires it instead).
     #[error("the configuration no longer has {0}")]
     Gone(String),
+    /// The pool takes no such request now (it is frozen for a handover).
+    #[error("{0}")]
+    Busy(String),
 }
 
 /// "1 worker", "3 workers".
