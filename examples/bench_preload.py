@@ -269,8 +269,8 @@ def measure(mode, instances, workers, base, args, python):
         sup0 = bs.switches(roles["supervisor"])
         time.sleep(10)
         pids = [p for p in bs.tree(stack.roots()) if p not in skip]
-        row["wakeups"] = (bs.switches(pids) - s0) / 10
-        row["sup_wakeups"] = (bs.switches(roles["supervisor"]) - sup0) / 10
+        row["wakeups"] = bs.wakeups(s0, bs.switches(pids)) / 10
+        row["sup_wakeups"] = bs.wakeups(sup0, bs.switches(roles["supervisor"])) / 10
 
         row["traffic_failed"] = traffic(instances, args.requests)
         time.sleep(1)
