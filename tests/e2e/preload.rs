@@ -138,7 +138,14 @@ fn a_killed_preloaded_worker_is_forked_again_from_the_loaded_parent() {
     let first = answer(port);
     let loader = first["loaded_by"].as_u64().expect("loaded_by");
     assert_eq!(first["instance"], "jordan");
-    assert_eq!(imports(&app).len(), 1, "imported once: {:?}", imports(&app));
+    // The loader's import (and, on the very first start, the one that lists the modules the
+    // preload root imports).
+    let imported = imports(&app).len();
+    assert!(
+        imported == 1 || imported == 2,
+        "imports: {:?}",
+        imports(&app)
+    );
     let before = ready_pids(&config, "jordan");
     assert_eq!(before.len(), 2, "{before:?}");
     assert!(
@@ -146,10 +153,8 @@ fn a_killed_preloaded_worker_is_forked_again_from_the_loaded_parent() {
         "the loader serves itself"
     );
 
-    let mut kill_to_answer = Vec::new();
     for round in 0..5 {
         let victim = ready_pids(&config, "jordan")[0];
-        let t = Instant::now();
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(victim as i32),
             nix::sys::signal::Signal::SIGKILL,
@@ -159,7 +164,6 @@ fn a_killed_preloaded_worker_is_forked_again_from_the_loaded_parent() {
             let now = ready_pids(&config, "jordan");
             now.len() == 2 && !now.contains(&victim)
         });
-        kill_to_answer.push(t.elapsed());
         let replacement: Vec<u32> = ready_pids(&config, "jordan")
             .into_iter()
             .filter(|p| !before.contains(p))
@@ -173,18 +177,15 @@ fn a_killed_preloaded_worker_is_forked_again_from_the_loaded_parent() {
     }
     assert_eq!(
         imports(&app).len(),
-        1,
+        imported,
         "a replacement imported the application again: {:?}",
         imports(&app)
     );
     let restarts = status_of(&config, "jordan")["restarts"].as_u64();
     assert_eq!(restarts, Some(5));
-    kill_to_answer.sort();
-    eprintln!(
-        "preload: SIGKILL -> replacement ready (as ctsctl status sees it), median {:?}, max {:?}",
-        kill_to_answer[kill_to_answer.len() / 2],
-        kill_to_answer.last().expect("kills")
-    );
+    // The loader came from the preload root (which imported the libraries for it).
+    let stderr = std::fs::read_to_string(dir.path().join("ctsd.stderr")).unwrap_or_default();
+    assert!(stderr.contains("forked by the preload root"), "{stderr}");
 }
 
 #[test]
@@ -197,6 +198,7 @@ fn a_preload_restart_loads_new_code_without_a_failed_request_and_refuses_code_th
     let config = preload_config(dir.path(), &app, port, 3);
     let _ctsd = start_ctsd(&config, dir.path());
     assert_eq!(answer(port)["version"], "v1");
+    let imported = imports(&app).len();
 
     // New code, under a client loop.
     let clients = Loop::start(port);
@@ -222,7 +224,11 @@ fn a_preload_restart_loads_new_code_without_a_failed_request_and_refuses_code_th
         assert_eq!(answer(port)["version"], "v2");
     }
     let loads = imports(&app);
-    assert_eq!(loads.len(), 2, "one import per loader: {loads:?}");
+    assert_eq!(
+        loads.len(),
+        imported + 1,
+        "one import for the new loader: {loads:?}"
+    );
     let serving = ready_pids(&config, "jordan");
 
     // Code that cannot be imported: the restart fails with the error, the old workers serve.

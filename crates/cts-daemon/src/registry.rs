@@ -315,6 +315,8 @@ pub(crate) struct Instances {
     retiring: Vec<JoinHandle<()>>,
     /// Programs a reload removed, by `key:program`.
     retiring_programs: std::collections::HashMap<String, Gone>,
+    /// Preload mode: one root per group of instances of the same code.
+    roots: std::collections::HashMap<String, Arc<cts_supervisor::Root>>,
 }
 
 impl Instances {
@@ -339,7 +341,30 @@ impl Instances {
             passed,
             retiring: Vec::new(),
             retiring_programs: std::collections::HashMap::new(),
+            roots: std::collections::HashMap::new(),
         }
+    }
+
+    /// The root `inst`'s loaders come from in preload mode, shared with the instances of the
+    /// same command, directory and user, and the directory of the module lists (made here,
+    /// writable by the workers' user, who rewrite them).
+    fn root_for(&mut self, inst: &InstanceConfig) -> Option<(Arc<cts_supervisor::Root>, PathBuf)> {
+        let pool = &inst.pool;
+        if !pool.preload {
+            return None;
+        }
+        let group = format!(
+            "{:?}|{:?}|{:?}|{:?}|{:?}",
+            pool.command,
+            pool.cwd,
+            pool.user,
+            pool.group,
+            pool.env.get("PYTHONPATH")
+        );
+        let dir = self.daemon.log_dir.join(".preload");
+        prepare_log_dir(&dir, inst);
+        let root = self.roots.entry(group).or_default().clone();
+        Some((root, dir))
     }
 
     /// The configuration being run, assembled from the instances' own copies (what a reload
@@ -422,6 +447,7 @@ impl Instances {
                 release: None,
                 start_now: true,
                 adopt,
+                root: self.root_for(inst),
             },
             token.clone(),
             self.kill.clone(),
@@ -515,6 +541,7 @@ impl Instances {
                 release,
                 start_now,
                 adopt,
+                root: None,
             },
             token.clone(),
             self.kill.clone(),

@@ -86,6 +86,7 @@ pub fn launch(
         watchers: HashMap::new(),
         handover: CancellationToken::new(),
         loaders: None,
+        root: instance.root,
     };
     let mut actor = actor;
     if let Some(a) = adopt.take() {
@@ -150,6 +151,8 @@ struct Actor {
     handover: CancellationToken,
     /// Preload mode (`preload: true`, web only): the loaders its workers are forked from.
     loaders: Option<loaders::Loaders>,
+    /// Preload mode: the root its loaders come from, and where module lists are kept.
+    root: Option<(Arc<crate::root::Root>, PathBuf)>,
 }
 
 /// A pool frozen for a handover: what to do next, and where the pool goes.

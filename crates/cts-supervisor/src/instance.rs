@@ -49,6 +49,9 @@ pub struct Instance {
     pub start_now: bool,
     /// The workers it takes over from the ctsd this one replaced, instead of starting its own.
     pub adopt: Option<crate::handle::Handover>,
+    /// Preload mode: the root its loaders are forked from (shared with the instances of the
+    /// same code), and the directory of the roots' module lists.
+    pub root: Option<(Arc<crate::root::Root>, PathBuf)>,
 }
 
 /// How an actor gets a listening socket it does not have: bind the instance's port, or say

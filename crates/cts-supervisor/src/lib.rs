@@ -43,6 +43,7 @@ pub mod handle;
 pub mod instance;
 pub mod job;
 mod preload;
+pub mod root;
 pub mod spawn;
 mod watcher;
 
@@ -53,6 +54,7 @@ pub use handle::{
     WorkerState,
 };
 pub use instance::{Instance, Listen, Output};
+pub use root::Root;
 pub use spawn::{
     exec_worker, worker_environment, Privileges, EXEC_WORKER_ARG, INHERITED_VARS_TO_DROP,
 };

@@ -14,7 +14,7 @@
 //! described in `docs/preload.md`.
 
 use crate::core::{Exit, WorkerId};
-use crate::watcher::WorkerEvent;
+use crate::watcher::{PidFd, Watched, WorkerEvent};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
@@ -100,8 +100,19 @@ impl Channel {
         env: &[(String, String)],
         fds: &[RawFd],
     ) -> io::Result<()> {
+        self.request("spawn", id, env, fds)
+    }
+
+    /// Sends request `word` (`spawn`, or `loader` to a root) for `id`, with `env` and `fds`.
+    pub(crate) fn request(
+        &self,
+        word: &str,
+        id: u64,
+        env: &[(String, String)],
+        fds: &[RawFd],
+    ) -> io::Result<()> {
         use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
-        let mut msg = format!("spawn {id}").into_bytes();
+        let mut msg = format!("{word} {id}").into_bytes();
         for (k, v) in env {
             msg.push(0);
             msg.extend_from_slice(k.as_bytes());
@@ -136,7 +147,7 @@ impl Channel {
     }
 
     /// The next message, waiting for it; [`Said::Closed`] at end of file (or a failed read).
-    async fn next(&self) -> Said {
+    pub(crate) async fn next(&self) -> Said {
         let mut buf = vec![0u8; MAX_MESSAGE];
         loop {
             let Ok(mut ready) = self.0.readable().await else {
@@ -172,12 +183,78 @@ pub(crate) enum LoaderEvent {
     Said(u64, Said),
     /// Loader `generation` exited (and was reaped).
     Exited(u64, Exit),
+    /// Loader `generation`, asked of a root, was forked as this pid.
+    Forked(u64, u32),
 }
 
 /// Forwards what loader `generation` says, then its exit, until it exits.
 pub(crate) async fn watch(
     generation: u64,
-    mut child: tokio::process::Child,
+    child: tokio::process::Child,
+    channel: Channel,
+    events: mpsc::UnboundedSender<WorkerEvent>,
+) {
+    let pid = child.id();
+    follow(generation, Watched::Child(child), pid, channel, events).await;
+}
+
+/// [`watch`] for a loader asked of a root: its pid comes in `forked`, and it is watched
+/// through a pidfd (it is ctsd's child by adoption, not a `Child`).
+pub(crate) async fn watch_forked(
+    generation: u64,
+    forked: tokio::sync::oneshot::Receiver<crate::root::Answer>,
+    channel: Channel,
+    events: mpsc::UnboundedSender<WorkerEvent>,
+) {
+    let send = |ev| {
+        let _ = events.send(WorkerEvent::Loader(ev));
+    };
+    let not_started = |why: String| Exit {
+        success: false,
+        description: format!("could not be started: {why}"),
+        killed: false,
+    };
+    let pid = match forked.await {
+        Ok(Ok(pid)) => pid,
+        Ok(Err(why)) => {
+            send(LoaderEvent::Exited(generation, not_started(why)));
+            return;
+        }
+        Err(_) => {
+            send(LoaderEvent::Exited(
+                generation,
+                not_started("the root is gone".into()),
+            ));
+            return;
+        }
+    };
+    crate::contain::watching(pid);
+    send(LoaderEvent::Forked(generation, pid));
+    match PidFd::open(pid) {
+        Ok(pidfd) => {
+            follow(
+                generation,
+                Watched::Adopted(pidfd),
+                Some(pid),
+                channel,
+                events,
+            )
+            .await
+        }
+        Err(e) => {
+            crate::contain::reaped(pid);
+            send(LoaderEvent::Exited(
+                generation,
+                not_started(format!("it exited at once ({e})")),
+            ));
+        }
+    }
+}
+
+async fn follow(
+    generation: u64,
+    mut child: Watched,
+    pid: Option<u32>,
     channel: Channel,
     events: mpsc::UnboundedSender<WorkerEvent>,
 ) {
@@ -191,7 +268,7 @@ pub(crate) async fn watch(
             }
         }
     };
-    if let Some(pid) = child.id() {
+    if let Some(pid) = pid {
         crate::contain::reaped(pid);
     }
     // What it said before it exited comes first.

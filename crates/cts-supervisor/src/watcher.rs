@@ -28,7 +28,7 @@ pub(crate) enum Watched {
 }
 
 impl Watched {
-    async fn wait(&mut self) -> io::Result<ExitStatus> {
+    pub(crate) async fn wait(&mut self) -> io::Result<ExitStatus> {
         match self {
             Watched::Child(c) => c.wait().await,
             Watched::Adopted(p) => p.wait().await,

@@ -34,9 +34,13 @@ pub(super) struct Loaders {
 /// One loader process.
 struct Loader {
     generation: u64,
+    /// 0 until a root has forked it.
     pid: u32,
     channel: Channel,
     ready: bool,
+    /// A loader asked of a root: its stdout and stderr (read ends), attached once its pid is
+    /// known.
+    pipes: Option<(OwnedFd, OwnedFd)>,
 }
 
 impl Loader {
@@ -108,7 +112,7 @@ impl Actor {
         };
         let loaders = self.loaders.get_or_insert_with(Loaders::default);
         if loaders.current.is_none() && loaders.next.is_none() {
-            let loader = self.start_loader()?;
+            let loader = self.start_loader(None)?;
             self.loaders.get_or_insert_with(Loaders::default).current = Some(loader);
         }
         let loaders = self.loaders.get_or_insert_with(Loaders::default);
@@ -146,8 +150,10 @@ impl Actor {
         Ok(())
     }
 
-    /// Starts a loader with the pool's command, socket and environment.
-    fn start_loader(&mut self) -> Result<Loader, String> {
+    /// Starts a loader with the pool's command, socket and environment: forked by the root
+    /// the pool shares with instances of the same code (one started at or after
+    /// `not_before`: new code needs new libraries), or started directly without one.
+    fn start_loader(&mut self, not_before: Option<std::time::Instant>) -> Result<Loader, String> {
         let spec = self.spec.as_ref().map_err(Clone::clone)?.clone();
         cts_config::find_program(&super::in_release(&self.pool_spec, &self.release))
             .map_err(|e| e.message)?;
@@ -158,6 +164,17 @@ impl Actor {
         loaders.generation += 1;
         let generation = loaders.generation;
         let tag = format!("{}:{}:@loader{generation}", std::process::id(), self.key);
+        if let Some((root, cache_dir)) = self.root.clone() {
+            return self.loader_from_root(
+                (root, cache_dir),
+                spec,
+                listener,
+                (ours, theirs),
+                generation,
+                &tag,
+                not_before,
+            );
+        }
         let mut child = spawn::spawn_with_channel(
             &spec,
             listener,
@@ -189,6 +206,91 @@ impl Actor {
             pid,
             channel,
             ready: false,
+            pipes: None,
+        })
+    }
+
+    /// Asks the shared root for a loader: it forks one, which imports the application with
+    /// this instance's environment.
+    #[allow(clippy::too_many_arguments)]
+    fn loader_from_root(
+        &mut self,
+        (root, cache_dir): (std::sync::Arc<crate::root::Root>, std::path::PathBuf),
+        spec: spawn::SpawnSpec,
+        listener: Option<std::os::fd::RawFd>,
+        (ours, theirs): (OwnedFd, OwnedFd),
+        generation: u64,
+        tag: &str,
+        not_before: Option<std::time::Instant>,
+    ) -> Result<Loader, String> {
+        let pipe = || {
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(|e| format!("cannot create a pipe: {e}"))
+        };
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let listener = listener.ok_or("the loader needs the listening socket")?;
+        let listener = nix::unistd::dup(listener)
+            .map(|fd| {
+                // SAFETY: a new fd from dup, owned by nobody else.
+                unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }
+            })
+            .map_err(|e| format!("cannot duplicate the socket: {e}"))?;
+        // The instance's whole environment over the root's (which has no instance's).
+        let mut env: Vec<(String, String)> = spec.env.clone();
+        env.extend(
+            spec.secrets
+                .expose()
+                .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        );
+        env.push(("LISTEN_FDS".into(), "1".into()));
+        env.push(("LISTEN_FDNAMES".into(), spec.fd_name.clone()));
+        env.push((contain::WORKER_TAG.into(), tag.to_owned()));
+        let pythonpath = spec
+            .env
+            .iter()
+            .find(|(k, _)| k == "PYTHONPATH")
+            .map(|(_, v)| v.clone());
+        let fingerprint = format!(
+            "{:?}|{:?}|{:?}|{pythonpath:?}",
+            spec.argv, spec.privileges.cwd, spec.privileges.credentials
+        );
+        let cache = cache_dir.join(format!("{:016x}.modules", fnv(&fingerprint)));
+        let how = || crate::root::RootSpec {
+            root: root_spec(&spec, &cache),
+            list: spawn::SpawnSpec {
+                argv: spec
+                    .argv
+                    .iter()
+                    .cloned()
+                    .chain(["--list-modules".to_owned()])
+                    .collect(),
+                ..spec.clone()
+            },
+            cache: cache.clone(),
+            output: self.output.clone(),
+            tag: format!("{}:{}:@root", std::process::id(), self.key),
+        };
+        let (reply, forked) = tokio::sync::oneshot::channel();
+        let request = crate::root::LoaderRequest {
+            env,
+            fds: vec![listener, theirs, out_w, err_w],
+            reply,
+        };
+        root.request(&fingerprint, not_before, how, request);
+        let channel = Channel::new(ours).map_err(|e| format!("cannot watch the channel: {e}"))?;
+        tokio::spawn(preload::watch_forked(
+            generation,
+            forked,
+            channel.clone(),
+            self.events_tx.clone(),
+        ));
+        Ok(Loader {
+            generation,
+            pid: 0,
+            channel,
+            ready: false,
+            pipes: Some((out_r, err_r)),
         })
     }
 
@@ -200,7 +302,7 @@ impl Actor {
             self.refuse(ticket, Refusal::RolledBack(why));
             return;
         }
-        match self.start_loader() {
+        match self.start_loader(Some(std::time::Instant::now())) {
             Ok(loader) => {
                 self.loaders.get_or_insert_with(Loaders::default).next =
                     Some((loader, ticket, request));
@@ -307,6 +409,31 @@ impl Actor {
                 None => Vec::new(),
             },
             LoaderEvent::Said(_, Said::Closed) | LoaderEvent::Said(_, Said::Ready) => Vec::new(),
+            LoaderEvent::Forked(g, pid) => {
+                let loader = loaders
+                    .current
+                    .as_mut()
+                    .filter(|c| c.generation == g)
+                    .or_else(|| {
+                        loaders
+                            .next
+                            .as_mut()
+                            .map(|n| &mut n.0)
+                            .filter(|n| n.generation == g)
+                    });
+                let Some(loader) = loader else {
+                    return Vec::new();
+                };
+                loader.pid = pid;
+                let pipes = loader.pipes.take();
+                if let Some((out, err)) = pipes {
+                    self.output.attach_pipes(u32::MAX, pid, out, err);
+                }
+                self.note(&format!(
+                    "loader pid {pid} forked by the preload root (loading the application)"
+                ));
+                Vec::new()
+            }
             LoaderEvent::Exited(g, exit) => {
                 if is_next(loaders, g) {
                     if let Some((l, ticket, _)) = loaders.next.take() {
@@ -415,4 +542,39 @@ impl Actor {
             }
         }
     }
+}
+
+/// The root's spawn spec: the loader's argv with `--root` and the module cache, and the
+/// environment without any instance's settings or secrets.
+fn root_spec(spec: &spawn::SpawnSpec, cache: &std::path::Path) -> spawn::SpawnSpec {
+    let instance_only = |k: &str| {
+        k.starts_with("CTS_") || matches!(k, "DJANGO_SETTINGS_MODULE" | "PORT" | "SCRIPT_NAME")
+    };
+    spawn::SpawnSpec {
+        argv: spec
+            .argv
+            .iter()
+            .cloned()
+            .chain([
+                "--root".to_owned(),
+                "--module-cache".to_owned(),
+                cache.display().to_string(),
+            ])
+            .collect(),
+        env: spec
+            .env
+            .iter()
+            .filter(|(k, _)| !instance_only(k))
+            .cloned()
+            .collect(),
+        secrets: cts_config::Secrets::default(),
+        ..spec.clone()
+    }
+}
+
+/// FNV-1a, for a short stable file name.
+fn fnv(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
