@@ -206,7 +206,10 @@ class Stack:
                      "instances:"]
         if self.mode.startswith("ctsd"):
             for key, name, prefix, cur, port in self.instances:
-                lines.append(f"  {key}: {{name: {name}, prefix: {prefix}, currency: {cur}, port: {port}}}")
+                # Keys beyond the seed's have no settings module of their own: the local one.
+                extra = ("" if key in ("turkey", "iraq", "jordan")
+                         else ", env: {DJANGO_SETTINGS_MODULE: cts.settings.local}")
+                lines.append(f"  {key}: {{name: {name}, prefix: {prefix}, currency: {cur}, port: {port}{extra}}}")
             (self.work / "ctsd.yaml").write_text("\n".join(lines) + "\n")
             self.procs.append(subprocess.Popen([str(RELEASE / "ctsd"), "--config", str(self.work / "ctsd.yaml")],
                                                env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
@@ -320,7 +323,10 @@ def measure(mode, instances, workers, base, kills):
         # SIGKILL of one of the instance's serving processes until a replacement answers.
         times = []
         for _ in range(kills):
-            victim = stack.serving(key)[0]
+            serving_now = stack.serving(key)
+            if not serving_now:
+                sys.exit(f"{mode}: nothing serves {key}: see {work}")
+            victim = serving_now[0]
             t = time.monotonic()
             os.kill(victim, signal.SIGKILL)
             while time.monotonic() - t < 30:
@@ -358,7 +364,8 @@ def measure(mode, instances, workers, base, kills):
         wsgi.write_text(good)
     finally:
         stack.stop()
-        shutil.rmtree(work, ignore_errors=True)
+        if sys.exc_info()[0] is None:
+            shutil.rmtree(work, ignore_errors=True)
     return row
 
 
@@ -372,7 +379,10 @@ def main():
     for need in (VENV / "bin" / "gunicorn", VENV / "bin" / "supervisord", RELEASE / "ctsd", RELEASE / "ctsctl"):
         if not need.exists():
             sys.exit(f"{need} is missing: run `bash tests/e2e/setup.sh && cargo build --release`")
-    instances = [(k, n, p, c, free_port()) for k, n, p, c in SEED[:args.instances]]
+    # Beyond the seed's countries, made-up ones on the example's `local` settings.
+    seed = SEED + [(f"c{i:02d}", f"Country{i:02d}", f"/C{i:02d}", "USD")
+                   for i in range(len(SEED), args.instances)]
+    instances = [(k, n, p, c, free_port()) for k, n, p, c in seed[:args.instances]]
     print(f"whole stack: {args.instances} instances x {args.workers} workers, Django example, SQLite")
     print(f"{'mode':<13} {'procs':>5} {'PSS MiB':>8} {'wakeups/s':>9} {'start s':>7} {'kill->ok ms':>11} "
           f"{'restart failed':>15} {'kill failed':>12} {'broken deploy failed, restart said':>35}")

@@ -62,7 +62,7 @@ ctsd:
   secrets_dir: $root/secrets
   config:
     defaults:
-      command: [$machine/venv/bin/gunicorn, "cts.wsgi:application"]
+      command: [$machine/venv/bin/python, -m, cts_preload, "cts.wsgi:application"]
       cwd: $machine/current
       programs:
         celery: {command: [$machine/venv/bin/celery, -A, cts, worker]}

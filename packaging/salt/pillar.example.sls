@@ -20,7 +20,7 @@ ctsd:
   #   file: /etc/apt/sources.list.d/cts.list
   config:
     defaults:
-      command: [/var/www/cts/venv/bin/gunicorn, --workers, "1", --preload, --no-control-socket, "cts.wsgi:application"]
+      command: [/var/www/cts/venv/bin/python, -m, cts_preload, "cts.wsgi:application"]
       cwd: /var/www/cts/current
       env: {CTS_MEDIA_ROOT: "/var/www/cts/media/{instance}"}
       programs:

@@ -224,9 +224,10 @@ fn celery_worker_and_one_beat_per_instance_through_restarts_reloads_and_deploys(
     let mut yaml = format!(
         "ctsd:\n  environment: staging\n  socket: {sock}\n  log_dir: {log}\n  bind: 127.0.0.1\n\
          defaults:\n  workers: 2\n  \
-         command: [{venv}/gunicorn, --workers, \"1\", --preload, --no-control-socket, \"cts.wsgi:application\"]\n  \
+         preload: true\n  \
+         command: [{venv}/python, -m, cts_preload, \"cts.wsgi:application\"]\n  \
          cwd: {current}\n  env_file: {secrets}/{{instance}}.env\n  \
-         env: {{{db_env}, HOME: {home}, CTS_BROKER_URL: \"redis://127.0.0.1:{redis_port}/0\", \
+         env: {{{db_env}, HOME: {home}, PYTHONPATH: {pythonpath}, CTS_BROKER_URL: \"redis://127.0.0.1:{redis_port}/0\", \
          CTS_MEMCACHED: \"127.0.0.1:{memcached_port}\", CTS_BEAT_SECONDS: \"{PERIOD}\", \
          CTS_TICK_LOG: \"{home}/ticks-{{instance}}.log\"}}\n  \
          ready: {{notify: true, timeout: 60s}}\n  stop_timeout: 20s\n  \
@@ -238,6 +239,7 @@ fn celery_worker_and_one_beat_per_instance_through_restarts_reloads_and_deploys(
          release:\n    - [{venv}/python, manage.py, migrate, --noinput]\n\
          instances:\n",
         sock = d.join("ctsd.sock").display(),
+        pythonpath = repo().join("python").display(),
         log = d.join("log").display(),
         venv = venv.display(),
         current = current.display(),

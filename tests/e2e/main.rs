@@ -1,6 +1,6 @@
 //! End to end, with the real programs (issue #5): PostgreSQL (one database per instance, SQLite
-//! when no server is installed), the Django example `examples/cts-django` under gunicorn workers
-//! run by the real `ctsd`, and nginx routing by prefix with the config `ctsctl nginx-config`
+//! when no server is installed), the Django example `examples/cts-django` under gunicorn's sync
+//! workers forked by ctsd's preload loaders (`python -m cts_preload`), and nginx routing by prefix with the config `ctsctl nginx-config`
 //! generates. `tests/e2e/setup.sh` installs what is missing (it is run first, and is quick when
 //! everything is there). Every process started here is stopped by its pid, also on failure.
 
@@ -326,13 +326,14 @@ fn django_under_gunicorn_behind_nginx_one_database_per_instance() {
     let ports: Vec<u16> = INSTANCES.iter().map(|_| free_port()).collect();
     let mut yaml = format!(
         "ctsd:\n  environment: staging\n  socket: {}\n  log_dir: {}\n  bind: 127.0.0.1\n\
-         defaults:\n  workers: 2\n  command: [{}, --workers, \"1\", --preload, --no-control-socket, \"cts.wsgi:application\"]\n  \
-         cwd: {}\n  env: {{{db_env}, HOME: {}}}\n  ready: {{notify: true, timeout: 60s}}\n  stop_timeout: 20s\ninstances:\n",
+         defaults:\n  workers: 2\n  preload: true\n  command: [{}, -m, cts_preload, \"cts.wsgi:application\"]\n  \
+         cwd: {}\n  env: {{{db_env}, HOME: {}, PYTHONPATH: {}}}\n  ready: {{notify: true, timeout: 60s}}\n  stop_timeout: 20s\ninstances:\n",
         dir.path().join("ctsd.sock").display(),
         dir.path().join("log").display(),
-        env["GUNICORN"],
+        env["PYTHON"],
         repo().join("examples/cts-django").display(),
         dir.path().display(),
+        repo().join("python").display(),
     );
     for ((key, name, prefix, currency), port) in INSTANCES.iter().zip(&ports) {
         yaml.push_str(&format!(
@@ -490,8 +491,8 @@ fn django_under_gunicorn_behind_nginx_one_database_per_instance() {
         ok.load(Ordering::Relaxed)
     );
 
-    // kill -9 of a gunicorn worker (a ctsd worker: its gunicorn master): replaced, and the
-    // process it forked goes with its process group.
+    // kill -9 of a worker (forked by its instance's loader): replaced by a fork from the
+    // loader; anything the worker forked goes with its process group.
     let victim = ready_pids(&config, "iraq")[0];
     let children = std::fs::read_to_string(format!("/proc/{victim}/task/{victim}/children"))
         .unwrap_or_default();
@@ -511,7 +512,7 @@ fn django_under_gunicorn_behind_nginx_one_database_per_instance() {
                 .contains(") Z ");
         assert!(
             !alive,
-            "gunicorn's worker {child} outlived its master {victim}"
+            "process {child} forked by the worker {victim} outlived it"
         );
     }
     assert_eq!(get_json(nginx_port, "/IQ/api/")["count"], 3);
@@ -527,7 +528,7 @@ fn django_under_gunicorn_behind_nginx_one_database_per_instance() {
         "ctsd stopped"
     );
     let summary = format!(
-        "e2e: passed in {:.1}s: 3 instances under gunicorn behind {}, each with its own {} database",
+        "e2e: passed in {:.1}s: 3 preloaded instances (gunicorn sync workers) behind {}, each with its own {} database",
         started.elapsed().as_secs_f64(),
         env.get("NGINX").map_or("nginx", |n| n.as_str()),
         if pg_bindir.is_some() {

@@ -641,6 +641,8 @@ ctsd:
     ctsd: {environment: staging}
     defaults:
       workers: 2
+      # The demo worker is a worker, not a preload loader.
+      preload: false
       command: [/usr/local/bin/cts-demo-worker, --start-delay-ms, "300"]
       cwd: /var/www/cts
       ready: {notify: true, timeout: 10s}
