@@ -479,16 +479,20 @@ impl Actor {
         }
         self.output
             .attach(slot, pid, child.stdout.take(), child.stderr.take());
-        let notify = notify.map(|(sock, _)| sock);
+        self.watch(id, Watched::Child(child), notify.map(|(sock, _)| sock));
+        Ok(Some(pid))
+    }
+
+    /// Starts the task that watches worker `id` (reaps it, forwards `READY=1` and its exit).
+    fn watch(&mut self, id: WorkerId, process: Watched, notify: Option<tokio::net::UnixDatagram>) {
         let watch = watcher::watch(
             id,
-            Watched::Child(child),
+            process,
             notify,
             self.events_tx.clone(),
             self.handover.clone(),
         );
         self.watchers.insert(id, tokio::spawn(watch));
-        Ok(Some(pid))
     }
 
     /// The listening socket's fd when `socket` (bound now if the port could not be had
@@ -528,16 +532,7 @@ impl Actor {
                 tokio::net::UnixDatagram::from_std(std).ok()
             });
             match PidFd::open(w.pid) {
-                Ok(pidfd) => {
-                    let watch = watcher::watch(
-                        id,
-                        Watched::Adopted(pidfd),
-                        sock,
-                        self.events_tx.clone(),
-                        self.handover.clone(),
-                    );
-                    self.watchers.insert(id, tokio::spawn(watch));
-                }
+                Ok(pidfd) => self.watch(id, Watched::Adopted(pidfd), sock),
                 Err(e) => {
                     contain::reaped(w.pid);
                     let exit = crate::core::Exit {

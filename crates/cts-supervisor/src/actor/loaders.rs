@@ -12,7 +12,7 @@ use crate::contain;
 use crate::core::{Exit, Refusal};
 use crate::preload::{self, Channel, LoaderEvent, Said};
 use crate::spawn::{self, Containment};
-use crate::watcher::{self, PidFd, Watched};
+use crate::watcher::{PidFd, Watched};
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 
@@ -330,24 +330,10 @@ impl Actor {
         let is_next = |l: &Loaders, g: u64| l.next.as_ref().is_some_and(|n| n.0.generation == g);
         match ev {
             LoaderEvent::Said(g, Said::Ready) if is_current(loaders, g) => {
-                let channel = loaders.current.as_mut().map(|c| {
+                if let Some(c) = loaders.current.as_mut() {
                     c.ready = true;
-                    (c.channel.clone(), c.pid)
-                });
-                let queued = std::mem::take(&mut loaders.queued);
-                if let Some((_, pid)) = &channel {
-                    self.note(&format!("loader pid {pid} ready"));
                 }
-                let mut events = Vec::new();
-                if let Some((channel, _)) = channel {
-                    for p in queued {
-                        let id = p.id;
-                        if let Err(e) = self.send(&channel, p) {
-                            events.push(Event::SpawnFailed(id, e));
-                        }
-                    }
-                }
-                events
+                self.flush_queued("")
             }
             LoaderEvent::Said(g, Said::Ready) if is_next(loaders, g) => {
                 let Some((mut loader, ticket, request)) = loaders.next.take() else {
@@ -359,18 +345,7 @@ impl Actor {
                 if let Some(old) = loaders.current.replace(loader) {
                     old.close();
                 }
-                let queued = std::mem::take(&mut loaders.queued);
-                let channel = loaders.current.as_ref().map(|c| (c.channel.clone(), c.pid));
-                let mut events = Vec::new();
-                if let Some((channel, pid)) = channel {
-                    self.note(&format!("loader pid {pid} ready with the new code"));
-                    for p in queued {
-                        let id = p.id;
-                        if let Err(e) = self.send(&channel, p) {
-                            events.push(Event::SpawnFailed(id, e));
-                        }
-                    }
-                }
+                let mut events = self.flush_queued(" with the new code");
                 events.push(Event::Request(ticket, request));
                 events
             }
@@ -455,6 +430,27 @@ impl Actor {
         }
     }
 
+    /// The current loader is ready (`what` says more): the spawns waiting for it are sent.
+    fn flush_queued(&mut self, what: &str) -> Vec<Event> {
+        let Some(loaders) = self.loaders.as_mut() else {
+            return Vec::new();
+        };
+        let queued = std::mem::take(&mut loaders.queued);
+        let Some((channel, pid)) = loaders.current.as_ref().map(|c| (c.channel.clone(), c.pid))
+        else {
+            return Vec::new();
+        };
+        self.note(&format!("loader pid {pid} ready{what}"));
+        let mut events = Vec::new();
+        for p in queued {
+            let id = p.id;
+            if let Err(e) = self.send(&channel, p) {
+                events.push(Event::SpawnFailed(id, e));
+            }
+        }
+        events
+    }
+
     /// The current loader is gone: every spawn waiting for it fails (and is retried with the
     /// pool's backoff, which starts a new loader).
     fn lose_current(&mut self, why: &str) -> Vec<Event> {
@@ -484,16 +480,11 @@ impl Actor {
         self.output.attach_pipes(p.slot, pid, p.stdout, p.stderr);
         let mut events = vec![Event::Spawned(p.id, pid)];
         match PidFd::open(pid) {
-            Ok(pidfd) => {
-                let watch = watcher::watch(
-                    p.id,
-                    Watched::Adopted(pidfd),
-                    p.notify.map(|(sock, _)| sock),
-                    self.events_tx.clone(),
-                    self.handover.clone(),
-                );
-                self.watchers.insert(p.id, tokio::spawn(watch));
-            }
+            Ok(pidfd) => self.watch(
+                p.id,
+                Watched::Adopted(pidfd),
+                p.notify.map(|(sock, _)| sock),
+            ),
             Err(e) => {
                 // It exited (and was reaped as an orphan) before its answer was read.
                 contain::reaped(pid);
