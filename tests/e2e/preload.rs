@@ -183,6 +183,30 @@ fn a_killed_preloaded_worker_is_forked_again_from_the_loaded_parent() {
     );
     let restarts = status_of(&config, "jordan")["restarts"].as_u64();
     assert_eq!(restarts, Some(5));
+
+    // Across `ctsctl upgrade` the loader is handed over too: a worker killed afterwards is
+    // still forked from it.
+    let out = ctsctl(&config).arg("upgrade").output().expect("upgrade");
+    assert!(
+        out.status.success(),
+        "upgrade: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let victim = ready_pids(&config, "jordan")[0];
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(victim as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill a worker");
+    wait_until("a replacement after the upgrade", || {
+        let now = ready_pids(&config, "jordan");
+        now.len() == 2 && !now.contains(&victim)
+    });
+    for _ in 0..20 {
+        let a = answer(port);
+        assert_eq!(a["loaded_by"].as_u64(), Some(loader), "{a}");
+    }
+    assert_eq!(imports(&app).len(), imported, "{:?}", imports(&app));
     // The loader came from the preload root (which imported the libraries for it).
     let stderr = std::fs::read_to_string(dir.path().join("ctsd.stderr")).unwrap_or_default();
     assert!(stderr.contains("forked by the preload root"), "{stderr}");

@@ -107,6 +107,8 @@ struct WirePool {
     snapshot: cts_supervisor::core::Snapshot,
     notify: Vec<(u64, RawFd)>,
     pipes: Vec<WirePipe>,
+    #[serde(default)]
+    loader: Option<(u32, RawFd)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -169,6 +171,7 @@ fn fds_of(h: &Handover) -> Vec<RawFd> {
     fds.extend(h.connections.iter().map(AsRawFd::as_raw_fd));
     for (_, pool, pipes) in &h.pools {
         fds.extend(pool.notify.iter().map(|(_, fd)| fd.as_raw_fd()));
+        fds.extend(pool.loader.iter().map(|(_, fd)| fd.as_raw_fd()));
         fds.extend(pipes.iter().map(|p| p.fd.as_raw_fd()));
     }
     fds
@@ -214,6 +217,7 @@ fn write(h: &Handover) -> std::io::Result<OwnedFd> {
                     .iter()
                     .map(|(id, fd)| (*id, fd.as_raw_fd()))
                     .collect(),
+                loader: pool.loader.as_ref().map(|(pid, fd)| (*pid, fd.as_raw_fd())),
                 pipes: pipes
                     .iter()
                     .map(|p| WirePipe {
@@ -283,10 +287,15 @@ pub fn read(fd: RawFd) -> Result<Handover, String> {
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
+        let loader = match p.loader {
+            Some((pid, fd)) => Some((pid, open(fd)?)),
+            None => None,
+        };
         let handover = cts_supervisor::Handover {
             snapshot: p.snapshot,
             release: p.release,
             notify,
+            loader,
         };
         pools.push((p.name, handover, pipes));
     }

@@ -91,6 +91,9 @@ pub fn launch(
     let mut actor = actor;
     if let Some(a) = adopt.take() {
         actor.adopt(a.notify.into_iter().collect());
+        if let Some((pid, channel)) = a.loader {
+            actor.adopt_loader(pid, channel);
+        }
     }
     // An adopted pool starts too: that fills only the slots it has no worker for.
     let start_now = instance.start_now;
@@ -596,19 +599,21 @@ impl Actor {
                 break;
             }
         }
+        // A preload pool's ready loader goes along: workers are forked from it again.
+        let loader = self.hand_over_loader().await;
         match self.pool.snapshot(Instant::now()) {
-            Ok(snapshot) => Ok({
-                // A loader is not handed over: the next ctsd starts one when it needs one.
-                self.close_loaders(false);
-                Handover {
-                    snapshot,
-                    release: self.release.clone(),
-                    notify: notify.into_iter().collect(),
-                }
+            Ok(snapshot) => Ok(Handover {
+                snapshot,
+                release: self.release.clone(),
+                notify: notify.into_iter().collect(),
+                loader,
             }),
             Err(e) => {
                 // Busy after all (an exit began something): watch on.
                 self.adopt(notify);
+                if let Some((pid, channel)) = loader {
+                    self.adopt_loader(pid, channel);
+                }
                 Err(e)
             }
         }

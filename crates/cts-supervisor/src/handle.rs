@@ -106,6 +106,8 @@ pub struct Handover {
     pub release: Option<std::path::PathBuf>,
     /// Each worker's notify socket, by worker id.
     pub notify: Vec<(crate::core::WorkerId, std::os::fd::OwnedFd)>,
+    /// Preload mode: the loader (its pid and ctsd's end of its channel), when it was ready.
+    pub loader: Option<(u32, std::os::fd::OwnedFd)>,
 }
 
 /// Handle to one instance actor. Cheap to clone.

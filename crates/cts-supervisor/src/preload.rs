@@ -20,6 +20,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// The largest message either side sends.
 const MAX_MESSAGE: usize = 64 * 1024;
@@ -137,6 +138,11 @@ impl Channel {
         Ok(())
     }
 
+    /// The fd back, once every other copy of this channel is gone (its watcher stopped).
+    pub(crate) fn into_fd(self) -> Option<OwnedFd> {
+        Arc::try_unwrap(self.0).ok().map(AsyncFd::into_inner)
+    }
+
     /// Tells the loader to exit: end of file on its side (ctsd's reading side stays open for
     /// what it still says).
     pub(crate) fn close(&self) {
@@ -193,9 +199,38 @@ pub(crate) async fn watch(
     child: tokio::process::Child,
     channel: Channel,
     events: mpsc::UnboundedSender<WorkerEvent>,
+    handover: CancellationToken,
 ) {
     let pid = child.id();
-    follow(generation, Watched::Child(child), pid, channel, events).await;
+    follow(
+        generation,
+        Watched::Child(child),
+        pid,
+        channel,
+        events,
+        handover,
+    )
+    .await;
+}
+
+/// [`watch`] for a loader this ctsd took over from the one it replaced (`ctsctl upgrade`).
+pub(crate) async fn watch_adopted(
+    generation: u64,
+    pidfd: PidFd,
+    pid: u32,
+    channel: Channel,
+    events: mpsc::UnboundedSender<WorkerEvent>,
+    handover: CancellationToken,
+) {
+    follow(
+        generation,
+        Watched::Adopted(pidfd),
+        Some(pid),
+        channel,
+        events,
+        handover,
+    )
+    .await;
 }
 
 /// [`watch`] for a loader asked of a root: its pid comes in `forked`, and it is watched
@@ -205,6 +240,7 @@ pub(crate) async fn watch_forked(
     forked: tokio::sync::oneshot::Receiver<crate::root::Answer>,
     channel: Channel,
     events: mpsc::UnboundedSender<WorkerEvent>,
+    handover: CancellationToken,
 ) {
     let send = |ev| {
         let _ = events.send(WorkerEvent::Loader(ev));
@@ -232,14 +268,8 @@ pub(crate) async fn watch_forked(
     send(LoaderEvent::Forked(generation, pid));
     match PidFd::open(pid) {
         Ok(pidfd) => {
-            follow(
-                generation,
-                Watched::Adopted(pidfd),
-                Some(pid),
-                channel,
-                events,
-            )
-            .await
+            let adopted = Watched::Adopted(pidfd);
+            follow(generation, adopted, Some(pid), channel, events, handover).await;
         }
         Err(e) => {
             crate::contain::reaped(pid);
@@ -251,16 +281,26 @@ pub(crate) async fn watch_forked(
     }
 }
 
+/// Forwards what the loader says and its exit; when `handover` is cancelled it stops without
+/// reaping the loader (the next ctsd takes it over with the channel).
 async fn follow(
     generation: u64,
     mut child: Watched,
     pid: Option<u32>,
     channel: Channel,
     events: mpsc::UnboundedSender<WorkerEvent>,
+    handover: CancellationToken,
 ) {
     let mut open = true;
     let status = loop {
         tokio::select! {
+            biased;
+            () = handover.cancelled() => {
+                if let Watched::Child(c) = child {
+                    std::mem::forget(c);
+                }
+                return;
+            }
             status = child.wait() => break status,
             said = channel.next(), if open => {
                 open = said != Said::Closed;

@@ -41,6 +41,8 @@ struct Loader {
     /// A loader asked of a root: its stdout and stderr (read ends), attached once its pid is
     /// known.
     pipes: Option<(OwnedFd, OwnedFd)>,
+    /// Its watcher, which stops for a handover.
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl Loader {
@@ -192,11 +194,12 @@ impl Actor {
         self.output
             .attach(u32::MAX, pid, child.stdout.take(), child.stderr.take());
         let channel = Channel::new(ours).map_err(|e| format!("cannot watch the channel: {e}"))?;
-        tokio::spawn(preload::watch(
+        let task = tokio::spawn(preload::watch(
             generation,
             child,
             channel.clone(),
             self.events_tx.clone(),
+            self.handover.clone(),
         ));
         self.note(&format!(
             "loader pid {pid} started (loading the application)"
@@ -207,6 +210,7 @@ impl Actor {
             channel,
             ready: false,
             pipes: None,
+            task,
         })
     }
 
@@ -279,11 +283,12 @@ impl Actor {
         };
         root.request(&fingerprint, not_before, how, request);
         let channel = Channel::new(ours).map_err(|e| format!("cannot watch the channel: {e}"))?;
-        tokio::spawn(preload::watch_forked(
+        let task = tokio::spawn(preload::watch_forked(
             generation,
             forked,
             channel.clone(),
             self.events_tx.clone(),
+            self.handover.clone(),
         ));
         Ok(Loader {
             generation,
@@ -291,6 +296,7 @@ impl Actor {
             channel,
             ready: false,
             pipes: Some((out_r, err_r)),
+            task,
         })
     }
 
@@ -511,6 +517,61 @@ impl Actor {
                 }
             }
         }
+    }
+
+    /// For a handover (the handover token is cancelled): the ready loader, its watcher
+    /// stopped, as its pid and ctsd's end of its channel; any other loader is told to exit.
+    pub(super) async fn hand_over_loader(&mut self) -> Option<(u32, OwnedFd)> {
+        let loader = self
+            .loaders
+            .as_mut()
+            .and_then(|l| l.current.take())
+            .filter(|c| c.ready && c.pid != 0);
+        self.close_loaders(false);
+        let loader = loader?;
+        let _ = loader.task.await;
+        let pid = loader.pid;
+        match loader.channel.into_fd() {
+            Some(fd) => Some((pid, fd)),
+            None => {
+                tracing::warn!(instance = %self.key, "loader pid {pid}: its channel is still shared; not handed over");
+                None
+            }
+        }
+    }
+
+    /// Takes over loader `pid` with ctsd's end of its channel (from the ctsd this one
+    /// replaced): workers are forked from it again, without a new import.
+    pub(super) fn adopt_loader(&mut self, pid: u32, channel: OwnedFd) {
+        let (pidfd, channel) = match (PidFd::open(pid), Channel::new(channel)) {
+            (Ok(p), Ok(c)) => (p, c),
+            (Err(e), _) | (_, Err(e)) => {
+                self.note(&format!(
+                    "loader pid {pid} could not be taken over ({e}); a new one will be started"
+                ));
+                return;
+            }
+        };
+        contain::watching(pid);
+        let loaders = self.loaders.get_or_insert_with(Loaders::default);
+        loaders.generation += 1;
+        let generation = loaders.generation;
+        let task = tokio::spawn(preload::watch_adopted(
+            generation,
+            pidfd,
+            pid,
+            channel.clone(),
+            self.events_tx.clone(),
+            self.handover.clone(),
+        ));
+        self.loaders.get_or_insert_with(Loaders::default).current = Some(Loader {
+            generation,
+            pid,
+            channel,
+            ready: true,
+            pipes: None,
+            task,
+        });
     }
 
     /// Every loader goes (ctsd stops, or hands over): their workers are not theirs.
