@@ -302,3 +302,53 @@ fn a_preload_restart_loads_new_code_without_a_failed_request_and_refuses_code_th
         assert_eq!(answer(port)["version"], "v2");
     }
 }
+
+#[test]
+fn a_loader_that_hangs_on_import_is_stopped_at_the_ready_timeout() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let app = dir.path().join("app");
+    std::fs::create_dir(&app).expect("mkdir");
+    // Imports forever (a database that never answers, say).
+    std::fs::write(
+        app.join("app.py"),
+        "import time\nwhile True:\n    time.sleep(1)\n",
+    )
+    .expect("write app.py");
+    let port = free_port();
+    let config = preload_config(dir.path(), &app, port, 2);
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(&config, text.replace("timeout: 30s", "timeout: 3s")).expect("config");
+    // ctsd settles once the loader missed its deadline (the module listing imports the
+    // application too, and misses the same deadline first).
+    let mut ctsd = start_ctsd(&config, dir.path());
+    let mut last = Value::Null;
+    wait_until("jordan reports why it does not run", || {
+        last = status_of(&config, "jordan");
+        last["last_exit"]
+            .as_str()
+            .is_some_and(|e| e.contains("not ready within 3s"))
+    });
+    assert_ne!(last["state"], "running", "{last}");
+    // And it stops promptly: nothing waits for a loader that never answers.
+    let t = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(ctsd.pid() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let end = Instant::now() + WAIT;
+    while Instant::now() < end {
+        if let Ok(Some(_)) = ctsd.child.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        matches!(ctsd.child.try_wait(), Ok(Some(_))),
+        "ctsd did not stop within {WAIT:?}"
+    );
+    eprintln!(
+        "preload: a loader hanging on import: ctsd stopped {:?} after SIGTERM",
+        t.elapsed()
+    );
+}

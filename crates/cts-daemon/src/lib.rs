@@ -462,13 +462,32 @@ pub async fn run(
         };
         let pools = instances.pools_to_hand_over();
         let mut handed = Vec::with_capacity(pools.len());
+        let mut refused = Vec::new();
         for (p, f) in pools.into_iter().zip(frozen) {
             match f.hand_over().await {
                 Ok(h) => handed.push((p.name, h, p.output)),
-                // At rest and frozen, a pool always hands over; should one not, it stays
-                // behind, stopped with this ctsd's exit.
-                Err(e) => tracing::error!("{}: not handed over: {e}", p.name),
+                Err(e) => refused.push(format!("{}: {e}", p.name)),
             }
+        }
+        if !refused.is_empty() {
+            // At rest and frozen, a pool always hands over. Should one not, ctsd cannot go
+            // on with the others' workers unwatched: it stops every worker and exits with an
+            // error (systemd starts it again; the fd store keeps the ports).
+            tracing::error!(
+                "upgrade aborted, stopping every worker: {}",
+                refused.join("; ")
+            );
+            let (_, all_stopped) = instances.stop_all();
+            for l in all_stopped.await {
+                l.close().await;
+            }
+            if let Some(c) = &cgroups {
+                c.remove();
+            }
+            return Err(DaemonError::Io {
+                about: "upgrading".into(),
+                source: std::io::Error::other(refused.join("; ")),
+            });
         }
         let mut pools = Vec::with_capacity(handed.len());
         for (name, h, output) in handed {

@@ -109,6 +109,8 @@ struct WirePool {
     pipes: Vec<WirePipe>,
     #[serde(default)]
     loader: Option<(u32, RawFd)>,
+    #[serde(default)]
+    pending: Vec<(u64, Option<cts_supervisor::core::Exit>)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -218,6 +220,7 @@ fn write(h: &Handover) -> std::io::Result<OwnedFd> {
                     .map(|(id, fd)| (*id, fd.as_raw_fd()))
                     .collect(),
                 loader: pool.loader.as_ref().map(|(pid, fd)| (*pid, fd.as_raw_fd())),
+                pending: pool.pending.clone(),
                 pipes: pipes
                     .iter()
                     .map(|p| WirePipe {
@@ -296,6 +299,7 @@ pub fn read(fd: RawFd) -> Result<Handover, String> {
             release: p.release,
             notify,
             loader,
+            pending: p.pending,
         };
         pools.push((p.name, handover, pipes));
     }

@@ -90,7 +90,7 @@ pub fn launch(
     };
     let mut actor = actor;
     if let Some(a) = adopt.take() {
-        actor.adopt(a.notify.into_iter().collect());
+        actor.adopt(a.notify.into_iter().collect(), a.pending);
         if let Some((pid, channel)) = a.loader {
             actor.adopt_loader(pid, channel);
         }
@@ -198,10 +198,15 @@ impl Actor {
         // Frozen for a handover: what to do next, and where the pool goes.
         let mut frozen: Option<Frozen> = None;
         while !self.pool.finished() {
-            let deadline = self.pool.deadline();
+            // The pool's next deadline, or a preload loader's.
+            let deadline = match (self.pool.deadline(), self.loader_deadline()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let wake = tokio::select! {
                 // A worker became ready or exited: the common wake-up.
-                Some(ev) = events.recv() => Wake::Worker(ev),
+                // (While frozen for a handover, they wait: they go along with the pool.)
+                Some(ev) = events.recv(), if frozen.is_none() => Wake::Worker(ev),
                 // An operator's request (or every handle dropped); while frozen, only those
                 // that change nothing are taken.
                 c = controls.recv(), if controls_open => Wake::Control(c),
@@ -210,7 +215,7 @@ impl Actor {
                     Wake::Go(go.unwrap_or(false))
                 }
                 // The earliest deadline: readiness, SIGKILL escalation, backoff, reset.
-                () = sleep_until(deadline), if deadline.is_some() => Wake::Timer,
+                () = sleep_until(deadline), if deadline.is_some() && frozen.is_none() => Wake::Timer,
                 // ctsd is shutting down: stop gracefully.
                 () = shutdown.cancelled(), if !shutting_down => Wake::Shutdown,
                 // A second signal: kill now.
@@ -286,7 +291,14 @@ impl Actor {
                     shutting_down = true;
                     Event::Shutdown
                 }
-                Wake::Timer => Event::Tick,
+                Wake::Timer => {
+                    let now = Instant::now();
+                    for event in self.loader_timeouts(now) {
+                        let effects = self.pool.handle(event, now);
+                        self.apply(effects, now);
+                    }
+                    Event::Tick
+                }
                 Wake::Shutdown => {
                     shutting_down = true;
                     Event::Shutdown
@@ -517,10 +529,27 @@ impl Actor {
     /// Watches the pool's workers, which this actor did not spawn: they were handed over by
     /// the ctsd this one replaced (or by this actor's own failed handover). A worker that
     /// cannot be watched any more (it is not this process's child) is reported as exited.
-    fn adopt(&mut self, mut notify: HashMap<WorkerId, OwnedFd>) {
+    fn adopt(
+        &mut self,
+        mut notify: HashMap<WorkerId, OwnedFd>,
+        pending: Vec<(WorkerId, Option<crate::core::Exit>)>,
+    ) {
         self.handover = CancellationToken::new();
+        // Decided on first, before anything else happens: their exits were reaped already.
+        let exited: std::collections::HashSet<WorkerId> = pending
+            .iter()
+            .filter(|(_, e)| e.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for (id, exit) in pending {
+            let ev = match exit {
+                Some(exit) => WorkerEvent::Exited(id, exit),
+                None => WorkerEvent::Ready(id),
+            };
+            let _ = self.events_tx.send(ev);
+        }
         for w in self.pool.status().workers {
-            let Some(id) = self.pool.worker_id(w.pid) else {
+            let Some(id) = self.pool.worker_id(w.pid).filter(|id| !exited.contains(id)) else {
                 continue;
             };
             contain::watching(w.pid);
@@ -558,45 +587,25 @@ impl Actor {
         self.pool.snapshot(Instant::now())?;
         self.handover.cancel();
         let mut notify = HashMap::new();
-        // What the watchers reported before they stopped is decided on first (an exit may
-        // spawn a replacement, whose watcher stops at once too), so that the snapshot holds
-        // only workers that were alive when their watcher stopped.
-        loop {
-            for (_, join) in self.watchers.drain() {
-                if let Ok(Some(h)) = join.await {
-                    if let Some(fd) = h.notify {
-                        notify.insert(h.id, fd);
-                    }
+        for (_, join) in self.watchers.drain() {
+            if let Ok(Some(h)) = join.await {
+                if let Some(fd) = h.notify {
+                    notify.insert(h.id, fd);
                 }
             }
-            let mut any = false;
-            while let Ok(ev) = events.try_recv() {
-                any = true;
-                let now = Instant::now();
-                let event = match ev {
-                    WorkerEvent::Loader(ev) => {
-                        for event in self.on_loader(ev) {
-                            let effects = self.pool.handle(event, now);
-                            self.apply(effects, now);
-                        }
-                        continue;
-                    }
-                    WorkerEvent::Ready(id) => Event::Ready(id),
-                    WorkerEvent::Exited(id, exit) => {
-                        notify.remove(&id);
-                        if let (Some(c), Some(cg)) =
-                            (&self.cgroups, self.worker_cgroups.remove(&id))
-                        {
-                            c.retire(cg);
-                        }
-                        Event::Exited(id, exit)
-                    }
-                };
-                let effects = self.pool.handle(event, now);
-                self.apply(effects, now);
-            }
-            if !any && self.watchers.is_empty() {
-                break;
+        }
+        // What the watchers reported since the pool froze is not decided on here (a crash
+        // would spawn a replacement): it goes along, for the next actor to decide on first.
+        let mut pending = Vec::new();
+        while let Ok(ev) = events.try_recv() {
+            match ev {
+                WorkerEvent::Ready(id) => pending.push((id, None)),
+                WorkerEvent::Exited(id, exit) => {
+                    notify.remove(&id);
+                    pending.push((id, Some(exit)));
+                }
+                // A loader that said something now: the next actor starts one if it must.
+                WorkerEvent::Loader(_) => {}
             }
         }
         // A preload pool's ready loader goes along: workers are forked from it again.
@@ -607,10 +616,12 @@ impl Actor {
                 release: self.release.clone(),
                 notify: notify.into_iter().collect(),
                 loader,
+                pending,
             }),
             Err(e) => {
-                // Busy after all (an exit began something): watch on.
-                self.adopt(notify);
+                // Cannot happen (nothing was decided since the pool froze at rest); should it,
+                // the pool goes on here.
+                self.adopt(notify, pending);
                 if let Some((pid, channel)) = loader {
                     self.adopt_loader(pid, channel);
                 }

@@ -108,6 +108,9 @@ pub struct Handover {
     pub notify: Vec<(crate::core::WorkerId, std::os::fd::OwnedFd)>,
     /// Preload mode: the loader (its pid and ctsd's end of its channel), when it was ready.
     pub loader: Option<(u32, std::os::fd::OwnedFd)>,
+    /// What the workers' watchers reported while the pool was frozen, not decided on yet: a
+    /// worker became ready (`None`), or exited (and was reaped).
+    pub pending: Vec<(crate::core::WorkerId, Option<crate::core::Exit>)>,
 }
 
 /// Handle to one instance actor. Cheap to clone.

@@ -57,6 +57,9 @@ pub(crate) struct RootSpec {
     pub output: Arc<dyn Output>,
     /// Its `CTS_WORKER` tag.
     pub tag: String,
+    /// How long it may take to be ready (the module list included); then it is killed and
+    /// every loader asked of it fails.
+    pub ready_timeout: Duration,
 }
 
 /// A loader asked of a root.
@@ -175,8 +178,9 @@ impl Root {
 
 /// A root's life: the module list if missing, the process, its answers, its exit.
 async fn run(running: Arc<Running>, how: RootSpec) {
+    let due = tokio::time::Instant::now() + how.ready_timeout;
     if !how.cache.exists() {
-        list_modules(&how).await;
+        list_modules(&how, due).await;
     }
     let started = start(&how);
     let (mut child, channel, pid) = match started {
@@ -194,8 +198,11 @@ async fn run(running: Arc<Running>, how: RootSpec) {
             let st = lock(&running.state);
             open && st.idle() && st.gone.is_none()
         };
+        let waiting_ready = !lock(&running.state).ready;
         tokio::select! {
-            status = child.wait() => break status,
+            biased;
+            // What it said comes before its exit: a root replaced by a newer one answers what
+            // it was asked, then exits.
             said = channel.next(), if open => {
                 let mut st = lock(&running.state);
                 match said {
@@ -226,7 +233,17 @@ async fn run(running: Arc<Running>, how: RootSpec) {
                     }
                 }
             }
+            status = child.wait() => break status,
             () = running.kick.notified() => {}
+            () = tokio::time::sleep_until(due), if waiting_ready => {
+                let why = format!(
+                    "the preload root was not ready within {}",
+                    crate::core::human(how.ready_timeout)
+                );
+                tracing::warn!("{why}; stopping it");
+                lock(&running.state).fail_all(&why);
+                let _ = child.start_kill();
+            }
             () = tokio::time::sleep(IDLE), if idle => {
                 // Nothing asked of it for a while: it exits (end of file on its channel).
                 let mut st = lock(&running.state);
@@ -238,6 +255,29 @@ async fn run(running: Arc<Running>, how: RootSpec) {
         }
     };
     contain::reaped(pid);
+    // Answers it wrote before it exited.
+    while open {
+        let said = tokio::time::timeout(Duration::from_millis(100), channel.next())
+            .await
+            .unwrap_or(Said::Closed);
+        let mut st = lock(&running.state);
+        match said {
+            Said::Pid(id, loader) => {
+                if let Some(tx) = st.waiting.remove(&id) {
+                    let _ = tx.send(Ok(loader));
+                }
+            }
+            Said::Error(id, why) => {
+                if let Some(tx) = st.waiting.remove(&id) {
+                    let _ = tx.send(Err(format!(
+                        "the preload root could not fork a loader: {why}"
+                    )));
+                }
+            }
+            Said::Closed => open = false,
+            Said::Ready | Said::Failed(_) => {}
+        }
+    }
     let why = match status {
         Ok(st) => format!(
             "the preload root {}",
@@ -271,11 +311,13 @@ fn start(how: &RootSpec) -> Result<(tokio::process::Child, Channel, u32), String
     Ok((child, channel, pid))
 }
 
-/// Makes the module cache: the library modules the application imports.
-async fn list_modules(how: &RootSpec) {
+/// Makes the module cache: the library modules the application imports (by `due`, or it is
+/// killed and the root imports none this time).
+async fn list_modules(how: &RootSpec, due: tokio::time::Instant) {
     use tokio::io::AsyncReadExt;
     let tag = format!("{}:list", how.tag);
-    let mut child = match spawn::spawn(&how.list, None, None, &Containment { tag: &tag }) {
+    let spawned = spawn::spawn(&how.list, None, None, &Containment { tag: &tag });
+    let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!("cannot list the modules for the preload root: {e}");
@@ -286,15 +328,31 @@ async fn list_modules(how: &RootSpec) {
     if let Some(pid) = pid {
         contain::watching(pid);
     }
-    let mut out = String::new();
-    if let Some(mut stdout) = child.stdout.take() {
-        let _ = stdout.read_to_string(&mut out).await;
-    }
-    // Its stderr (a traceback when the application cannot be imported) goes to the log.
+    // Its stderr (a traceback when the application cannot be imported) goes to the log,
+    // read from now on, so that a lot of it never blocks the process.
     if let Some(pid) = pid {
         how.output.attach(u32::MAX, pid, None, child.stderr.take());
     }
-    let status = child.wait().await;
+    let mut out = String::new();
+    let stdout = child.stdout.take();
+    let finished = tokio::time::timeout_at(due, async {
+        if let Some(mut stdout) = stdout {
+            let _ = stdout.read_to_string(&mut out).await;
+        }
+        child.wait().await
+    })
+    .await;
+    let status = match finished {
+        Ok(status) => status,
+        Err(_) => {
+            tracing::warn!(
+                "listing the modules for the preload root took longer than {}",
+                crate::core::human(how.ready_timeout)
+            );
+            let _ = child.start_kill();
+            child.wait().await
+        }
+    };
     if let Some(pid) = pid {
         contain::reaped(pid);
     }

@@ -15,6 +15,7 @@ use crate::spawn::{self, Containment};
 use crate::watcher::{PidFd, Watched};
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::Instant;
 
 /// The loaders of a preload pool.
 #[derive(Default)]
@@ -43,6 +44,8 @@ struct Loader {
     pipes: Option<(OwnedFd, OwnedFd)>,
     /// Its watcher, which stops for a handover.
     task: tokio::task::JoinHandle<()>,
+    /// When it was asked for: it is due ready within `ready.timeout`.
+    started: Instant,
 }
 
 impl Loader {
@@ -63,6 +66,8 @@ struct Pending {
     /// Write ends, the worker's (sent with the request, then closed here).
     out_w: Option<OwnedFd>,
     err_w: Option<OwnedFd>,
+    /// Once sent: to which loader, and when (its answer is due within `ready.timeout`).
+    sent: Option<(u64, Instant)>,
 }
 
 impl Loaders {
@@ -111,6 +116,7 @@ impl Actor {
             stderr,
             out_w: Some(out_w),
             err_w: Some(err_w),
+            sent: None,
         };
         let loaders = self.loaders.get_or_insert_with(Loaders::default);
         if loaders.current.is_none() && loaders.next.is_none() {
@@ -120,8 +126,8 @@ impl Actor {
         let loaders = self.loaders.get_or_insert_with(Loaders::default);
         match &loaders.current {
             Some(l) if l.ready => {
-                let channel = l.channel.clone();
-                self.send(&channel, pending)?;
+                let (channel, generation) = (l.channel.clone(), l.generation);
+                self.send(&channel, generation, pending)?;
             }
             _ => loaders.queued.push(pending),
         }
@@ -129,7 +135,7 @@ impl Actor {
     }
 
     /// Sends the request for `p` on `channel`; `sent` holds it until the answer.
-    fn send(&mut self, channel: &Channel, mut p: Pending) -> Result<(), String> {
+    fn send(&mut self, channel: &Channel, generation: u64, mut p: Pending) -> Result<(), String> {
         let tag = contain::tag(&self.key, p.id);
         let mut env = vec![(contain::WORKER_TAG.to_owned(), tag)];
         if let Some((_, name)) = &p.notify {
@@ -145,6 +151,7 @@ impl Actor {
         // The loader has its copies now.
         p.out_w = None;
         p.err_w = None;
+        p.sent = Some((generation, Instant::now()));
         self.loaders
             .get_or_insert_with(Loaders::default)
             .sent
@@ -211,6 +218,7 @@ impl Actor {
             ready: false,
             pipes: None,
             task,
+            started: Instant::now(),
         })
     }
 
@@ -234,11 +242,10 @@ impl Actor {
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
         let listener = listener.ok_or("the loader needs the listening socket")?;
-        let listener = nix::unistd::dup(listener)
-            .map(|fd| {
-                // SAFETY: a new fd from dup, owned by nobody else.
-                unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }
-            })
+        // SAFETY: the actor's listener stays open for this call; the copy is close-on-exec
+        // (F_DUPFD_CLOEXEC), so no process started meanwhile inherits it.
+        let listener = unsafe { std::os::fd::BorrowedFd::borrow_raw(listener) }
+            .try_clone_to_owned()
             .map_err(|e| format!("cannot duplicate the socket: {e}"))?;
         // The instance's whole environment over the root's (which has no instance's).
         let mut env: Vec<(String, String)> = spec.env.clone();
@@ -274,6 +281,7 @@ impl Actor {
             cache: cache.clone(),
             output: self.output.clone(),
             tag: format!("{}:{}:@root", std::process::id(), self.key),
+            ready_timeout: self.pool_spec.ready.timeout,
         };
         let (reply, forked) = tokio::sync::oneshot::channel();
         let request = crate::root::LoaderRequest {
@@ -297,6 +305,7 @@ impl Actor {
             ready: false,
             pipes: Some((out_r, err_r)),
             task,
+            started: Instant::now(),
         })
     }
 
@@ -369,7 +378,8 @@ impl Actor {
                         );
                         self.refuse(ticket, Refusal::RolledBack(why));
                     }
-                    return Vec::new();
+                    return self
+                        .fail_orphaned_queue(&format!("the application cannot be loaded: {last}"));
                 }
                 if is_current(loaders, g) {
                     return self.lose_current(&format!("the application cannot be loaded: {last}"));
@@ -424,14 +434,18 @@ impl Actor {
                         );
                         self.refuse(ticket, Refusal::RolledBack(why));
                     }
-                    return Vec::new();
+                    return self.fail_orphaned_queue("the new loader exited");
                 }
                 if is_current(loaders, g) {
                     let pid = loaders.current.as_ref().map_or(0, |c| c.pid);
                     self.note(&format!("loader pid {pid} {}", exit.description));
                     return self.lose_current(&format!("the loader {}", exit.description));
                 }
-                Vec::new()
+                // A loader a roll retired: what it did not answer will not be answered.
+                Self::unanswered(loaders, g)
+                    .into_iter()
+                    .map(|id| Event::SpawnFailed(id, "its loader exited".into()))
+                    .collect()
             }
         }
     }
@@ -442,7 +456,10 @@ impl Actor {
             return Vec::new();
         };
         let queued = std::mem::take(&mut loaders.queued);
-        let Some((channel, pid)) = loaders.current.as_ref().map(|c| (c.channel.clone(), c.pid))
+        let Some((channel, pid, generation)) = loaders
+            .current
+            .as_ref()
+            .map(|c| (c.channel.clone(), c.pid, c.generation))
         else {
             return Vec::new();
         };
@@ -450,7 +467,7 @@ impl Actor {
         let mut events = Vec::new();
         for p in queued {
             let id = p.id;
-            if let Err(e) = self.send(&channel, p) {
+            if let Err(e) = self.send(&channel, generation, p) {
                 events.push(Event::SpawnFailed(id, e));
             }
         }
@@ -463,19 +480,132 @@ impl Actor {
         let Some(loaders) = self.loaders.as_mut() else {
             return Vec::new();
         };
-        if let Some(l) = loaders.current.take() {
-            l.close();
-        }
-        let mut failed: Vec<WorkerId> = loaders.queued.drain(..).map(|p| p.id).collect();
-        failed.extend(loaders.sent.drain().map(|(id, _)| id));
+        let Some(lost) = loaders.current.take() else {
+            return Vec::new();
+        };
+        lost.close();
+        // Spawns waiting for a loader wait for the one loading new code, if there is one.
+        let mut failed: Vec<WorkerId> = if loaders.next.is_none() {
+            loaders.queued.drain(..).map(|p| p.id).collect()
+        } else {
+            Vec::new()
+        };
+        failed.extend(Self::unanswered(loaders, lost.generation));
         failed
             .into_iter()
             .map(|id| Event::SpawnFailed(id, why.to_owned()))
             .collect()
     }
 
+    /// With neither a loader nor one loading, the spawns waiting for one fail (the pool's
+    /// backoff retries them, starting a loader).
+    fn fail_orphaned_queue(&mut self, why: &str) -> Vec<Event> {
+        let Some(l) = self.loaders.as_mut() else {
+            return Vec::new();
+        };
+        if l.current.is_some() || l.next.is_some() {
+            return Vec::new();
+        }
+        l.queued
+            .drain(..)
+            .map(|p| Event::SpawnFailed(p.id, why.to_owned()))
+            .collect()
+    }
+
+    /// Takes the spawns sent to loader `generation` and not answered.
+    fn unanswered(loaders: &mut Loaders, generation: u64) -> Vec<WorkerId> {
+        let ids: Vec<WorkerId> = loaders
+            .sent
+            .iter()
+            .filter(|(_, p)| p.sent.is_some_and(|(g, _)| g == generation))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &ids {
+            loaders.sent.remove(id);
+        }
+        ids
+    }
+
+    /// When a loader deadline is due: one not ready within `ready.timeout`, or a spawn it
+    /// did not answer within it.
+    pub(super) fn loader_deadline(&self) -> Option<Instant> {
+        let l = self.loaders.as_ref()?;
+        let timeout = self.pool_spec.ready.timeout;
+        let loading = l
+            .current
+            .iter()
+            .chain(l.next.as_ref().map(|n| &n.0))
+            .filter(|c| !c.ready)
+            .map(|c| c.started + timeout);
+        let sent = l
+            .sent
+            .values()
+            .filter_map(|p| p.sent.map(|(_, t)| t + timeout));
+        loading.chain(sent).min()
+    }
+
+    /// What is overdue at `now` (see [`Actor::loader_deadline`]), as the pool's events: a
+    /// loader that did not load in time is stopped, and what waited for it fails.
+    pub(super) fn loader_timeouts(&mut self, now: Instant) -> Vec<Event> {
+        let timeout = self.pool_spec.ready.timeout;
+        let within = crate::core::human(timeout);
+        let Some(l) = self.loaders.as_mut() else {
+            return Vec::new();
+        };
+        let late = |c: &Loader| !c.ready && c.started + timeout <= now;
+        let mut events = Vec::new();
+        let overdue: Vec<WorkerId> = l
+            .sent
+            .iter()
+            .filter(|(_, p)| p.sent.is_some_and(|(_, t)| t + timeout <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in overdue {
+            l.sent.remove(&id);
+            let why = format!("the loader did not fork it within {within}");
+            events.push(Event::SpawnFailed(id, why));
+        }
+        if l.next.as_ref().is_some_and(|n| late(&n.0)) {
+            if let Some((old, ticket, _)) = l.next.take() {
+                old.close();
+                kill_group(old.pid);
+                let why = format!(
+                    "the new code was not loaded within {within}; the old workers keep serving"
+                );
+                self.refuse(ticket, Refusal::RolledBack(why));
+            }
+            events.extend(self.fail_orphaned_queue("the new loader was not ready in time"));
+        }
+        let current_late = self
+            .loaders
+            .as_ref()
+            .and_then(|l| l.current.as_ref())
+            .filter(|c| late(c))
+            .map(|c| c.pid);
+        if let Some(pid) = current_late {
+            kill_group(pid);
+            let why = format!("the loader was not ready within {within}");
+            tracing::warn!(instance = %self.key, "{why}; stopping it");
+            self.output.event(&format!("{why}; stopping it"));
+            events.extend(self.lose_current(&why));
+        }
+        events
+    }
+
     /// Worker `p`, forked by the loader as `pid` (now ctsd's child), supervised from now on.
     fn adopt_forked(&mut self, p: Pending, pid: u32) -> Vec<Event> {
+        let pidfd = match PidFd::open(pid) {
+            Ok(pidfd) => pidfd,
+            Err(e) => {
+                // It exited (and was reaped as an orphan) before its answer was read.
+                let exit = Exit {
+                    success: false,
+                    description: format!("exited before it could be watched ({e})"),
+                    killed: false,
+                };
+                return vec![Event::Spawned(p.id, pid), Event::Exited(p.id, exit)];
+            }
+        };
         contain::watching(pid);
         if let Some(cgroups) = &self.cgroups {
             if let Ok(cg) = cgroups.worker() {
@@ -484,27 +614,9 @@ impl Actor {
             }
         }
         self.output.attach_pipes(p.slot, pid, p.stdout, p.stderr);
-        let mut events = vec![Event::Spawned(p.id, pid)];
-        match PidFd::open(pid) {
-            Ok(pidfd) => self.watch(
-                p.id,
-                Watched::Adopted(pidfd),
-                p.notify.map(|(sock, _)| sock),
-            ),
-            Err(e) => {
-                // It exited (and was reaped as an orphan) before its answer was read.
-                contain::reaped(pid);
-                events.push(Event::Exited(
-                    p.id,
-                    Exit {
-                        success: false,
-                        description: format!("exited before it could be watched ({e})"),
-                        killed: false,
-                    },
-                ));
-            }
-        }
-        events
+        let notify = p.notify.map(|(sock, _)| sock);
+        self.watch(p.id, Watched::Adopted(pidfd), notify);
+        vec![Event::Spawned(p.id, pid)]
     }
 
     /// A stopped pool needs no loader: it goes (and the next start loads the code afresh).
@@ -571,6 +683,7 @@ impl Actor {
             ready: true,
             pipes: None,
             task,
+            started: Instant::now(),
         });
     }
 
@@ -587,10 +700,7 @@ impl Actor {
         for loader in loaders {
             loader.close();
             if kill {
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(loader.pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
+                kill_group(loader.pid);
             }
         }
     }
@@ -629,4 +739,15 @@ fn fnv(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+/// SIGKILL to the process group of loader `pid`; nothing while its pid is not known (0: a
+/// root has not forked it yet), which would be ctsd's own group.
+fn kill_group(pid: u32) {
+    if pid > 1 {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
 }

@@ -22,8 +22,10 @@
 //!
 //! Feed [`Event`]s to [`Pool::handle`] (or [`Job::handle`]) with the time they were observed,
 //! carry out the returned effects in order, and wake the machine again with [`Event::Tick`] at
-//! [`Pool::deadline`]. An [`Effect::Spawn`] must be answered with [`Event::Spawned`] or
-//! [`Event::SpawnFailed`] before any other event, so the machine always knows every pid.
+//! [`Pool::deadline`]. An [`Effect::Spawn`] is answered with [`Event::Spawned`] or
+//! [`Event::SpawnFailed`]: at once when the caller exec'd the worker itself, or later, after
+//! other events, when a preload loader forks it. Meanwhile the worker is *spawning*: it holds
+//! its slot, and a stop asked before its pid is known is sent once it is.
 
 mod job;
 mod outcome;
@@ -62,7 +64,7 @@ pub enum Sig {
 }
 
 /// How a process ended, as the caller observed it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Exit {
     /// It exited with status 0.
     pub success: bool,

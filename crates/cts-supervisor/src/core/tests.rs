@@ -1705,3 +1705,24 @@ fn a_pool_in_the_middle_of_a_request_is_not_handed_over() {
     assert_eq!(snap.workers.len(), 1);
     assert_eq!(snap.generation, 1);
 }
+
+#[test]
+fn a_spawn_answered_late_is_stopped_once_its_pid_is_known() {
+    // A preload loader answers a spawn after other events: a stop asked meanwhile reaches
+    // the worker as soon as its pid is known, and the stop completes when it exits.
+    let t0 = Instant::now();
+    let mut pool = Pool::new("jordan", web(1), Jitter::fixed(0.5), t0);
+    let first = pool.start(t0);
+    assert_eq!(first, vec![spawn(0, 0)]);
+    // Not answered yet: the slot is taken (no second spawn on a tick).
+    assert_eq!(pool.handle(Event::Tick, t0 + MS(5)), vec![]);
+    let stop = pool.handle(Event::Request(Ticket(1), Request::Stop), t0 + MS(10));
+    assert!(
+        !stop.iter().any(|e| matches!(e, Effect::Signal { .. })),
+        "{stop:?}"
+    );
+    let spawned = pool.handle(Event::Spawned(0, pid(0)), t0 + MS(20));
+    assert!(spawned.contains(&term(0)), "{spawned:?}");
+    let gone = pool.handle(Event::Exited(0, Exit::signaled("SIGTERM")), t0 + MS(30));
+    assert!(gone.contains(&ok(1, Done::Stopped)), "{gone:?}");
+}
