@@ -60,6 +60,19 @@ fn preload_config(dir: &Path, app_dir: &Path, port: u16, workers: u32) -> PathBu
     path
 }
 
+/// SIGKILLs worker `victim` of jordan and waits until `workers` are ready again without it.
+fn kill_and_wait(config: &Path, victim: u32, workers: usize) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(victim as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill a worker");
+    wait_until("a replacement is ready", || {
+        let now = ready_pids(config, "jordan");
+        now.len() == workers && !now.contains(&victim)
+    });
+}
+
 fn answer(port: u16) -> Value {
     get_json(port, "/JO/")
 }
@@ -155,15 +168,7 @@ fn a_killed_preloaded_worker_is_forked_again_from_the_loaded_parent() {
 
     for round in 0..5 {
         let victim = ready_pids(&config, "jordan")[0];
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(victim as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .expect("kill a worker");
-        wait_until("a replacement is ready", || {
-            let now = ready_pids(&config, "jordan");
-            now.len() == 2 && !now.contains(&victim)
-        });
+        kill_and_wait(&config, victim, 2);
         let replacement: Vec<u32> = ready_pids(&config, "jordan")
             .into_iter()
             .filter(|p| !before.contains(p))
@@ -193,15 +198,7 @@ fn a_killed_preloaded_worker_is_forked_again_from_the_loaded_parent() {
         String::from_utf8_lossy(&out.stderr)
     );
     let victim = ready_pids(&config, "jordan")[0];
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(victim as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill a worker");
-    wait_until("a replacement after the upgrade", || {
-        let now = ready_pids(&config, "jordan");
-        now.len() == 2 && !now.contains(&victim)
-    });
+    kill_and_wait(&config, victim, 2);
     for _ in 0..20 {
         let a = answer(port);
         assert_eq!(a["loaded_by"].as_u64(), Some(loader), "{a}");
@@ -289,15 +286,7 @@ fn a_preload_restart_loads_new_code_without_a_failed_request_and_refuses_code_th
     }
     // And a crash is still replaced from the loader of the code that runs.
     let victim = serving[0];
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(victim as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill");
-    wait_until("a replacement is ready", || {
-        let now = ready_pids(&config, "jordan");
-        now.len() == 3 && !now.contains(&victim)
-    });
+    kill_and_wait(&config, victim, 3);
     for _ in 0..20 {
         assert_eq!(answer(port)["version"], "v2");
     }
