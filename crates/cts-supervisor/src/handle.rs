@@ -57,7 +57,7 @@ pub enum Control {
     /// The first step of handing the pool over to the ctsd that replaces this one (`ctsctl
     /// upgrade`). Refused (`ready` gets why, nothing changes) while the pool is in the middle
     /// of a request. Otherwise the actor answers `ready`, then takes no other control until
-    /// `go` says what to do (worker events are still handled: a crash is still replaced):
+    /// `go` says what to do (worker events and timers wait too, and go along with the pool):
     /// `true` hands the pool over (the actor stops watching its workers without stopping or
     /// reaping them, answers `handed` with what the next actor needs, and ends); `false`, or
     /// `go` dropped, resumes as before.
