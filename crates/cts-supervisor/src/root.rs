@@ -123,6 +123,40 @@ impl RunState {
         }
     }
 
+    /// Takes what the root said; whether its channel is still open.
+    fn heard(&mut self, said: Said) -> bool {
+        match said {
+            Said::Ready => {
+                self.ready = true;
+                for (id, req) in std::mem::take(&mut self.queued) {
+                    self.submit(id, req);
+                }
+            }
+            Said::Pid(id, loader) => {
+                if let Some(tx) = self.waiting.remove(&id) {
+                    let _ = tx.send(Ok(loader));
+                }
+            }
+            Said::Error(id, why) => {
+                if let Some(tx) = self.waiting.remove(&id) {
+                    let _ = tx.send(Err(format!(
+                        "the preload root could not fork a loader: {why}"
+                    )));
+                }
+            }
+            Said::Failed(text) => {
+                let text = text.trim_end().to_owned();
+                tracing::warn!("the preload root cannot import the libraries:\n{text}");
+                self.fail_all(&format!("the preload root failed:\n{text}"));
+            }
+            Said::Closed => {
+                self.fail_all("the preload root closed its channel");
+                return false;
+            }
+        }
+        true
+    }
+
     fn idle(&self) -> bool {
         self.ready && self.queued.is_empty() && self.waiting.is_empty()
     }
@@ -193,46 +227,17 @@ async fn run(running: Arc<Running>, how: RootSpec) {
     };
     lock(&running.state).channel = Some(channel.clone());
     let mut open = true;
+    let mut killed = false;
     let status = loop {
-        let idle = {
+        let (idle, waiting_ready) = {
             let st = lock(&running.state);
-            open && st.idle() && st.gone.is_none()
+            (open && st.idle() && st.gone.is_none(), !st.ready && !killed)
         };
-        let waiting_ready = !lock(&running.state).ready;
         tokio::select! {
             biased;
             // What it said comes before its exit: a root replaced by a newer one answers what
             // it was asked, then exits.
-            said = channel.next(), if open => {
-                let mut st = lock(&running.state);
-                match said {
-                    Said::Ready => {
-                        st.ready = true;
-                        for (id, req) in std::mem::take(&mut st.queued) {
-                            st.submit(id, req);
-                        }
-                    }
-                    Said::Pid(id, loader) => {
-                        if let Some(tx) = st.waiting.remove(&id) {
-                            let _ = tx.send(Ok(loader));
-                        }
-                    }
-                    Said::Error(id, why) => {
-                        if let Some(tx) = st.waiting.remove(&id) {
-                            let _ = tx.send(Err(format!("the preload root could not fork a loader: {why}")));
-                        }
-                    }
-                    Said::Failed(text) => {
-                        let text = text.trim_end().to_owned();
-                        tracing::warn!("the preload root cannot import the libraries:\n{text}");
-                        st.fail_all(&format!("the preload root failed:\n{text}"));
-                    }
-                    Said::Closed => {
-                        open = false;
-                        st.fail_all("the preload root closed its channel");
-                    }
-                }
-            }
+            said = channel.next(), if open => open = lock(&running.state).heard(said),
             status = child.wait() => break status,
             () = running.kick.notified() => {}
             () = tokio::time::sleep_until(due), if waiting_ready => {
@@ -243,6 +248,7 @@ async fn run(running: Arc<Running>, how: RootSpec) {
                 tracing::warn!("{why}; stopping it");
                 lock(&running.state).fail_all(&why);
                 let _ = child.start_kill();
+                killed = true;
             }
             () = tokio::time::sleep(IDLE), if idle => {
                 // Nothing asked of it for a while: it exits (end of file on its channel).
@@ -260,23 +266,7 @@ async fn run(running: Arc<Running>, how: RootSpec) {
         let said = tokio::time::timeout(Duration::from_millis(100), channel.next())
             .await
             .unwrap_or(Said::Closed);
-        let mut st = lock(&running.state);
-        match said {
-            Said::Pid(id, loader) => {
-                if let Some(tx) = st.waiting.remove(&id) {
-                    let _ = tx.send(Ok(loader));
-                }
-            }
-            Said::Error(id, why) => {
-                if let Some(tx) = st.waiting.remove(&id) {
-                    let _ = tx.send(Err(format!(
-                        "the preload root could not fork a loader: {why}"
-                    )));
-                }
-            }
-            Said::Closed => open = false,
-            Said::Ready | Said::Failed(_) => {}
-        }
+        open = lock(&running.state).heard(said);
     }
     let why = match status {
         Ok(st) => format!(
